@@ -1,0 +1,1 @@
+//! Kernel capability probe, shared by `netsim doctor` and the test helpers.

@@ -1,0 +1,1 @@
+//! Thin kernel adapters: netlink and system calls, knowing nothing of topologies.

@@ -1,0 +1,21 @@
+//! netsim: a test bed for container overlay networks.
+//!
+//! A TOML topology describes hosts, switches, routers, containers and the links between them.
+//! The layers, arrows pointing one way:
+//!
+//! - [`model`]: parse, validate and plan a topology. Pure: never touches the kernel.
+//! - [`kernel`]: thin adapters over netlink and system calls (namespaces, links, addresses,
+//!   routes, sysctls, qdiscs). They know nothing of topologies.
+//! - [`lab`]: the lifecycle engine. Applies a [`model::Plan`] through the adapters, owns
+//!   teardown, records state so crashed labs can be swept.
+//! - [`caps`]: what this kernel can do (shared by `netsim doctor` and the test helpers).
+//! - [`cli`]: the `netsim` command, a thin layer over the library.
+
+pub mod caps;
+pub mod cli;
+pub mod kernel;
+pub mod lab;
+pub mod model;
+pub mod testing;
+
+pub use model::Plan;

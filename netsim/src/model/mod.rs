@@ -1,0 +1,5 @@
+//! The pure model: topology files in, a resolved [`Plan`] out. Never touches the kernel.
+
+pub mod plan;
+
+pub use plan::Plan;

@@ -1,0 +1,142 @@
+//! The resolved plan of a lab: every namespace, interface, address, MTU and route, with every
+//! name already fitted to the kernel's limits. This is the contract between the pure model
+//! (which produces it from a topology file) and the lifecycle engine (which applies it through
+//! the kernel adapters). Nothing here touches the kernel.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+/// The longest interface name the kernel accepts (IFNAMSIZ - 1).
+pub const IFNAME_MAX: usize = 15;
+
+/// Default MTU of a link when the topology does not set one.
+pub const DEFAULT_MTU: u32 = 1500;
+
+/// Smallest MTU a link may have (IPv4's minimum datagram size).
+pub const MIN_MTU: u32 = 68;
+
+/// Largest MTU a link may have (what veth and bridge accept).
+pub const MAX_MTU: u32 = 65535;
+
+/// A lab ready to be applied: the output of `model::plan`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The topology's name (`[lab] name`, or the file's stem).
+    pub name: String,
+    /// Every node, each one network namespace, in a stable order: switches, routers, hosts,
+    /// then containers (each group in file order).
+    pub nodes: Vec<NodePlan>,
+    /// Every veth pair joining two nodes.
+    pub links: Vec<LinkPlan>,
+    /// The overlay section, reserved for the overlay issue; carried through unchanged.
+    pub overlay: Option<OverlayPlan>,
+}
+
+/// What a node is; it decides how the engine sets it up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum NodeKind {
+    /// An end host: where an overlay router will run.
+    Host,
+    /// A host that forwards IPv4 between its interfaces.
+    Router,
+    /// A Linux bridge in a namespace of its own; its ports are the node's interfaces.
+    Switch,
+    /// A container namespace belonging to a host; the overlay attaches it later.
+    Container {
+        /// The host this container runs on.
+        host: String,
+    },
+}
+
+/// One node: one network namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodePlan {
+    /// The node's name, unique in the lab (the namespace name is derived from it and the lab id).
+    pub name: String,
+    /// What the node is.
+    pub kind: NodeKind,
+    /// Interfaces in creation order (every one is one end of a [`LinkPlan`]).
+    pub interfaces: Vec<IfacePlan>,
+    /// Routes to install once addresses are up, in order.
+    pub routes: Vec<RoutePlan>,
+    /// Whether `net.ipv4.ip_forward` is set (routers: yes).
+    pub forwarding: bool,
+    /// For switches: the bridge every interface of this node is a port of.
+    pub bridge: Option<BridgePlan>,
+}
+
+/// The Linux bridge inside a switch node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgePlan {
+    /// The bridge device's name inside the switch namespace.
+    pub name: String,
+    /// The bridge's MTU (the smallest MTU of its ports).
+    pub mtu: u32,
+}
+
+/// One interface of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IfacePlan {
+    /// Name inside the node's namespace, at most [`IFNAME_MAX`] bytes.
+    pub name: String,
+    /// MTU of the interface.
+    pub mtu: u32,
+    /// IPv4 addresses with their prefix (empty for switch ports).
+    pub addrs: Vec<Ipv4Net>,
+    /// The peer's node and interface, for reports and graphs.
+    pub peer: Endpoint,
+    /// Whether this interface is a port of the node's bridge.
+    pub bridge_port: bool,
+}
+
+/// One end of a link: a node and an interface on it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Node name.
+    pub node: String,
+    /// Interface name inside that node.
+    pub iface: String,
+}
+
+/// A veth pair between two nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkPlan {
+    /// The `a` end (the first-named node in the topology file).
+    pub a: Endpoint,
+    /// The `b` end.
+    pub b: Endpoint,
+    /// MTU of both ends.
+    pub mtu: u32,
+}
+
+/// A static route in a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutePlan {
+    /// Destination (0.0.0.0/0 for a default route).
+    pub dst: Ipv4Net,
+    /// Gateway, if any.
+    pub via: Option<Ipv4Addr>,
+    /// Output interface, if pinned.
+    pub dev: Option<String>,
+}
+
+/// The overlay section (reserved: validated and carried, applied by the overlay issue).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayPlan {
+    /// The overlay address range (inside 198.19.0.0/16).
+    pub range: Ipv4Net,
+    /// Whether a password is set (the password itself is never rendered).
+    pub encrypted: bool,
+    /// Overlay MTU if fixed, `None` for automatic detection.
+    pub mtu: Option<u32>,
+}
+
+impl Plan {
+    /// Looks up a node by name.
+    pub fn node(&self, name: &str) -> Option<&NodePlan> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+}

@@ -1,0 +1,1 @@
+//! overlay: a Weave-Net-style container overlay router (the system under test).
