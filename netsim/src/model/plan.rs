@@ -32,6 +32,25 @@ pub struct Plan {
     pub links: Vec<LinkPlan>,
     /// The overlay section, reserved for the overlay issue; carried through unchanged.
     pub overlay: Option<OverlayPlan>,
+    /// Declarative assertions (`[[expect]]`) checked after `up`, in file order.
+    pub expects: Vec<Expectation>,
+}
+
+/// One declarative assertion from a topology's `[[expect]]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Expectation {
+    /// `from` can (or, with `reachable = false`, cannot) reach `addr` with ICMP echo.
+    Reach {
+        /// Node the probe runs in.
+        from: String,
+        /// The target as written (a node name, `node:iface`, or an address).
+        to: String,
+        /// The resolved target address.
+        addr: Ipv4Addr,
+        /// Whether the target must answer (`true`) or must not (`false`).
+        reachable: bool,
+    },
 }
 
 /// What a node is; it decides how the engine sets it up.
