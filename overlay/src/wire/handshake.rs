@@ -267,7 +267,8 @@ impl Repr {
             version_min: packet.version_min(),
             version_max: packet.version_max(),
             password: packet.flags() & FLAG_PASSWORD != 0,
-            features: packet.features(),
+            // Unknown bits are ignored on receipt.
+            features: Features(packet.features().0 & Features::ALL.0),
             peer_uid: packet.peer_uid(),
             short_id: packet.short_id(),
             nonce: packet.nonce(),
