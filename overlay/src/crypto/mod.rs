@@ -19,9 +19,9 @@ use crate::wire::WireError;
 pub enum CryptoError {
     /// One side has a password set and the other has not.
     #[error(
-        "password mismatch: this router {} a password but the peer {}; \
+        "password mismatch: this router {} but the peer {}; \
          set the same password on both (or on neither)",
-        if *local { "has" } else { "has no" },
+        if *local { "has a password" } else { "has none" },
         if *peer { "has one" } else { "has none" }
     )]
     PasswordMismatch {
