@@ -241,3 +241,19 @@ fn frag_needed_refuses_frames_it_must_not_answer() {
         })
     );
 }
+
+#[test]
+fn vxlan_header_round_trip_and_snapshot() {
+    use overlay::wire::vxlan;
+    let r = vxlan::Repr {
+        src_short_id: 0x0abc,
+        dst_short_id: 0x0001,
+    };
+    let mut b = vec![0u8; r.buffer_len()];
+    r.emit(&mut vxlan::Packet::new_unchecked(&mut b[..]))
+        .unwrap();
+    let p = vxlan::Packet::new_checked(&b[..]).unwrap();
+    assert_eq!(p.vni(), 0x0abc | 0x0001 << 12);
+    assert_eq!(vxlan::Repr::parse(&p).unwrap(), r);
+    insta::assert_snapshot!("vxlan", hexdump(&b));
+}

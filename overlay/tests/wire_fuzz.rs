@@ -78,6 +78,7 @@ fn run(seed: u64, valid: &[u8], harness: fn(&[u8])) -> (usize, usize) {
 #[case::heartbeat(6, emit_heartbeat(&heartbeat()), fuzzing::heartbeat)]
 #[case::sleeve(7, emit_sleeve(&sleeve_header(), &[b"abc", b"defg"]), fuzzing::sleeve)]
 #[case::icmp(8, big_df_udp_frame(1500), fuzzing::icmp)]
+#[case::vxlan(10, vec![0x08, 0, 0, 0, 0, 0x20, 0x01, 0, 0xaa], fuzzing::vxlan)]
 #[case::sleeve_open(9, emit_sleeve(&sleeve_header(), &[b"abc"]), fuzzing::sleeve_open)]
 fn decoder_survives_random_buffers(
     #[case] seed: u64,

@@ -231,15 +231,19 @@ pub fn begin(
         LABEL_SLEEVE_RI,
     ]) {
         // 32 bytes is far below HKDF-SHA256's 8160-byte output bound.
-        hk.expand(label, out).map_err(|_| CryptoError::Random)?;
+        hk.expand(label, out)
+            .map_err(|_| CryptoError::KeyDerivation)?;
     }
     let [proof_i, proof_r, sleeve_ir, sleeve_ri] = okm;
     let (own_key, peer_key, tx, rx) = match role {
         Role::Initiator => (proof_i, proof_r, sleeve_ir, sleeve_ri),
         Role::Responder => (proof_r, proof_i, sleeve_ri, sleeve_ir),
     };
+    let local_proof = hmac(&own_key, &th);
+    let mut own_key = own_key;
+    own_key.zeroize();
     let secrets = Secrets {
-        local_proof: hmac(&own_key, &th)?,
+        local_proof: local_proof?,
         peer_proof_key: peer_key,
         transcript: th,
         keys: SessionKeys { tx, rx },

@@ -65,6 +65,9 @@ pub enum CryptoError {
     /// The bytes are not a well-formed message.
     #[error("malformed message: {0}")]
     Wire(#[from] WireError),
+    /// HKDF refused to expand (cannot happen for the 32-byte keys used).
+    #[error("key derivation failed")]
+    KeyDerivation,
     /// The operating system's random source failed.
     #[error("the OS random source failed")]
     Random,

@@ -6,7 +6,7 @@
 //! re-emits the `Repr` and parses it again: a panic here (from the decoder,
 //! or from the round-trip assertion) is a bug the fuzzer reports.
 
-use super::{auth, control, gossip, handshake, heartbeat, icmp, ipam, ipv4, sleeve};
+use super::{auth, control, gossip, handshake, heartbeat, icmp, ipam, ipv4, sleeve, vxlan};
 
 /// Emits `repr` with `emit` into a buffer of `len` bytes and returns it.
 fn re_emit(len: usize, emit: impl FnOnce(&mut [u8]) -> super::Result<()>) -> Vec<u8> {
@@ -164,4 +164,19 @@ pub fn sleeve_open(data: &[u8]) {
         opener.open(&mut buf).is_err(),
         "random bytes authenticated under a fixed key"
     );
+}
+
+/// VXLAN header.
+pub fn vxlan(data: &[u8]) {
+    let Ok(p) = vxlan::Packet::new_checked(data) else {
+        return;
+    };
+    let _ = (p.payload(), p.vni(), p.flags());
+    if let Ok(r) = vxlan::Repr::parse(&p) {
+        let again = re_emit(r.buffer_len(), |b| {
+            r.emit(&mut vxlan::Packet::new_unchecked(b))
+        });
+        let back = vxlan::Repr::parse(&vxlan::Packet::new_unchecked(&again[..]));
+        assert_eq!(back, Ok(r));
+    }
 }

@@ -463,30 +463,27 @@ impl Repr {
         let b = packet.buffer.as_mut();
         let mut pos = HEADER_LEN;
         for p in &self.peers {
-            b[pos..pos + 8].copy_from_slice(&p.uid.to_be_bytes());
-            b[pos + 8..pos + 16].copy_from_slice(&p.version.to_be_bytes());
-            b[pos + 16..pos + 18].copy_from_slice(&p.short_id.to_be_bytes());
-            b[pos + 18..pos + 20].copy_from_slice(&(p.connections.len() as u16).to_be_bytes());
-            b[pos + 20] = p.name.len() as u8;
+            let at = |r: core::ops::Range<usize>| pos + r.start..pos + r.end;
+            b[at(field::PEER_UID)].copy_from_slice(&p.uid.to_be_bytes());
+            b[at(field::PEER_VERSION)].copy_from_slice(&p.version.to_be_bytes());
+            b[at(field::PEER_SHORT_ID)].copy_from_slice(&p.short_id.to_be_bytes());
+            b[at(field::PEER_CONNS)].copy_from_slice(&(p.connections.len() as u16).to_be_bytes());
+            b[pos + field::PEER_NAME_LEN] = p.name.len() as u8;
             pos += field::PEER_NAME;
             b[pos..pos + p.name.len()].copy_from_slice(p.name.as_bytes());
             pos += p.name.len();
             for c in &p.connections {
-                b[pos] = if c.established { CONN_ESTABLISHED } else { 0 };
-                b[pos + 2..pos + 4].copy_from_slice(&c.address.port().to_be_bytes());
+                let (family, addr): (u8, &[u8]) = match c.address.ip() {
+                    IpAddr::V4(a) => (4, &a.octets()[..]),
+                    IpAddr::V6(a) => (6, &a.octets()[..]),
+                };
+                b[pos + field::CONN_FLAGS] = if c.established { CONN_ESTABLISHED } else { 0 };
+                b[pos + field::CONN_FAMILY] = family;
+                b[pos + field::CONN_PORT.start..pos + field::CONN_PORT.end]
+                    .copy_from_slice(&c.address.port().to_be_bytes());
                 pos += field::CONN_ADDR;
-                match c.address.ip() {
-                    IpAddr::V4(a) => {
-                        b[pos - 3] = 4;
-                        b[pos..pos + 4].copy_from_slice(&a.octets());
-                        pos += 4;
-                    }
-                    IpAddr::V6(a) => {
-                        b[pos - 3] = 6;
-                        b[pos..pos + 16].copy_from_slice(&a.octets());
-                        pos += 16;
-                    }
-                }
+                b[pos..pos + addr.len()].copy_from_slice(addr);
+                pos += addr.len();
                 b[pos] = c.peer_name.len() as u8;
                 b[pos + 1..pos + 1 + c.peer_name.len()].copy_from_slice(c.peer_name.as_bytes());
                 pos += 1 + c.peer_name.len();

@@ -18,6 +18,7 @@ pub mod icmp;
 pub mod ipam;
 pub mod ipv4;
 pub mod sleeve;
+pub mod vxlan;
 
 use std::fmt::Write as _;
 
