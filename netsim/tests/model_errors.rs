@@ -101,6 +101,9 @@ fn diagnose(src: &str) -> String {
 #[case::p2p_addresses_on_different_subnets(
     "[[host]]\nname = \"h1\"\n[[host]]\nname = \"h2\"\n[[link]]\nendpoints = [\"h1\", \"h2\"]\naddresses = [\"198.18.1.1/30\", \"198.18.2.2/30\"]\n"
 )]
+#[case::auto_address_without_subnet(
+    "[[host]]\nname = \"h1\"\n[[host]]\nname = \"h2\"\n[[link]]\nendpoints = [\"h1\", \"h2\"]\naddresses = [\"198.18.1.1/30\", \"auto\"]\n"
+)]
 #[case::subnet_outside_benchmark_range("[[switch]]\nname = \"sw1\"\nsubnet = \"10.0.0.0/24\"\n")]
 #[case::subnet_in_overlay_range("[[switch]]\nname = \"sw1\"\nsubnet = \"198.19.1.0/24\"\n")]
 #[case::address_outside_benchmark_range(
@@ -145,9 +148,12 @@ fn diagnose(src: &str) -> String {
     "[[switch]]\nname = \"sw1\"\nmtu = \"x\"\n\n[[host]]\nnmae = \"h1\"\n\n[overlay]\nrange = \"198.19.0.0/16\"\ncolour = \"blue\"\n"
 )]
 fn bad_topologies(#[case] src: &str) {
+    // rstest names the thread `..::case_07_wrong_type`; the snapshot keeps `wrong_type` so
+    // adding a case does not renumber the others.
     let name = std::thread::current()
         .name()
-        .and_then(|n| n.rsplit("::").next().map(str::to_string))
+        .and_then(|n| n.rsplit("::").next())
+        .map(|n| n.splitn(3, '_').nth(2).unwrap_or(n).to_string())
         .unwrap_or_default();
     insta::with_settings!({ description => src, omit_expression => true }, {
         insta::assert_snapshot!(name, diagnose(src));

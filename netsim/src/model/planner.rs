@@ -439,7 +439,25 @@ impl<'t> Planner<'t> {
                             continue;
                         }
                         if let Some(s) = given.next() {
-                            if let Some(spec) = self.addr_spec(s) {
+                            let spec = self.addr_spec(s);
+                            if matches!(spec, Some(AddrSpec::Auto)) {
+                                let has_subnet = match [a, b]
+                                    .into_iter()
+                                    .find(|&n| self.nodes[n].kind == Kind::Switch)
+                                {
+                                    Some(sw) => self.nodes[sw].subnet.is_some(),
+                                    None => link.subnet.is_some(),
+                                };
+                                if !has_subnet {
+                                    self.r.error(
+                                        s.span(),
+                                        "\"auto\" needs a subnet to plan the address from",
+                                        "give the link (or its switch) a `subnet`, or write the \
+                                         address out, e.g. \"198.18.9.2/30\"",
+                                    );
+                                }
+                            }
+                            if let Some(spec) = spec {
                                 specs[slot] = spec;
                             }
                         }
