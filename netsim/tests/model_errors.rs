@@ -104,6 +104,9 @@ fn diagnose(src: &str) -> String {
 #[case::auto_address_without_subnet(
     "[[host]]\nname = \"h1\"\n[[host]]\nname = \"h2\"\n[[link]]\nendpoints = [\"h1\", \"h2\"]\naddresses = [\"198.18.1.1/30\", \"auto\"]\n"
 )]
+#[case::p2p_addresses_overlap_a_switch(
+    "[[switch]]\nname = \"sw1\"\nsubnet = \"198.18.1.0/24\"\n[[host]]\nname = \"h1\"\n[[host]]\nname = \"h2\"\n[[link]]\nendpoints = [\"h1\", \"h2\"]\naddresses = [\"198.18.1.1/30\", \"198.18.1.3/30\"]\n"
+)]
 #[case::subnet_outside_benchmark_range("[[switch]]\nname = \"sw1\"\nsubnet = \"10.0.0.0/24\"\n")]
 #[case::subnet_in_overlay_range("[[switch]]\nname = \"sw1\"\nsubnet = \"198.19.1.0/24\"\n")]
 #[case::address_outside_benchmark_range(

@@ -159,3 +159,39 @@ mtu = 1376
         "{text}"
     );
 }
+
+#[test]
+fn port_names_fit_and_stay_unique_with_many_links() {
+    // Two long-named hosts with a dozen links each to one switch: every port name must fit
+    // in 15 bytes and be unique within the switch even after cutting.
+    let mut src = String::from("[[switch]]\nname = \"sw1\"\nsubnet = \"198.18.1.0/24\"\n");
+    for host in ["hostalpha1", "hostalpha2"] {
+        src.push_str(&format!(
+            "[[host]]\nname = \"{host}\"\nswitches = [{}]\n",
+            vec!["\"sw1\""; 12].join(", ")
+        ));
+    }
+    let plan = plan_str(&src);
+    let sw = plan.node("sw1").unwrap_or_else(|| panic!("no sw1 in plan"));
+    let names: Vec<&str> = sw.interfaces.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names.len(), 24);
+    let mut unique = names.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), 24, "duplicate port names: {names:?}");
+    assert!(
+        names
+            .iter()
+            .all(|n| n.len() <= netsim::model::plan::IFNAME_MAX),
+        "{names:?}"
+    );
+    insta::assert_snapshot!(names.join("\n"));
+}
+
+#[test]
+fn planning_is_deterministic() {
+    let file = topologies_dir().join("routed-line.toml");
+    let a = model::load_plan(&file).unwrap_or_else(|d| panic!("{d}"));
+    let b = model::load_plan(&file).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(a, b);
+}

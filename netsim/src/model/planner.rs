@@ -9,7 +9,7 @@
 //! - addresses: explicit ones are reserved first; then, per subnet, routers take the lowest free
 //!   addresses and hosts the next ones, each in link order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::ops::Range;
 use std::path::Path;
@@ -109,6 +109,9 @@ struct Planner<'t> {
     by_name: BTreeMap<String, usize>,
     /// Every node's addresses once planned (for resolving next hops by node name).
     planned_addrs: Vec<Vec<Ipv4Net>>,
+    /// Nodes one of whose links was already reported as wrong: a missing address on them is a
+    /// consequence, not a second problem, so it is not reported again.
+    broken: BTreeSet<usize>,
 }
 
 /// Checks a topology and resolves it into a [`Plan`].
@@ -119,6 +122,7 @@ pub(crate) fn plan(topo: &Topology) -> Result<Plan, Diagnostics> {
         nodes: Vec::new(),
         by_name: BTreeMap::new(),
         planned_addrs: Vec::new(),
+        broken: BTreeSet::new(),
     };
     let name = p.lab_name();
     p.collect_nodes();
@@ -397,8 +401,12 @@ impl<'t> Planner<'t> {
             let a = self.node_ref(&eps[0], "link endpoint");
             let b = self.node_ref(&eps[1], "link endpoint");
             let mtu = link.mtu.as_ref().and_then(|m| self.mtu(m));
-            let (Some(a), Some(b)) = (a, b) else { continue };
+            let (Some(a), Some(b)) = (a, b) else {
+                self.broken.extend(a.into_iter().chain(b));
+                continue;
+            };
             if !self.endpoints_ok(a, b, &eps[1]) {
+                self.broken.extend([a, b]);
                 continue;
             }
             let switches = [a, b]
@@ -474,6 +482,21 @@ impl<'t> Planner<'t> {
                      addresses = [\"198.18.9.1/30\", \"198.18.9.2/30\"]",
                 );
             }
+            // Two explicit addresses on one subnet define the link's subnet, so it is checked
+            // for overlaps and its network and broadcast addresses are refused like any other.
+            let mut subnet = subnet;
+            if let (
+                None,
+                [AddrSpec::Explicit(x, Some(px), _), AddrSpec::Explicit(y, Some(py), _)],
+            ) = (&subnet, specs.as_slice())
+            {
+                let (nx, ny) = (Ipv4Net::new(*x, *px), Ipv4Net::new(*y, *py));
+                if let (Ok(nx), Ok(ny), Some(addrs)) = (nx, ny, &link.addresses) {
+                    if nx.trunc() == ny.trunc() {
+                        subnet = Some((nx.trunc(), addrs.span()));
+                    }
+                }
+            }
             let [sa, sb]: [AddrSpec; 2] = match specs.try_into() {
                 Ok(pair) => pair,
                 Err(_) => continue,
@@ -515,9 +538,11 @@ impl<'t> Planner<'t> {
             };
             for sw in switches {
                 let Some(b) = self.node_ref(sw, "switch") else {
+                    self.broken.insert(a);
                     continue;
                 };
                 if self.nodes[b].kind != Kind::Switch {
+                    self.broken.insert(a);
                     self.r.error(
                         sw.span(),
                         format!(
@@ -725,7 +750,11 @@ impl<'t> Planner<'t> {
                                     format!(
                                         "address {addr} is the network or broadcast address of {net}"
                                     ),
-                                    "pick an address strictly between the two",
+                                    format!(
+                                        "usable addresses of {net} run from {} to {}",
+                                        Ipv4Addr::from(u32::from(net.network()) + 1),
+                                        Ipv4Addr::from(u32::from(net.broadcast()).saturating_sub(1))
+                                    ),
                                 );
                                 continue;
                             }
@@ -870,6 +899,7 @@ impl<'t> Planner<'t> {
     /// Resolves a next hop (address or node name) for node `me`.
     fn next_hop(&mut self, me: &NodePlan, via: &Spanned<String>, what: &str) -> Option<Ipv4Addr> {
         let text = via.get_ref().trim();
+        let me_index = self.by_name.get(&me.name).copied().unwrap_or(usize::MAX);
         let mine: Vec<Ipv4Net> = me.interfaces.iter().flat_map(|i| i.addrs.clone()).collect();
         let nets = || {
             let list: Vec<String> = mine.iter().map(|n| n.trunc().to_string()).collect();
@@ -897,6 +927,9 @@ impl<'t> Planner<'t> {
                 return None;
             }
             if !mine.iter().any(|n| n.contains(&addr)) {
+                if self.broken.contains(&me_index) {
+                    return None;
+                }
                 self.r.error(
                     via.span(),
                     format!("{what} {addr} is not on any subnet of {}", me.name),
@@ -938,16 +971,14 @@ impl<'t> Planner<'t> {
             );
             return None;
         }
-        None.or_else(|| {
-            let theirs = self.topo_iface_addrs(target);
-            mine.iter().find_map(|m| {
-                theirs
-                    .iter()
-                    .find(|t| t.trunc() == m.trunc())
-                    .map(|t| t.addr())
-            })
-        })
-        .or_else(|| {
+        let theirs = self.planned_addrs.get(target).cloned().unwrap_or_default();
+        let shared = mine.iter().find_map(|m| {
+            theirs
+                .iter()
+                .find(|t| t.trunc() == m.trunc())
+                .map(|t| t.addr())
+        });
+        if shared.is_none() && !self.broken.contains(&target) && !self.broken.contains(&me_index) {
             self.r.error(
                 via.span(),
                 format!("{what} {text:?} shares no subnet with {}", me.name),
@@ -957,12 +988,8 @@ impl<'t> Planner<'t> {
                     nets()
                 ),
             );
-            None
-        })
-    }
-
-    fn topo_iface_addrs(&self, node: usize) -> Vec<Ipv4Net> {
-        self.planned_addrs.get(node).cloned().unwrap_or_default()
+        }
+        shared
     }
 
     fn plan_routes(&mut self, plans: &mut [NodePlan]) {
@@ -1161,7 +1188,7 @@ impl<'t> Planner<'t> {
                 .find_map(|p| p.addrs.first())
                 .map(|a| a.addr()),
         };
-        if found.is_none() {
+        if found.is_none() && !self.broken.contains(&i) {
             let help = match &plan.kind {
                 NodeKind::Container { .. } => {
                     "containers get overlay addresses later; target a host, a router or an address"
