@@ -168,7 +168,7 @@ fn port_names_fit_and_stay_unique_with_many_links() {
     for host in ["hostalpha1", "hostalpha2"] {
         src.push_str(&format!(
             "[[host]]\nname = \"{host}\"\nswitches = [{}]\n",
-            vec!["\"sw1\""; 12].join(", ")
+            ["\"sw1\""; 12].join(", ")
         ));
     }
     let plan = plan_str(&src);
