@@ -405,7 +405,7 @@ impl<'t> Planner<'t> {
                 self.broken.extend(a.into_iter().chain(b));
                 continue;
             };
-            if !self.endpoints_ok(a, b, &eps[1]) {
+            if !self.endpoints_ok(a, b, &eps[0], &eps[1]) {
                 self.broken.extend([a, b]);
                 continue;
             }
@@ -585,13 +585,18 @@ impl<'t> Planner<'t> {
         links
     }
 
-    fn endpoints_ok(&mut self, a: usize, b: usize, b_name: &Spanned<String>) -> bool {
-        let eps = [a, b];
-        for &n in &eps {
+    fn endpoints_ok(
+        &mut self,
+        a: usize,
+        b: usize,
+        a_name: &Spanned<String>,
+        b_name: &Spanned<String>,
+    ) -> bool {
+        for (n, written) in [(a, a_name), (b, b_name)] {
             if let Kind::Container(host) = &self.nodes[n].kind {
                 let (name, host) = (self.nodes[n].name.clone(), host.clone());
                 self.r.error(
-                    b_name.span(),
+                    written.span(),
                     format!("link endpoint {name:?} is a container"),
                     format!(
                         "containers get their interfaces from the overlay on their host; link \
