@@ -23,7 +23,8 @@ use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::io::{self, Write as _};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::sched::{setns, unshare, CloneFlags};
 
@@ -222,6 +223,115 @@ impl ScratchNs {
             Ok(rt.block_on(f()))
         })?
     }
+}
+
+/// One end of a veth pair made by [`veth_between`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VethEnd {
+    /// Interface name.
+    pub name: String,
+    /// Interface index in its namespace.
+    pub ifindex: u32,
+    /// IPv4 address configured on it.
+    pub addr: Ipv4Addr,
+}
+
+/// Join two scratch namespaces with a veth pair named `name`-a / `name`-b, address both ends
+/// in `addr_a`/`addr_b` (/24; use 198.18.0.0/15 addresses) and bring everything, `lo`
+/// included, up.
+pub fn veth_between(
+    a: &ScratchNs,
+    b: &ScratchNs,
+    name: &str,
+    addr_a: Ipv4Addr,
+    addr_b: Ipv4Addr,
+) -> io::Result<(VethEnd, VethEnd)> {
+    let name_a = format!("{name}-a");
+    let name_b = format!("{name}-b");
+    let b_fd = b.fd().as_raw_fd();
+    let ifindex_a = a.run_async(|| async {
+        let handle = rtnl()?;
+        handle
+            .link()
+            .add(rtnetlink::LinkVeth::new(&name_a, &name_b).build())
+            .execute()
+            .await
+            .map_err(|e| nl_err(&format!("create veth {name_a}/{name_b}"), e))?;
+        let peer = link_index(&handle, &name_b).await?;
+        handle
+            .link()
+            .set(
+                rtnetlink::LinkUnspec::new_with_index(peer)
+                    .setns_by_fd(b_fd)
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(|e| nl_err(&format!("move {name_b} into the peer namespace"), e))?;
+        configure(&handle, &name_a, addr_a).await
+    })??;
+    let ifindex_b = b.run_async(|| async {
+        let handle = rtnl()?;
+        configure(&handle, &name_b, addr_b).await
+    })??;
+    Ok((
+        VethEnd {
+            name: name_a,
+            ifindex: ifindex_a,
+            addr: addr_a,
+        },
+        VethEnd {
+            name: name_b,
+            ifindex: ifindex_b,
+            addr: addr_b,
+        },
+    ))
+}
+
+/// An rtnetlink handle for the current thread's namespace, its connection driven by a task on
+/// the current tokio runtime.
+pub fn rtnl() -> io::Result<rtnetlink::Handle> {
+    let (conn, handle, _) = rtnetlink::new_connection()
+        .map_err(|e| io::Error::new(e.kind(), format!("open an rtnetlink socket: {e}")))?;
+    tokio::spawn(conn);
+    Ok(handle)
+}
+
+fn nl_err(what: &str, e: rtnetlink::Error) -> io::Error {
+    io::Error::other(format!("{what}: {e}"))
+}
+
+/// The index of the link called `name` in the handle's namespace.
+pub async fn link_index(handle: &rtnetlink::Handle, name: &str) -> io::Result<u32> {
+    use futures::TryStreamExt;
+    let mut links = handle.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(Some(msg)) => Ok(msg.header.index),
+        Ok(None) => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no link called {name}"),
+        )),
+        Err(e) => Err(nl_err(&format!("look up link {name}"), e)),
+    }
+}
+
+async fn configure(handle: &rtnetlink::Handle, name: &str, addr: Ipv4Addr) -> io::Result<u32> {
+    let index = link_index(handle, name).await?;
+    handle
+        .address()
+        .add(index, addr.into(), 24)
+        .execute()
+        .await
+        .map_err(|e| nl_err(&format!("add {addr}/24 to {name}"), e))?;
+    for (i, what) in [(index, name), (1, "lo")] {
+        handle
+            .link()
+            .set(rtnetlink::LinkUnspec::new_with_index(i).up().build())
+            .execute()
+            .await
+            .map_err(|e| nl_err(&format!("bring {what} up"), e))?;
+    }
+    Ok(index)
 }
 
 #[cfg(test)]
