@@ -5,5 +5,7 @@ pub mod netns;
 pub mod process;
 pub mod rtnl;
 pub mod sysctl;
+/// Queueing disciplines (netem, tbf, htb) over rtnetlink.
+pub mod tc;
 
 pub use error::KernelError;
