@@ -22,4 +22,5 @@ pub mod model;
 pub mod testing;
 pub mod verify;
 
+pub use lab::{Lab, NodeHandle, UpOptions};
 pub use model::Plan;

@@ -2,6 +2,7 @@
 //! (see [`crate::lab::NodeHandle::run`]) so its sockets live in that node's namespace.
 
 pub mod icmp;
+pub mod matrix;
 pub mod mtu;
 pub mod pair;
 pub mod perf;

@@ -136,7 +136,7 @@ impl Server {
                 stream.set_read_timeout(Some(opts.io_timeout))?;
                 stream.set_write_timeout(Some(opts.io_timeout))?;
                 match test {
-                    Test::TcpBw => tcp_sink(stream),
+                    Test::TcpBw => sink_stream(stream),
                     _ => tcp_echo(stream, opts.msg_size),
                 }
             }
@@ -186,7 +186,9 @@ fn accept_within(listener: &TcpListener, timeout: Duration) -> io::Result<TcpStr
     }
 }
 
-fn tcp_sink(mut stream: TcpStream) -> io::Result<ServerTally> {
+/// The server side of one `tcp_bw` stream: counts what arrives until the client closes, then
+/// tells the client the count (the receiver's figure is the one reported).
+pub fn sink_stream(mut stream: TcpStream) -> io::Result<ServerTally> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut tally = ServerTally::default();
     let mut first: Option<Instant> = None;
