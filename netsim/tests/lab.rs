@@ -549,3 +549,37 @@ async fn the_root_namespace_never_sees_a_lab_link() {
     lab.down().await.expect("down");
     assert_gone(&id);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_namespace_is_reported_and_not_touched() {
+    setup();
+    let id = unique("t-stale");
+    let stale = format!("netsim-{id}-h1");
+    netns::create(&stale).expect("stale namespace");
+    let err = Lab::up(star("stale", 2, 1500), opts(&id))
+        .await
+        .expect_err("name taken");
+    let text = err.to_string();
+    assert!(
+        text.contains("File exists") && text.contains("netsim clean"),
+        "{text}"
+    );
+    // Rolled back: only the namespace that was there before remains.
+    assert_eq!(namespaces_of(&id), vec![stale.clone()]);
+    assert!(!state_file(&id).exists());
+    netns::delete(&stale).expect("delete");
+    assert_gone(&id);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_far_ends_of_a_big_star_reach_each_other() {
+    setup();
+    let id = unique("t-star50");
+    let lab = Lab::up(star("star50", 50, 1500), opts(&id))
+        .await
+        .expect("up");
+    let (h1, h50) = (lab.node("h1").expect("h1"), lab.node("h50").expect("h50"));
+    assert!(udp_reach(&h1, &h50, star_addr(50)).await);
+    lab.down().await.expect("down");
+    assert_gone(&id);
+}

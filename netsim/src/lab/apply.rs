@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
-use futures::stream::{self, StreamExt};
+use futures::stream::{FuturesUnordered, StreamExt};
 use ipnet::Ipv4Net;
 
 use super::error::LabError;
@@ -125,8 +125,9 @@ pub(crate) fn check_plan(lab: &str, plan: &Plan) -> Result<(), LabError> {
 }
 
 /// Runs `futs` with at most `limit` in flight, reporting each completion as progress of
-/// `phase`; stops at the first error. The futures are built up front (rather than mapped
-/// lazily inside a stream) so the whole bring-up future stays `Send`.
+/// `phase`. At the first error no new future is started, but those in flight are still
+/// awaited, so nothing keeps working behind the rollback's back. The futures are built up
+/// front (rather than mapped lazily inside a stream) so the bring-up future stays `Send`.
 async fn bounded<T, F>(
     futs: Vec<F>,
     limit: usize,
@@ -138,13 +139,28 @@ where
 {
     let total = futs.len();
     progress(Progress::new(phase, 0, total));
-    let mut stream = stream::iter(futs).buffer_unordered(limit);
+    let mut pending = futs.into_iter();
+    let mut running = FuturesUnordered::new();
+    running.extend(pending.by_ref().take(limit.max(1)));
     let mut out = Vec::with_capacity(total);
-    while let Some(item) = stream.next().await {
-        out.push(item?);
-        progress(Progress::new(phase, out.len(), total));
+    let mut first_err = None;
+    while let Some(item) = running.next().await {
+        match item {
+            Ok(v) if first_err.is_none() => {
+                out.push(v);
+                progress(Progress::new(phase, out.len(), total));
+                running.extend(pending.next());
+            }
+            Ok(_) => {}
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
     }
-    Ok(out)
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }
 
 /// A namespace made by bring-up, with what is needed to configure it.
@@ -153,12 +169,29 @@ struct Made {
     nl: Netlink,
 }
 
+/// The namespaces bring-up has made so far. Once cancelled (bring-up failed or was dropped),
+/// a creation still in flight deletes its namespace instead of recording it, so rollback
+/// never misses one.
+#[derive(Debug, Default)]
+pub(crate) struct Created {
+    names: Vec<String>,
+    cancelled: bool,
+}
+
+impl Created {
+    /// Refuses further records and returns the namespaces made so far.
+    pub(crate) fn cancel(&mut self) -> Vec<String> {
+        self.cancelled = true;
+        std::mem::take(&mut self.names)
+    }
+}
+
 /// Creates namespace `ns` and, on its creating thread, opens what bring-up needs there.
 fn make_namespace(
     ns: String,
     forwarding: bool,
     rt: tokio::runtime::Handle,
-    created: &Mutex<Vec<String>>,
+    created: &Mutex<Created>,
 ) -> Result<Made, KernelError> {
     let inner_ns = ns.clone();
     let made = netns::create_with(&ns, move || -> Result<Made, KernelError> {
@@ -172,7 +205,19 @@ fn make_namespace(
         Ok(Made { fd, nl })
     })?;
     // Recorded as soon as it exists, even if opening something in it failed.
-    created.lock().unwrap_or_else(|p| p.into_inner()).push(ns);
+    let mut record = created.lock().unwrap_or_else(|p| p.into_inner());
+    if record.cancelled {
+        drop(record);
+        let _ = netns::delete(&ns);
+        return Err(KernelError {
+            netns: ns,
+            target: None,
+            op: "create namespace".into(),
+            errno: None,
+            detail: Some("bring-up was cancelled meanwhile".into()),
+        });
+    }
+    record.names.push(ns);
     made
 }
 
@@ -182,7 +227,7 @@ pub(crate) async fn apply(
     id: &str,
     plan: &Plan,
     namespaces: &[String],
-    created: Arc<Mutex<Vec<String>>>,
+    created: Arc<Mutex<Created>>,
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<(), LabError> {
     let rt = tokio::runtime::Handle::current();

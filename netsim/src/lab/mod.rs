@@ -333,7 +333,13 @@ impl Lab {
             state: Mutex::new(state),
         });
 
-        let created = Arc::new(Mutex::new(Vec::new()));
+        let created = Arc::new(Mutex::new(apply::Created::default()));
+        // Rolls back on failure, and also if this future is dropped halfway.
+        let mut guard = UpGuard {
+            inner: inner.clone(),
+            created: created.clone(),
+            armed: true,
+        };
         let noop = |_: Progress| {};
         let progress: &(dyn Fn(Progress) + Send + Sync) = match &opts.progress {
             Some(f) => f.as_ref(),
@@ -349,17 +355,15 @@ impl Lab {
             Err(e) => Err(e),
         };
         match result {
-            Ok(()) => Ok(Lab {
-                inner,
-                released: false,
-            }),
-            Err(e) => {
-                let made = created.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                let st = inner.state().clone();
-                let _ = tokio::task::spawn_blocking(move || teardown(&st, Some(&made))).await;
-                let _ = remove_state(&id, &inner.path);
-                Err(e)
+            Ok(()) => {
+                guard.armed = false;
+                Ok(Lab {
+                    inner,
+                    released: false,
+                })
             }
+            // The guard rolls back as it goes out of scope.
+            Err(e) => Err(e),
         }
     }
 
@@ -442,6 +446,36 @@ impl Drop for Lab {
             // Synchronous system calls only: works in or out of a runtime, and unwinding.
             if let Err(e) = Self::teardown_inner(&self.inner) {
                 tracing::warn!("lab {}: teardown on drop: {e}", self.inner.id);
+            }
+        }
+    }
+}
+
+/// Rolls back a bring-up that failed or was cancelled: deletes the namespaces it made (only
+/// those: a namespace that was there before is not ours) and the state file.
+struct UpGuard {
+    inner: Arc<Inner>,
+    created: Arc<Mutex<apply::Created>>,
+    armed: bool,
+}
+
+impl Drop for UpGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let made = self
+            .created
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .cancel();
+        let st = self.inner.state().clone();
+        let (_, _, err) = teardown(&st, Some(&made));
+        match err {
+            // Keep the state file so `clean` can retry.
+            Some(e) => tracing::warn!("lab {}: rollback: {e}", self.inner.id),
+            None => {
+                let _ = remove_state(&self.inner.id, &self.inner.path);
             }
         }
     }
