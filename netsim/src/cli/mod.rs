@@ -4,15 +4,18 @@
 mod output;
 
 use std::io::IsTerminal;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::lab::{self, Lab, Progress, UpOptions};
+use crate::lab::{self, Lab, NodeHandle, Progress, UpOptions};
+use crate::measure::{icmp, matrix, mtu, pair, perf};
 use crate::{caps, model, verify};
 
 /// netsim: bring up virtual networks of Linux namespaces from a TOML topology and test them.
@@ -95,6 +98,86 @@ enum Command {
     },
     /// Show which kernel features this machine has and what each missing one means.
     Doctor {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// ICMP echo from node A to B (a node, `node:iface` or an address).
+    Ping {
+        /// Lab id.
+        lab: String,
+        /// Node the pings leave from.
+        from: String,
+        /// Target: node, `node:iface` or address.
+        to: String,
+        /// Echo requests to send.
+        #[arg(long, short = 'c', default_value_t = 5)]
+        count: u16,
+        /// Time between requests, e.g. `200ms`.
+        #[arg(long, short = 'i', default_value = "200ms", value_parser = parse_duration)]
+        interval: Duration,
+        /// ICMP payload bytes.
+        #[arg(long, short = 's', default_value_t = 56)]
+        size: usize,
+        /// Set Don't Fragment.
+        #[arg(long)]
+        df: bool,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// qperf-style measurements from client node A to server node B.
+    Perf {
+        /// Lab id.
+        lab: String,
+        /// Client node.
+        from: String,
+        /// Server: node, `node:iface` or one of its addresses.
+        to: String,
+        /// Tests to run, comma separated: tcp_bw, tcp_lat, udp_bw, udp_lat.
+        #[arg(long, value_delimiter = ',', default_value = "tcp_bw,tcp_lat")]
+        test: Vec<String>,
+        /// How long each test runs, e.g. `5s`.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Message size in bytes (default: qperf's for each test).
+        #[arg(long)]
+        msg_size: Option<usize>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// iperf-style matrix: many TCP streams at once, per-client and aggregate throughput.
+    Matrix {
+        /// Lab id.
+        lab: String,
+        /// Server nodes, comma separated; with several, client i uses server i mod N.
+        #[arg(long, value_delimiter = ',', required = true)]
+        servers: Vec<String>,
+        /// Client nodes, comma separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        clients: Vec<String>,
+        /// Parallel streams per client.
+        #[arg(long, default_value_t = 1)]
+        streams: usize,
+        /// How long the streams run, e.g. `5s`.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Path MTU from A to B: the largest DF packet that passes, and what happens to a bigger one.
+    Mtu {
+        /// Lab id.
+        lab: String,
+        /// Node the probes leave from.
+        from: String,
+        /// Target: node, `node:iface` or address.
+        to: String,
+        /// Largest packet size to try.
+        #[arg(long, default_value_t = 9000)]
+        max: u32,
         /// Print as JSON.
         #[arg(long)]
         json: bool,
@@ -255,7 +338,184 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Bench { shape, hosts, json } => run_bench(&shape, &hosts, json),
+        Command::Ping {
+            lab,
+            from,
+            to,
+            count,
+            interval,
+            size,
+            df,
+            json,
+        } => {
+            let opts = icmp::PingOptions {
+                count,
+                interval,
+                size,
+                df,
+                ..icmp::PingOptions::default()
+            };
+            let lab = Lab::attach(&lab)?;
+            let (node, addr) = endpoints(&lab, &from, &to)?;
+            let result =
+                runtime()?.block_on(node.run(move || async move { icmp::ping(addr, &opts) }))??;
+            if json {
+                output::print_json(&result)?;
+            } else {
+                print!("{}", output::ping_text(&from, &to, addr, &result));
+            }
+            Ok(if result.received > 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Perf {
+            lab,
+            from,
+            to,
+            test,
+            duration,
+            msg_size,
+            json,
+        } => {
+            let tests = test
+                .iter()
+                .map(|name| {
+                    perf::Test::from_name(name).with_context(|| {
+                        format!("unknown test {name:?}: use tcp_bw, tcp_lat, udp_bw or udp_lat")
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let lab = Lab::attach(&lab)?;
+            let (client, addr) = endpoints(&lab, &from, &to)?;
+            let server = server_node(&lab, &to)?;
+            let rt = runtime()?;
+            let mut results = Vec::new();
+            for t in tests {
+                let opts = perf::PerfOptions {
+                    duration,
+                    msg_size: msg_size.unwrap_or(t.default_msg_size()),
+                    ..perf::PerfOptions::for_test(t)
+                };
+                eprintln!(
+                    "perf: {} from {from} to {to} for {duration:?} ...",
+                    t.name()
+                );
+                let (result, _) = rt.block_on(pair::run(&server, addr, &client, t, opts))?;
+                if !json {
+                    println!("{}", output::perf_line(&result));
+                }
+                results.push(result);
+            }
+            if json {
+                output::print_json(&results)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Matrix {
+            lab,
+            servers,
+            clients,
+            streams,
+            duration,
+            json,
+        } => {
+            let lab = Lab::attach(&lab)?;
+            let mut server_list = Vec::new();
+            for name in &servers {
+                let node = server_node(&lab, name)?;
+                let addr = lab.plan().address_of(name).map_err(anyhow::Error::msg)?;
+                server_list.push(matrix::MatrixServer { node, addr });
+            }
+            let client_nodes = clients
+                .iter()
+                .map(|name| server_node(&lab, name))
+                .collect::<Result<Vec<_>>>()?;
+            let (servers, clients) = if server_list.len() > 1 {
+                matrix::paired(server_list, &client_nodes)
+            } else {
+                let Some(server) = server_list.pop() else {
+                    bail!("name at least one server with --servers");
+                };
+                matrix::streams_per_client(server, &client_nodes, streams)
+            };
+            let opts = perf::PerfOptions {
+                duration,
+                ..perf::PerfOptions::for_test(perf::Test::TcpBw)
+            };
+            eprintln!("matrix: {} clients for {duration:?} ...", clients.len());
+            let result = runtime()?.block_on(matrix::run(&servers, &clients, opts))?;
+            if json {
+                output::print_json(&result)?;
+            } else {
+                print!("{}", output::matrix_text(&result));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Mtu {
+            lab,
+            from,
+            to,
+            max,
+            json,
+        } => {
+            let lab = Lab::attach(&lab)?;
+            let (node, addr) = endpoints(&lab, &from, &to)?;
+            let found = runtime()?
+                .block_on(node.run(move || async move { mtu::path_mtu(addr, max, 2) }))??;
+            if json {
+                output::print_json(&found)?;
+            } else {
+                println!("{}", output::mtu_line(&from, &to, &found));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// The node named `from` and the address `to` resolves to.
+fn endpoints(lab: &Lab, from: &str, to: &str) -> Result<(NodeHandle, Ipv4Addr)> {
+    let node = server_node(lab, from)?;
+    let addr = lab.plan().address_of(to).map_err(anyhow::Error::msg)?;
+    Ok((node, addr))
+}
+
+/// The node named by `target` (`node` or `node:iface`).
+fn server_node(lab: &Lab, target: &str) -> Result<NodeHandle> {
+    let name = target.split(':').next().unwrap_or(target);
+    lab.node(name).with_context(|| {
+        let known: Vec<&str> = lab.plan().nodes.iter().map(|n| n.name.as_str()).collect();
+        format!(
+            "no node {name:?} in lab {}; its nodes are: {}",
+            lab.id(),
+            known.join(", ")
+        )
+    })
+}
+
+/// Parses durations like `200ms`, `2s`, `1.5s`, `1m`.
+fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration: write e.g. 200ms, 2s or 1m"))?;
+    let secs = match unit {
+        "us" => value / 1e6,
+        "ms" => value / 1e3,
+        "s" | "" => value,
+        "m" => value * 60.0,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {text:?}: use us, ms, s or m"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{text:?} is out of range"))
 }
 
 fn exit_code(code: i32) -> ExitCode {

@@ -5,8 +5,14 @@ use std::fmt::Write as _;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use std::net::Ipv4Addr;
+
 use crate::lab::bench::BenchResult;
 use crate::lab::{CleanReport, LabInfo};
+use crate::measure::icmp::PingResult;
+use crate::measure::matrix::MatrixResult;
+use crate::measure::mtu::{Oversize, PathMtu};
+use crate::measure::perf::PerfResult;
 
 /// Prints a value as pretty JSON on stdout.
 pub(super) fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<()> {
@@ -102,6 +108,103 @@ pub(super) fn bench_line(r: &BenchResult) -> String {
         r.down_hosts_per_sec,
         r.peak_rss_kib as f64 / 1024.0
     )
+}
+
+pub(super) fn ping_text(from: &str, to: &str, addr: Ipv4Addr, r: &PingResult) -> String {
+    let mut out = format!(
+        "{from} -> {to} ({addr}): {} sent, {} received, {:.0}% loss",
+        r.sent,
+        r.received,
+        r.loss() * 100.0
+    );
+    if !r.rtt_us.is_empty() {
+        let n = r.rtt_us.len() as f64;
+        let mean = r.rtt_us.iter().sum::<u64>() as f64 / n;
+        let var = r
+            .rtt_us
+            .iter()
+            .map(|v| (*v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        let min = r.rtt_us.iter().min().copied().unwrap_or(0);
+        let max = r.rtt_us.iter().max().copied().unwrap_or(0);
+        let _ = write!(
+            out,
+            "\nrtt min/avg/max/mdev = {:.3}/{:.3}/{:.3}/{:.3} ms",
+            min as f64 / 1e3,
+            mean / 1e3,
+            max as f64 / 1e3,
+            var.sqrt() / 1e3
+        );
+    }
+    if let Some(mtu) = r.frag_needed_mtu {
+        let _ = write!(out, "\nfragmentation needed: next-hop MTU {mtu}");
+    }
+    if r.too_big_locally > 0 {
+        let _ = write!(
+            out,
+            "\n{} requests larger than the outgoing interface's MTU were not sent",
+            r.too_big_locally
+        );
+    }
+    out.push('\n');
+    out
+}
+
+pub(super) fn perf_line(r: &PerfResult) -> String {
+    let figure = match (r.bytes_per_sec, r.latency_us) {
+        (Some(bps), _) => format!("{:>10.1} MB/sec ({:.0} Mbit/s)", bps / 1e6, bps * 8.0 / 1e6),
+        (None, Some(us)) => format!("{us:>10.1} us"),
+        (None, None) => "no figure".to_string(),
+    };
+    let mut line = format!("{:<8} {figure}", r.test.name());
+    if let Some((sent, received)) = r.datagrams {
+        let _ = write!(line, "  ({received} of {sent} datagrams arrived)");
+    }
+    if let Some(p) = &r.partial {
+        let _ = write!(line, "  PARTIAL: {p}");
+    }
+    line
+}
+
+pub(super) fn matrix_text(r: &MatrixResult) -> String {
+    let rows: Vec<Vec<String>> = r
+        .clients
+        .iter()
+        .map(|c| {
+            vec![
+                c.node.clone(),
+                c.server.clone(),
+                c.streams.to_string(),
+                format!("{:.1}", c.bytes_per_sec * 8.0 / 1e6),
+                c.partial.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let mut out = table(&["CLIENT", "SERVER", "STREAMS", "MBIT/S", "NOTE"], &rows);
+    let _ = writeln!(
+        out,
+        "aggregate {:.1} Mbit/s, mean per client {:.1} Mbit/s",
+        r.aggregate_bytes_per_sec * 8.0 / 1e6,
+        r.per_client_mean() * 8.0 / 1e6
+    );
+    out
+}
+
+pub(super) fn mtu_line(from: &str, to: &str, p: &PathMtu) -> String {
+    let above = match p.oversize {
+        None => "the search's upper bound passed".to_string(),
+        Some(Oversize::FragNeeded { mtu }) => {
+            format!("one byte more gets ICMP fragmentation-needed (next-hop MTU {mtu})")
+        }
+        Some(Oversize::LocalLimit) => {
+            "one byte more exceeds the sender's own interface MTU".to_string()
+        }
+        Some(Oversize::BlackHole) => {
+            "one byte more vanishes: a black hole (no ICMP comes back)".to_string()
+        }
+    };
+    format!("{from} -> {to}: path MTU {}; {above}", p.mtu)
 }
 
 #[cfg(test)]

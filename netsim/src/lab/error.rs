@@ -88,6 +88,14 @@ pub enum LabError {
         /// The lab's nodes.
         known: Vec<String>,
     },
+    /// The lab exists but is not (fully) up.
+    #[error("lab {id} is not up ({phase}): wait for `netsim up` to finish, or remove it with `netsim down {id}`")]
+    NotUp {
+        /// The lab id.
+        id: String,
+        /// Its phase, or why it cannot be attached.
+        phase: String,
+    },
     /// No lab is up, and none was named.
     #[error("no lab is up: start one with `netsim up FILE`")]
     NoLab,

@@ -323,6 +323,7 @@ impl Lab {
             namespaces: namespaces.clone(),
             pids: Vec::new(),
             created: now_secs(),
+            resolved: Some(plan.clone()),
         };
         // The state file comes first: whatever happens next, `clean` can find it.
         state.create(&path)?;
@@ -364,6 +365,50 @@ impl Lab {
             }
             // The guard rolls back as it goes out of scope.
             Err(e) => Err(e),
+        }
+    }
+
+    /// A handle on a lab that is already up (made by another process, e.g. `netsim up`). The
+    /// handle does not own the lab: dropping it leaves the lab up.
+    pub fn attach(id: &str) -> Result<Lab, LabError> {
+        validate_id(id)?;
+        let st = find(id)?;
+        if st.phase != Phase::Up {
+            return Err(LabError::NotUp {
+                id: id.to_string(),
+                phase: format!("{:?}", st.phase).to_lowercase(),
+            });
+        }
+        let Some(plan) = st.resolved.clone() else {
+            return Err(LabError::NotUp {
+                id: id.to_string(),
+                phase: "made by an older netsim that did not record its plan".to_string(),
+            });
+        };
+        let inner = Arc::new(Inner {
+            id: st.id.clone(),
+            plan,
+            path: state::state_path(id),
+            state: Mutex::new(st),
+        });
+        Ok(Lab {
+            inner,
+            released: true,
+        })
+    }
+
+    /// The lab id, or the only lab up when `id` is `None`.
+    pub fn resolve_id(id: Option<&str>) -> Result<String, LabError> {
+        if let Some(id) = id {
+            return Ok(id.to_string());
+        }
+        let mut labs = LabState::read_all()?;
+        match labs.len() {
+            0 => Err(LabError::NoLab),
+            1 => Ok(labs.remove(0).id),
+            _ => Err(LabError::Ambiguous {
+                labs: labs.into_iter().map(|s| s.id).collect(),
+            }),
         }
     }
 
@@ -709,21 +754,7 @@ pub fn clean() -> Result<CleanReport, LabError> {
 /// Runs `argv` in `node` of lab `id` (or of the only lab up), inheriting stdio, and returns
 /// its exit code (128 + signal number if a signal ended it).
 pub fn exec(id: Option<&str>, node: &str, argv: &[&str]) -> Result<i32, LabError> {
-    let st = match id {
-        Some(id) => find(id)?,
-        None => {
-            let mut labs = LabState::read_all()?;
-            match labs.len() {
-                0 => return Err(LabError::NoLab),
-                1 => labs.remove(0),
-                _ => {
-                    return Err(LabError::Ambiguous {
-                        labs: labs.into_iter().map(|s| s.id).collect(),
-                    })
-                }
-            }
-        }
-    };
+    let st = find(&Lab::resolve_id(id)?)?;
     let Some(pos) = st.nodes.iter().position(|n| n == node) else {
         return Err(LabError::NoSuchNode {
             lab: st.id.clone(),

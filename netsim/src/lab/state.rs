@@ -95,6 +95,9 @@ pub struct LabState {
     pub pids: Vec<ProcRecord>,
     /// Creation time, seconds since the Unix epoch.
     pub created: u64,
+    /// The resolved plan, so another process can attach to the lab (`netsim ping LAB ...`).
+    #[serde(default)]
+    pub resolved: Option<crate::model::Plan>,
 }
 
 impl LabState {
