@@ -1,0 +1,431 @@
+//! Queueing disciplines over rtnetlink: netem (delay, jitter, loss), tbf (rate) and a bare htb
+//! root.
+//!
+//! Every call acts on an interface index in the namespace the [`rtnetlink::Handle`] lives in
+//! (the namespace its socket was opened in).
+//!
+//! netlink-packet-route 0.34 knows the `TCA_OPTIONS` layout of ingress, fq_codel and some
+//! filters only. For netem, tbf and htb we build the `TCA_OPTIONS` payload ourselves and send it
+//! as a [`TcAttribute::Other`] carrying a [`DefaultNla`] of type `TCA_OPTIONS`: netem's payload
+//! is not even a list of attributes (a fixed `struct tc_netem_qopt` comes first, then
+//! attributes), so the crate's `TcOption` list could not carry it. Layouts follow the kernel
+//! UAPI header `include/uapi/linux/pkt_sched.h`.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use netlink_packet_core::{
+    DefaultNla, Emitable, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL,
+    NLM_F_REPLACE, NLM_F_REQUEST,
+};
+use netlink_packet_route::tc::{TcAttribute, TcHandle, TcHeader, TcMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+
+/// Netlink attribute type of a qdisc's options (`TCA_OPTIONS`).
+const TCA_OPTIONS: u16 = 2;
+/// `TCA_NETEM_LATENCY64`: delay in nanoseconds (s64), overriding the tick-based field.
+const TCA_NETEM_LATENCY64: u16 = 10;
+/// `TCA_NETEM_JITTER64`: jitter in nanoseconds (s64).
+const TCA_NETEM_JITTER64: u16 = 11;
+/// `TCA_TBF_PARMS`: `struct tc_tbf_qopt`.
+const TCA_TBF_PARMS: u16 = 1;
+/// `TCA_TBF_RATE64`: rate in bytes per second when it exceeds 32 bits.
+const TCA_TBF_RATE64: u16 = 4;
+/// `TCA_TBF_BURST`: bucket size in bytes.
+const TCA_TBF_BURST: u16 = 6;
+/// `TCA_HTB_INIT`: `struct tc_htb_glob`.
+const TCA_HTB_INIT: u16 = 2;
+/// `TC_LINKLAYER_ETHERNET`: with a link layer set, the kernel needs no rate table.
+const TC_LINKLAYER_ETHERNET: u8 = 1;
+/// The kernel's psched tick is 64 ns (`PSCHED_SHIFT` 6).
+const PSCHED_TICK_NS: u64 = 64;
+
+/// netem's default queue limit is 1000 packets, which drops packets at modest rates once a delay
+/// holds them; we raise it by default.
+pub const DEFAULT_NETEM_LIMIT: u32 = 10_000;
+
+/// What went wrong with a qdisc request.
+#[derive(Debug, thiserror::Error)]
+pub enum TcError {
+    /// The parameters cannot be expressed (e.g. loss outside 0..=100 %).
+    #[error("invalid {kind} parameters: {reason}")]
+    Invalid {
+        /// Qdisc kind.
+        kind: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The kernel refused the request.
+    #[error(
+        "{op} {kind} qdisc on interface index {ifindex}: {source}{hint}",
+        hint = hint_for(.source)
+    )]
+    Netlink {
+        /// `replace` or `delete`.
+        op: &'static str,
+        /// Qdisc kind.
+        kind: &'static str,
+        /// Interface index.
+        ifindex: u32,
+        /// The netlink error.
+        source: rtnetlink::Error,
+    },
+}
+
+fn hint_for(err: &rtnetlink::Error) -> &'static str {
+    match err {
+        rtnetlink::Error::NetlinkError(e) if e.raw_code() == -libc::ENOENT => {
+            " (the kernel lacks this qdisc: see `netsim doctor`; netem is absent from many \
+             stock kernels, where netsim uses its emulated backend)"
+        }
+        _ => "",
+    }
+}
+
+/// netem parameters: a fixed delay plus uniform jitter, and random loss.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Netem {
+    /// Added one-way delay.
+    pub delay: Duration,
+    /// Jitter around the delay (uniform, no distribution table).
+    pub jitter: Duration,
+    /// Independent random loss, in percent (0 to 100).
+    pub loss_percent: f64,
+    /// Queue limit in packets.
+    pub limit: u32,
+}
+
+impl Default for Netem {
+    fn default() -> Self {
+        Self {
+            delay: Duration::ZERO,
+            jitter: Duration::ZERO,
+            loss_percent: 0.0,
+            limit: DEFAULT_NETEM_LIMIT,
+        }
+    }
+}
+
+impl Netem {
+    /// The `TCA_OPTIONS` payload: `struct tc_netem_qopt` then the 64-bit delay attributes.
+    pub fn options(&self) -> Result<Vec<u8>, TcError> {
+        let invalid = |reason: String| TcError::Invalid {
+            kind: "netem",
+            reason,
+        };
+        if !(0.0..=100.0).contains(&self.loss_percent) || self.loss_percent.is_nan() {
+            return Err(invalid(format!(
+                "loss must be 0 to 100 %, got {}",
+                self.loss_percent
+            )));
+        }
+        let delay = i64::try_from(self.delay.as_nanos())
+            .map_err(|_| invalid(format!("delay {:?} too large", self.delay)))?;
+        let jitter = i64::try_from(self.jitter.as_nanos())
+            .map_err(|_| invalid(format!("jitter {:?} too large", self.jitter)))?;
+        // The kernel reads loss as a probability scaled to the full u32 range.
+        let loss = (self.loss_percent / 100.0 * f64::from(u32::MAX)).round() as u32;
+
+        let mut out = Vec::with_capacity(24 + 2 * 12);
+        // struct tc_netem_qopt { latency, limit, loss, gap, duplicate, jitter } (u32 each).
+        // latency and jitter stay 0 here: the nanosecond attributes below override them.
+        for field in [0, self.limit, loss, 0, 0, 0] {
+            out.extend_from_slice(&field.to_ne_bytes());
+        }
+        for (kind, ns) in [(TCA_NETEM_LATENCY64, delay), (TCA_NETEM_JITTER64, jitter)] {
+            push_nla(&mut out, kind, &ns.to_ne_bytes());
+        }
+        Ok(out)
+    }
+}
+
+/// tbf parameters: a token bucket of `burst` bytes filled at `rate`, with at most `latency`
+/// of queueing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tbf {
+    /// Rate in bytes per second.
+    pub rate_bytes_per_sec: u64,
+    /// Bucket size in bytes (at least one MTU-sized frame).
+    pub burst_bytes: u32,
+    /// Longest time a packet may wait in the queue; sets the queue limit in bytes.
+    pub latency: Duration,
+}
+
+impl Tbf {
+    /// The `TCA_OPTIONS` payload: `TCA_TBF_PARMS`, `TCA_TBF_BURST` and, for rates above 32
+    /// bits, `TCA_TBF_RATE64`.
+    pub fn options(&self) -> Result<Vec<u8>, TcError> {
+        let invalid = |reason: String| TcError::Invalid {
+            kind: "tbf",
+            reason,
+        };
+        if self.rate_bytes_per_sec == 0 {
+            return Err(invalid("rate must be above 0".into()));
+        }
+        if self.burst_bytes == 0 {
+            return Err(invalid("burst must be above 0 bytes".into()));
+        }
+        // Queue limit in bytes: what the rate drains within the latency, plus the bucket.
+        let limit = u128::from(self.rate_bytes_per_sec) * self.latency.as_nanos() / 1_000_000_000
+            + u128::from(self.burst_bytes);
+        let limit = u32::try_from(limit)
+            .map_err(|_| invalid(format!("queue limit of {limit} bytes exceeds 32 bits")))?;
+        let rate32 = u32::try_from(self.rate_bytes_per_sec).unwrap_or(u32::MAX);
+        // Bucket duration in psched ticks; the kernel recomputes it from TCA_TBF_BURST.
+        let buffer_ticks =
+            u64::from(self.burst_bytes) * 1_000_000_000 / self.rate_bytes_per_sec / PSCHED_TICK_NS;
+        let buffer_ticks = u32::try_from(buffer_ticks).unwrap_or(u32::MAX);
+
+        let mut parms = Vec::with_capacity(36);
+        // struct tc_ratespec rate { cell_log u8, linklayer u8, overhead u16, cell_align i16,
+        // mpu u16, rate u32 }, then the (unused) peak rate, limit, buffer and mtu.
+        parms.extend_from_slice(&[0, TC_LINKLAYER_ETHERNET]);
+        parms.extend_from_slice(&[0; 6]);
+        parms.extend_from_slice(&rate32.to_ne_bytes());
+        parms.extend_from_slice(&[0; 12]);
+        for field in [limit, buffer_ticks, 0] {
+            parms.extend_from_slice(&field.to_ne_bytes());
+        }
+        let mut out = Vec::new();
+        push_nla(&mut out, TCA_TBF_PARMS, &parms);
+        if self.rate_bytes_per_sec > u64::from(u32::MAX) {
+            push_nla(
+                &mut out,
+                TCA_TBF_RATE64,
+                &self.rate_bytes_per_sec.to_ne_bytes(),
+            );
+        }
+        push_nla(&mut out, TCA_TBF_BURST, &self.burst_bytes.to_ne_bytes());
+        Ok(out)
+    }
+}
+
+/// The `TCA_OPTIONS` payload of an htb root: `TCA_HTB_INIT` with version 3, rate2quantum 10
+/// and `default_class` as the class unclassified traffic goes to.
+pub fn htb_root_options(default_class: u32) -> Vec<u8> {
+    let mut glob = Vec::with_capacity(20);
+    // struct tc_htb_glob { version, rate2quantum, defcls, debug, direct_pkts }.
+    for field in [3u32, 10, default_class, 0, 0] {
+        glob.extend_from_slice(&field.to_ne_bytes());
+    }
+    let mut out = Vec::new();
+    push_nla(&mut out, TCA_HTB_INIT, &glob);
+    out
+}
+
+/// Append one netlink attribute (header, value, padding to 4 bytes) to `out`.
+fn push_nla(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
+    let nla = DefaultNla::new(kind, value.to_vec());
+    let start = out.len();
+    out.resize(start + nla.buffer_len(), 0);
+    nla.emit(&mut out[start..]);
+}
+
+/// The RTM_NEWQDISC message for a root qdisc of `kind` with raw `options` on `ifindex`.
+pub fn root_qdisc_message(ifindex: u32, kind: &str, options: Vec<u8>) -> TcMessage {
+    let header = TcHeader {
+        family: AddressFamily::Unspec,
+        index: ifindex as i32,
+        // 1:0, so a child qdisc or class can be attached under it later.
+        handle: TcHandle { major: 1, minor: 0 },
+        parent: TcHandle::ROOT,
+        info: 0,
+    };
+    TcMessage::from_parts(
+        header,
+        vec![
+            TcAttribute::Kind(kind.to_string()),
+            TcAttribute::Other(DefaultNla::new(TCA_OPTIONS, options)),
+        ],
+    )
+}
+
+async fn send(
+    handle: &rtnetlink::Handle,
+    message: RouteNetlinkMessage,
+    flags: u16,
+) -> Result<(), rtnetlink::Error> {
+    let mut req = NetlinkMessage::from(message);
+    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+    let mut response = handle.clone().request(req)?;
+    while let Some(msg) = response.next().await {
+        if let NetlinkPayload::Error(err) = msg.payload {
+            return Err(rtnetlink::Error::NetlinkError(err));
+        }
+    }
+    Ok(())
+}
+
+async fn replace_root(
+    handle: &rtnetlink::Handle,
+    ifindex: u32,
+    kind: &'static str,
+    options: Vec<u8>,
+) -> Result<(), TcError> {
+    let msg = root_qdisc_message(ifindex, kind, options);
+    send(
+        handle,
+        RouteNetlinkMessage::NewQueueDiscipline(msg),
+        NLM_F_CREATE | NLM_F_REPLACE,
+    )
+    .await
+    .map_err(|source| TcError::Netlink {
+        op: "replace",
+        kind,
+        ifindex,
+        source,
+    })
+}
+
+/// Install (or replace) netem as the root qdisc of `ifindex`.
+pub async fn replace_netem(
+    handle: &rtnetlink::Handle,
+    ifindex: u32,
+    netem: &Netem,
+) -> Result<(), TcError> {
+    replace_root(handle, ifindex, "netem", netem.options()?).await
+}
+
+/// Install (or replace) tbf as the root qdisc of `ifindex`.
+pub async fn replace_tbf(
+    handle: &rtnetlink::Handle,
+    ifindex: u32,
+    tbf: &Tbf,
+) -> Result<(), TcError> {
+    replace_root(handle, ifindex, "tbf", tbf.options()?).await
+}
+
+/// Install (or replace) a bare htb root qdisc (handle 1:) on `ifindex`.
+pub async fn replace_htb_root(
+    handle: &rtnetlink::Handle,
+    ifindex: u32,
+    default_class: u32,
+) -> Result<(), TcError> {
+    replace_root(handle, ifindex, "htb", htb_root_options(default_class)).await
+}
+
+/// Create (never replace) netem as the root qdisc of `ifindex`; fails if a root qdisc other
+/// than the default exists.
+pub async fn add_netem(
+    handle: &rtnetlink::Handle,
+    ifindex: u32,
+    netem: &Netem,
+) -> Result<(), TcError> {
+    let msg = root_qdisc_message(ifindex, "netem", netem.options()?);
+    send(
+        handle,
+        RouteNetlinkMessage::NewQueueDiscipline(msg),
+        NLM_F_CREATE | NLM_F_EXCL,
+    )
+    .await
+    .map_err(|source| TcError::Netlink {
+        op: "add",
+        kind: "netem",
+        ifindex,
+        source,
+    })
+}
+
+/// Delete the root qdisc of `ifindex`, restoring the kernel's default.
+pub async fn delete_root_qdisc(handle: &rtnetlink::Handle, ifindex: u32) -> Result<(), TcError> {
+    let mut msg = TcMessage::with_index(ifindex as i32);
+    msg.header.parent = TcHandle::ROOT;
+    send(handle, RouteNetlinkMessage::DelQueueDiscipline(msg), 0)
+        .await
+        .map_err(|source| TcError::Netlink {
+            op: "delete",
+            kind: "root",
+            ifindex,
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes
+            .chunks(4)
+            .map(|w| w.iter().map(|b| format!("{b:02x}")).collect::<String>())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn netem_options_layout() {
+        let netem = Netem {
+            delay: Duration::from_millis(10),
+            jitter: Duration::from_millis(1),
+            loss_percent: 1.0,
+            limit: DEFAULT_NETEM_LIMIT,
+        };
+        let bytes = netem.options().unwrap_or_default();
+        // qopt (24 bytes: limit 10000, loss 1 % of u32::MAX = 0x028f5c29), then two 12-byte
+        // attributes: LATENCY64 = 10 ms, JITTER64 = 1 ms, in nanoseconds.
+        assert_eq!(bytes.len(), 24 + 12 + 12);
+        insta::assert_snapshot!(hex(&bytes), @"00000000 10270000 295c8f02 00000000 00000000 00000000 0c000a00 80969800 00000000 0c000b00 40420f00 00000000");
+    }
+
+    #[test]
+    fn netem_rejects_impossible_loss() {
+        for loss in [-1.0, 100.5, f64::NAN] {
+            let netem = Netem {
+                loss_percent: loss,
+                ..Netem::default()
+            };
+            assert!(netem.options().is_err(), "loss {loss} accepted");
+        }
+    }
+
+    #[test]
+    fn full_loss_is_the_whole_u32_range() {
+        let netem = Netem {
+            loss_percent: 100.0,
+            ..Netem::default()
+        };
+        let bytes = netem.options().unwrap_or_default();
+        assert_eq!(bytes[8..12], u32::MAX.to_ne_bytes());
+    }
+
+    #[test]
+    fn tbf_options_layout() {
+        let tbf = Tbf {
+            rate_bytes_per_sec: 125_000, // 1 Mbit/s
+            burst_bytes: 1600,
+            latency: Duration::from_millis(50),
+        };
+        let bytes = tbf.options().unwrap_or_default();
+        // rate 125000 B/s, limit 6250 + 1600 = 7850 bytes, buffer 12.8 ms = 200000 ticks.
+        insta::assert_snapshot!(hex(&bytes), @"28000100 00010000 00000000 48e80100 00000000 00000000 00000000 aa1e0000 400d0300 00000000 08000600 40060000");
+    }
+
+    #[test]
+    fn tbf_rate_above_32_bits_carries_rate64() {
+        let tbf = Tbf {
+            rate_bytes_per_sec: 5_000_000_000,
+            burst_bytes: 64_000,
+            latency: Duration::from_millis(1),
+        };
+        let bytes = tbf.options().unwrap_or_default();
+        // PARMS (40) + RATE64 (12) + BURST (8).
+        assert_eq!(bytes.len(), 40 + 12 + 8);
+        assert_eq!(bytes[40..44], [0x0c, 0x00, 0x04, 0x00]);
+    }
+
+    #[test]
+    fn htb_root_options_layout() {
+        insta::assert_snapshot!(hex(&htb_root_options(0x10)), @"18000200 03000000 0a000000 10000000 00000000 00000000");
+    }
+
+    #[test]
+    fn root_qdisc_message_carries_kind_and_raw_options() {
+        let msg = root_qdisc_message(7, "netem", vec![1, 2, 3, 4]);
+        assert_eq!(msg.header.index, 7);
+        assert_eq!(msg.header.parent, TcHandle::ROOT);
+        let mut buf = vec![0; msg.buffer_len()];
+        msg.emit(&mut buf);
+        // tcmsg (20) + TCA_KIND "netem\0" (4 + 6, padded to 12) + TCA_OPTIONS (4 + 4).
+        insta::assert_snapshot!(hex(&buf), @"00000000 07000000 00000100 ffffffff 00000000 0a000100 6e657465 6d000000 08000200 01020304");
+    }
+}
