@@ -137,6 +137,19 @@ fn a_proof_must_come_and_come_from_the_other_role() {
         begin(Role::Initiator, Some(b"pw"), i.offer, &i.hello, &r.hello).unwrap()
     };
     assert_eq!(pi.finish(Some(&own)).unwrap_err(), CryptoError::BadProof);
+    // Relabelling it as the responder's does not help: the roles' keys differ.
+    let relabelled = auth::Repr {
+        role: Role::Responder,
+        ..own
+    };
+    let pi3 = {
+        let i = side(1, "host-a", true);
+        begin(Role::Initiator, Some(b"pw"), i.offer, &i.hello, &r.hello).unwrap()
+    };
+    assert_eq!(
+        pi3.finish(Some(&relabelled)).unwrap_err(),
+        CryptoError::BadProof
+    );
     assert_eq!(pi2.finish(None).unwrap_err(), CryptoError::MissingProof);
 }
 
@@ -365,4 +378,38 @@ fn handshake_keys_drive_sleeve_both_ways() {
     // A's own datagram does not open with A's receive key (no reflection).
     let mut d = seal(&mut a_tx, &[b"reflected"]);
     assert!(a_rx.open(&mut d).is_err());
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn key_schedule_known_answer() {
+    // Fixed nonces, keys and password: any change to the transcript, the
+    // labels or the derivation shows up here (and breaks interop).
+    let i = side(1, "host-a", true);
+    let r = side(2, "host-b", true);
+    let pi = begin(Role::Initiator, Some(b"pw"), i.offer, &i.hello, &r.hello).unwrap();
+    let pr = begin(Role::Responder, Some(b"pw"), r.offer, &r.hello, &i.hello).unwrap();
+    let proof_i = pi.local_proof().unwrap();
+    let proof_r = pr.local_proof().unwrap();
+    let k = keys(pi.finish(Some(&proof_r)));
+    let mut sealer = k.sealer();
+    let datagram = seal(&mut sealer, &[b"abc"]);
+    insta::assert_snapshot!(
+        "key_schedule",
+        format!(
+            "proof I   {}\nproof R   {}\nkey I->R  {}\nkey R->I  {}\nfirst sealed datagram I->R:\n{}",
+            hex(&proof_i.proof),
+            hex(&proof_r.proof),
+            hex(&k.tx),
+            hex(&k.rx),
+            overlay::wire::hexdump(&datagram)
+        )
+    );
+    assert!(matches!(
+        pr.finish(Some(&proof_i)),
+        Ok(Session::Authenticated(_))
+    ));
 }
