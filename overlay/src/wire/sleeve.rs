@@ -50,6 +50,14 @@ pub const fn overhead(encrypted: bool) -> usize {
     20 + 8 + HEADER_LEN + FRAME_PREFIX_LEN + if encrypted { TAG_LEN } else { 0 }
 }
 
+/// The overlay MTU (IP bytes of a container packet) that sleeve carries
+/// in one datagram over an IPv4 underlay of `underlay_mtu`: the underlay MTU
+/// minus [`overhead`] and the 14-byte inner Ethernet header. 1500 gives
+/// 1440, or 1424 encrypted.
+pub const fn overlay_mtu(underlay_mtu: usize, encrypted: bool) -> usize {
+    underlay_mtu.saturating_sub(overhead(encrypted) + 14)
+}
+
 /// A read/write view of a sleeve datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Packet<T: AsRef<[u8]>> {

@@ -31,6 +31,12 @@ pub const PORT: u16 = 6784;
 /// Ethernet 14. The overlay MTU for vxlan is the underlay MTU minus this.
 pub const OVERHEAD: usize = 50;
 
+/// The overlay MTU over an IPv4 underlay of `underlay_mtu` (1500 gives
+/// 1450; 9000 gives 8950).
+pub const fn overlay_mtu(underlay_mtu: usize) -> usize {
+    underlay_mtu.saturating_sub(OVERHEAD)
+}
+
 /// The VNI naming a frame from `src` to `dst` (short ids of 12 bits).
 pub fn vni(src: u16, dst: u16) -> Result<u32> {
     if src > MAX_SHORT_ID || dst > MAX_SHORT_ID {
@@ -168,6 +174,16 @@ mod tests {
         let mut out = [0xffu8; 8];
         r.emit(&mut Packet::new_unchecked(&mut out[..])).unwrap();
         assert_eq!(out[..], bytes[..8]);
+    }
+
+    #[test]
+    fn overlay_mtu_follows_the_underlay() {
+        assert_eq!(overlay_mtu(1500), 1450);
+        assert_eq!(overlay_mtu(9000), 8950);
+        assert_eq!(overlay_mtu(10), 0);
+        assert_eq!(crate::wire::sleeve::overlay_mtu(1500, false), 1440);
+        assert_eq!(crate::wire::sleeve::overlay_mtu(1500, true), 1424);
+        assert_eq!(crate::wire::sleeve::overlay_mtu(9000, true), 8924);
     }
 
     #[test]
