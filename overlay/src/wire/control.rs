@@ -92,6 +92,23 @@ pub fn frame_len(stream: &[u8]) -> Result<Option<usize>> {
     Ok(Some(field::LENGTH.end + len))
 }
 
+/// A complete frame split off a stream, and the bytes after it.
+pub type Split<'a> = (Packet<&'a [u8]>, &'a [u8]);
+
+/// Splits the first complete frame off a stream buffer: `Ok(None)` while
+/// it is incomplete, else the checked frame and the bytes after it. A
+/// reader appends what the socket gave to its buffer and calls this until
+/// it returns `None`.
+pub fn next_frame(stream: &[u8]) -> Result<Option<Split<'_>>> {
+    match frame_len(stream)? {
+        Some(total) if stream.len() >= total => {
+            let (frame, rest) = stream.split_at(total);
+            Ok(Some((Packet::new_checked(frame)?, rest)))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// A read/write view of one control frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Packet<T: AsRef<[u8]>> {
@@ -246,6 +263,21 @@ mod tests {
         r.emit(&mut p).unwrap();
         p.payload_mut().copy_from_slice(b"bye");
         assert_eq!(&buf[..], &FRAME[..]);
+    }
+
+    #[test]
+    fn next_frame_splits_a_stream() {
+        let mut stream = FRAME.to_vec();
+        stream.extend_from_slice(&FRAME[..6]);
+        let (first, rest) = next_frame(&stream).unwrap().unwrap();
+        assert_eq!(first.payload(), b"bye");
+        assert_eq!(rest, &FRAME[..6]);
+        assert!(
+            next_frame(rest).unwrap().is_none(),
+            "second frame incomplete"
+        );
+        assert!(next_frame(&[]).unwrap().is_none());
+        assert!(next_frame(&[0, 0, 0, 0]).is_err());
     }
 
     #[test]

@@ -20,6 +20,12 @@ fn re_emit(len: usize, emit: impl FnOnce(&mut [u8]) -> super::Result<()>) -> Vec
 /// Control framing.
 pub fn control(data: &[u8]) {
     let _ = control::frame_len(data);
+    // Splitting a stream must consume exactly one whole frame each time.
+    let mut rest = data;
+    while let Ok(Some((frame, after))) = control::next_frame(rest) {
+        assert_eq!(frame.total_len() + after.len(), rest.len());
+        rest = after;
+    }
     let Ok(p) = control::Packet::new_checked(data) else {
         return;
     };
