@@ -583,3 +583,30 @@ async fn the_far_ends_of_a_big_star_reach_each_other() {
     lab.down().await.expect("down");
     assert_gone(&id);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropping_up_halfway_rolls_back() {
+    setup();
+    let id = unique("t-cancel");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let tx = std::sync::Mutex::new(Some(tx));
+    let progress = std::sync::Arc::new(move |p: lab::Progress| {
+        if p.phase == lab::UpPhase::Links && p.done >= 1 {
+            if let Some(tx) = tx.lock().ok().and_then(|mut t| t.take()) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let opts = UpOptions {
+        name: Some(id.clone()),
+        progress: Some(progress),
+        ..Default::default()
+    };
+    let up = Lab::up(star("cancel", 30, 1500), opts);
+    tokio::select! {
+        biased;
+        _ = rx => {}
+        res = up => panic!("up finished before it could be cancelled: {:?}", res.map(|l| l.id().to_string())),
+    }
+    assert_gone(&id);
+}
