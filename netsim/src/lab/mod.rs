@@ -309,6 +309,12 @@ impl Lab {
         };
         validate_id(&id)?;
         apply::check_plan(&id, &plan)?;
+        // Two descriptors per node while bring-up runs, plus headroom. If the hard limit is
+        // lower, EMFILE comes later with its own hint.
+        let want = 2 * plan.nodes.len() as u64 + 256;
+        if let Err(e) = process::raise_nofile(want) {
+            tracing::warn!("could not raise the open-file limit to {want}: {e}");
+        }
         let path = state::state_path(&id);
         let nodes: Vec<String> = plan.nodes.iter().map(|n| n.name.clone()).collect();
         let namespaces: Vec<String> = nodes.iter().map(|n| netns_name(&id, n)).collect();
