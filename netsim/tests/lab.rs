@@ -610,3 +610,16 @@ async fn dropping_up_halfway_rolls_back() {
     }
     assert_gone(&id);
 }
+
+#[tokio::test]
+async fn a_current_thread_runtime_is_enough() {
+    setup();
+    let id = unique("t-curthr");
+    let lab = Lab::up(line("curthr", 3, 1500), opts(&id))
+        .await
+        .expect("up");
+    let (n0, n2) = (lab.node("n0").expect("n0"), lab.node("n2").expect("n2"));
+    assert!(udp_reach(&n0, &n2, line_node_addr(2)).await);
+    lab.down().await.expect("down");
+    assert_gone(&id);
+}
