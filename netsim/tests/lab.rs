@@ -181,9 +181,21 @@ async fn star_of_three_hosts_is_wired_and_goes_away() {
 async fn routed_line_forwards_between_subnets() {
     setup();
     let id = unique("t-line3");
-    let lab = Lab::up(line("line3", 3, 1500), opts(&id))
-        .await
-        .expect("up");
+    let mut plan = line("line3", 3, 1500);
+    // A device route (no gateway) and a route pinned to a device with a gateway.
+    let device_route: Ipv4Net = "198.18.250.0/24".parse().expect("net");
+    let pinned: Ipv4Net = "198.18.251.0/24".parse().expect("net");
+    plan.nodes[0].routes.push(RoutePlan {
+        dst: device_route,
+        via: None,
+        dev: Some("eth0".into()),
+    });
+    plan.nodes[0].routes.push(RoutePlan {
+        dst: pinned,
+        via: Some(line_node_addr(1)),
+        dev: Some("eth0".into()),
+    });
+    let lab = Lab::up(plan, opts(&id)).await.expect("up");
     let (n0, n1, n2) = (
         lab.node("n0").expect("n0"),
         lab.node("n1").expect("n1"),
@@ -196,6 +208,27 @@ async fn routed_line_forwards_between_subnets() {
     assert_eq!(
         sysctl::read_in(&n0.netns_name(), "net.ipv4.ip_forward").expect("sysctl"),
         "0"
+    );
+    let nl = netlink_of(&n0).await;
+    let eth0 = nl
+        .links()
+        .await
+        .expect("links")
+        .into_iter()
+        .find(|l| l.name == "eth0")
+        .expect("eth0");
+    let routes = nl.routes().await.expect("routes");
+    assert!(
+        routes
+            .iter()
+            .any(|r| r.dst == device_route && r.via.is_none() && r.oif == Some(eth0.index)),
+        "{routes:?}"
+    );
+    assert!(
+        routes.iter().any(|r| r.dst == pinned
+            && r.via == Some(line_node_addr(1))
+            && r.oif == Some(eth0.index)),
+        "{routes:?}"
     );
     // n0 and n2 are on different /30s: only the router joins them.
     assert!(udp_reach(&n0, &n2, line_node_addr(2)).await);
