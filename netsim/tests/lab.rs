@@ -17,6 +17,16 @@ use rstest::rstest;
 /// Run directory of this test binary's state files (kept apart from real labs).
 const RUN_DIR: &str = "/run/netsim-tests-lab";
 
+/// Serialises `clean` calls against the sigkill test, which must be the one sweeping its
+/// victim (any sweep would remove it: its owner is dead).
+static CLEAN_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// `lab::clean`, not while the sigkill test examines its victim.
+async fn clean_serialised() -> lab::CleanReport {
+    let _guard = CLEAN_LOCK.lock().await;
+    lab::clean().expect("clean")
+}
+
 fn setup() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -481,6 +491,8 @@ async fn victim_blocks_in_the_middle_of_up() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_during_up_then_clean_sweeps_it() {
     setup();
+    // No other test sweeps while the victim's remains are being examined.
+    let _sweeping = CLEAN_LOCK.lock().await;
     let survivor_id = unique("t-live");
     let survivor = Lab::up(star("live", 1, 1500), opts(&survivor_id))
         .await
@@ -550,7 +562,7 @@ async fn persisted_labs_survive_clean_until_down() {
     let info = lab.persist().expect("persist");
     assert!(info.persist);
     assert_eq!(info.owner_pid, None);
-    let report = lab::clean().expect("clean");
+    let report = clean_serialised().await;
     assert!(!report.labs.contains(&id), "{report:?}");
     assert_eq!(namespaces_of(&id).len(), 2);
     lab::down(&id).expect("down");
@@ -600,6 +612,10 @@ async fn a_stale_namespace_is_reported_and_not_touched() {
     // Rolled back: only the namespace that was there before remains.
     assert_eq!(namespaces_of(&id), vec![stale.clone()]);
     assert!(!state_file(&id).exists());
+    // clean reports it as unknown and leaves it alone.
+    let report = clean_serialised().await;
+    assert!(report.unknown.contains(&stale), "{report:?}");
+    assert!(netns::exists(&stale));
     netns::delete(&stale).expect("delete");
     assert_gone(&id);
 }

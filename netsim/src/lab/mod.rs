@@ -139,6 +139,10 @@ pub struct CleanReport {
     pub namespaces: usize,
     /// Processes killed.
     pub processes: usize,
+    /// Namespaces named `netsim-*` that no state file of this run directory claims. They are
+    /// left alone (they may belong to labs of another run directory); `ip netns del` removes
+    /// one by hand.
+    pub unknown: Vec<String>,
 }
 
 /// Shared between a [`Lab`] and its [`NodeHandle`]s.
@@ -706,6 +710,15 @@ pub fn clean() -> Result<CleanReport, LabError> {
             }
         }
     }
+    let claimed: std::collections::HashSet<String> = LabState::read_all()?
+        .into_iter()
+        .flat_map(|st| st.namespaces)
+        .collect();
+    report.unknown = netns::list()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n.starts_with(NETNS_PREFIX) && !claimed.contains(n))
+        .collect();
     match first_err {
         Some(e) => Err(e),
         None => Ok(report),
