@@ -14,8 +14,9 @@ use netsim::lab::{self, Lab, LabError, NodeHandle, Phase, UpOptions};
 use netsim::model::plan::RoutePlan;
 use rstest::rstest;
 
-/// Run directory of this test binary's state files (kept apart from real labs).
-const RUN_DIR: &str = "/run/netsim-tests-lab";
+/// Run directory of this test binary's state files: kept apart from real labs, and in /tmp
+/// so the empty directory left at the end is not litter under /run.
+const RUN_DIR: &str = "/tmp/netsim-tests-lab";
 
 /// Serialises `clean` calls against the sigkill test, which must be the one sweeping its
 /// victim (any sweep would remove it: its owner is dead).
