@@ -831,6 +831,7 @@ mod tests {
             namespaces: vec![netns_name(id, "h1")],
             pids: Vec::new(),
             created: 0,
+            resolved: None,
         }
     }
 
