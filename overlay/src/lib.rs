@@ -1,1 +1,3 @@
 //! overlay: a Weave-Net-style container overlay router (the system under test).
+
+pub mod odp;
