@@ -42,6 +42,17 @@ fn datapath_and_vports_round_trip_through_the_kernel() {
         assert_eq!(vx.dst_port, Some(OVS_VXLAN_PORT));
         assert_eq!(vx.dp_ifindex, dp.ifindex);
 
+        // Independent of our parser: the kernel's own socket table shows the vport listening.
+        let udp = std::fs::read_to_string("/proc/thread-self/net/udp").expect("read udp table");
+        let port_hex = format!(":{OVS_VXLAN_PORT:04X} ");
+        assert!(
+            udp.lines().skip(1).any(|l| l
+                .split_whitespace()
+                .nth(1)
+                .is_some_and(|local| format!("{local} ").contains(&port_hex))),
+            "no UDP socket on port {OVS_VXLAN_PORT} in /proc/net/udp:\n{udp}"
+        );
+
         let nd = odp
             .add_vport_netdev(&dp, &end_a.name)
             .expect("attach the veth as a netdev vport");
@@ -137,6 +148,7 @@ fn cross_check_with_ovs_dpctl(names: &[&str]) {
     };
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "ovs-dpctl show failed: {text}");
+    eprintln!("ovs-dpctl show:\n{text}");
     for name in names {
         assert!(text.contains(name), "ovs-dpctl show lacks {name}:\n{text}");
     }
