@@ -410,23 +410,7 @@ impl OdpClient {
     {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
-        let mut genl = GenlMessage::from_payload(payload);
-        if family_id != 0 {
-            genl.set_resolved_family_id(family_id);
-        }
-        let mut msg = NetlinkMessage::from(genl);
-        // Dumps end with NLMSG_DONE and get no ACK; everything else is ACKed.
-        msg.header.flags = NLM_F_REQUEST
-            | flags
-            | if flags & NLM_F_DUMP == NLM_F_DUMP {
-                0
-            } else {
-                NLM_F_ACK
-            };
-        msg.header.sequence_number = seq;
-        msg.finalize();
-        let mut buf = vec![0; msg.buffer_len()];
-        msg.serialize(&mut buf);
+        let buf = encode_request(family_id, payload, flags, seq);
         let io_err = |source: io::Error| OdpError::Io {
             request: what.to_string(),
             source,
@@ -485,6 +469,31 @@ impl OdpClient {
     }
 }
 
+/// One request as the bytes sent to the kernel: netlink header, generic netlink header, then the
+/// family's payload. `family_id` 0 keeps the payload's static id (the controller's).
+pub fn encode_request<F>(family_id: u16, payload: F, flags: u16, seq: u32) -> Vec<u8>
+where
+    F: GenlFamily + Emitable + Debug,
+{
+    let mut genl = GenlMessage::from_payload(payload);
+    if family_id != 0 {
+        genl.set_resolved_family_id(family_id);
+    }
+    let mut msg = NetlinkMessage::from(genl);
+    // Dumps end with NLMSG_DONE and get no ACK; everything else is ACKed.
+    let ack = if flags & NLM_F_DUMP == NLM_F_DUMP {
+        0
+    } else {
+        NLM_F_ACK
+    };
+    msg.header.flags = NLM_F_REQUEST | flags | ack;
+    msg.header.sequence_number = seq;
+    msg.finalize();
+    let mut buf = vec![0; msg.buffer_len()];
+    msg.serialize(&mut buf);
+    buf
+}
+
 fn set_receive_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
     let tv = libc::timeval {
         tv_sec: timeout.as_secs() as libc::time_t,
@@ -505,5 +514,49 @@ fn set_receive_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes
+            .chunks(4)
+            .map(|w| w.iter().map(|b| format!("{b:02x}")).collect::<String>())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn vxlan_vport_request_bytes() {
+        // Family id 0x1d as the kernel might assign it; NEW with CREATE|EXCL|ACK|REQUEST.
+        let msg = VportMessage {
+            cmd: OvsCmd::New,
+            dp_ifindex: 5,
+            attrs: vec![
+                VportAttr::Name("vx0".into()),
+                VportAttr::Type(VportType::Vxlan),
+                VportAttr::UpcallPids(vec![0]),
+                VportAttr::Options(vec![TunnelAttr::DstPort(6784)]),
+            ],
+        };
+        let bytes = encode_request(0x1d, msg, NLM_F_CREATE | NLM_F_EXCL, 9);
+        // nlmsghdr: length 60, type 0x1d, flags 0x605, seq 9, pid 0; genlmsghdr: cmd 1,
+        // version 1; ovs_header: dp_ifindex 5; then the attributes.
+        insta::assert_snapshot!(hex(&bytes), @"3c000000 1d000506 09000000 00000000 01010000 05000000 08000300 76783000 08000200 04000000 08000500 00000000 0c000400 06000100 801a0000");
+    }
+
+    #[test]
+    fn dumps_ask_for_no_ack() {
+        let msg = VportMessage {
+            cmd: OvsCmd::Get,
+            dp_ifindex: 5,
+            attrs: vec![],
+        };
+        let bytes = encode_request(0x1d, msg, NLM_F_DUMP, 1);
+        let flags = u16::from_ne_bytes([bytes[6], bytes[7]]);
+        assert_eq!(flags, NLM_F_REQUEST | NLM_F_DUMP);
     }
 }
