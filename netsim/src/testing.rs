@@ -383,6 +383,57 @@ mod tests {
         );
     }
 
+    fn own_netns_inode() -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/thread-self/ns/net").map_or(0, |m| m.ino())
+    }
+
+    #[test]
+    fn a_scratch_namespace_is_a_new_one_and_run_enters_it() {
+        use std::os::unix::fs::MetadataExt;
+        crate::require_features!(Feature::Netns);
+        let ns = ScratchNs::new().expect("scratch namespace");
+        let inside = ns.run(own_netns_inode).expect("run inside");
+        assert_ne!(
+            inside,
+            own_netns_inode(),
+            "run() stayed in the caller's namespace"
+        );
+        let held = std::fs::metadata(format!("/proc/self/fd/{}", ns.fd().as_raw_fd()))
+            .map_or(0, |m| m.ino());
+        assert_eq!(
+            held, inside,
+            "run() entered another namespace than the one held"
+        );
+    }
+
+    #[test]
+    fn a_panic_inside_run_reaches_the_test() {
+        crate::require_features!(Feature::Netns);
+        let ns = ScratchNs::new().expect("scratch namespace");
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = ns.run(|| panic!("inner assertion"));
+        }));
+        let msg = caught
+            .err()
+            .and_then(|p| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        assert_eq!(msg, "inner assertion");
+    }
+
+    async fn needs_netns_async() -> Result<(), String> {
+        crate::require_features!(Feature::Netns);
+        Ok(())
+    }
+
+    #[test]
+    fn the_macro_works_in_async_fns_returning_results() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| e.to_string());
+        assert_eq!(rt.and_then(|rt| rt.block_on(needs_netns_async())), Ok(()));
+    }
+
     #[test]
     fn skipped_values() {
         let unit: () = Skipped::skipped();
