@@ -9,13 +9,18 @@
 //! - [`lab`]: the lifecycle engine. Applies a [`model::Plan`] through the adapters, owns
 //!   teardown, records state so crashed labs can be swept.
 //! - [`caps`]: what this kernel can do (shared by `netsim doctor` and the test helpers).
+//! - [`measure`] and [`verify`]: probes run inside nodes, and checking a lab against its
+//!   `[[expect]]` assertions.
 //! - [`cli`]: the `netsim` command, a thin layer over the library.
 
 pub mod caps;
 pub mod cli;
 pub mod kernel;
 pub mod lab;
+pub mod measure;
 pub mod model;
 pub mod testing;
+pub mod verify;
 
+pub use lab::{Lab, NodeHandle, UpOptions};
 pub use model::Plan;

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `netsim` binary: see `netsim --help`.
+
+fn main() -> std::process::ExitCode {
+    netsim::cli::main()
+}

@@ -1,3 +1,16 @@
-//! overlay: a Weave-Net-style container overlay router (the system under test).
+//! overlay: a Weave-Net-style container overlay router, the system netsim tests.
+//!
+//! One router per host; containers on a bridge; peers talk over TCP 6783; packets cross hosts
+//! through the fastest datapath that works for each peer connection (Open vSwitch kernel
+//! datapath, kernel vxlan, or the userspace "sleeve"). This crate starts with the router's
+//! configuration; the control plane and datapaths arrive with their own issues.
 
+pub mod config;
 pub mod odp;
+
+/// TCP port of the control plane, and UDP port of the sleeve datapath (Weave's, so field reports
+/// map one to one).
+pub const CONTROL_PORT: u16 = 6783;
+
+/// UDP port of the vxlan fast datapath.
+pub const VXLAN_PORT: u16 = 6784;

@@ -158,4 +158,42 @@ impl Plan {
     pub fn node(&self, name: &str) -> Option<&NodePlan> {
         self.nodes.iter().find(|n| n.name == name)
     }
+
+    /// Resolves a probe target written as `node`, `node:iface` or an IPv4 address to an
+    /// address: a node's first address, or the interface's first address. The error says what
+    /// exists instead.
+    pub fn address_of(&self, target: &str) -> Result<Ipv4Addr, String> {
+        if let Ok(addr) = target.parse::<Ipv4Addr>() {
+            return Ok(addr);
+        }
+        let (name, iface) = match target.split_once(':') {
+            Some((n, i)) => (n, Some(i)),
+            None => (target, None),
+        };
+        let Some(node) = self.node(name) else {
+            let known: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
+            return Err(format!(
+                "no node {name:?} in lab {}; its nodes are: {}",
+                self.name,
+                known.join(", ")
+            ));
+        };
+        let found = match iface {
+            Some(iface) => {
+                let Some(ifp) = node.interfaces.iter().find(|i| i.name == iface) else {
+                    let names: Vec<&str> =
+                        node.interfaces.iter().map(|i| i.name.as_str()).collect();
+                    return Err(format!(
+                        "{name} has no interface {iface:?}; its interfaces are: {}",
+                        names.join(", ")
+                    ));
+                };
+                ifp.addrs.first()
+            }
+            None => node.interfaces.iter().find_map(|i| i.addrs.first()),
+        };
+        found
+            .map(|a| a.addr())
+            .ok_or_else(|| format!("{target} has no address to probe; target a host or a router"))
+    }
 }

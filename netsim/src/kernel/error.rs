@@ -1,0 +1,117 @@
+//! The error every kernel adapter returns: what was asked, where, the errno, and a hint.
+
+use std::fmt;
+
+use nix::errno::Errno;
+
+/// A failed system call or netlink request, with enough context to act on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelError {
+    /// The network namespace the request ran in (`"root"` for the caller's own).
+    pub netns: String,
+    /// The object concerned: an interface, a file, a route.
+    pub target: Option<String>,
+    /// The operation, e.g. `"RTM_NEWLINK veth"` or `"unshare(CLONE_NEWNET)"`.
+    pub op: String,
+    /// The errno the kernel answered, when there is one.
+    pub errno: Option<Errno>,
+    /// Extra detail (the library's message when there is no errno).
+    pub detail: Option<String>,
+}
+
+impl KernelError {
+    /// An error from a failed system call.
+    pub fn sys(netns: &str, target: Option<&str>, op: impl Into<String>, errno: Errno) -> Self {
+        Self {
+            netns: netns.to_string(),
+            target: target.map(str::to_string),
+            op: op.into(),
+            errno: Some(errno),
+            detail: None,
+        }
+    }
+
+    /// An error from an `std::io` call.
+    pub fn io(
+        netns: &str,
+        target: Option<&str>,
+        op: impl Into<String>,
+        err: &std::io::Error,
+    ) -> Self {
+        Self {
+            netns: netns.to_string(),
+            target: target.map(str::to_string),
+            op: op.into(),
+            errno: err.raw_os_error().map(Errno::from_raw),
+            detail: if err.raw_os_error().is_some() {
+                None
+            } else {
+                Some(err.to_string())
+            },
+        }
+    }
+
+    /// An error from a netlink request made through rtnetlink.
+    pub fn netlink(
+        netns: &str,
+        target: Option<&str>,
+        op: impl Into<String>,
+        err: &rtnetlink::Error,
+    ) -> Self {
+        let (errno, detail) = match err {
+            rtnetlink::Error::NetlinkError(msg) => match msg.code {
+                // The kernel reports a negative errno.
+                Some(code) => (Some(Errno::from_raw(-code.get())), None),
+                None => (None, Some(err.to_string())),
+            },
+            other => (None, Some(other.to_string())),
+        };
+        Self {
+            netns: netns.to_string(),
+            target: target.map(str::to_string),
+            op: op.into(),
+            errno,
+            detail,
+        }
+    }
+
+    /// What to do about it, judged from the errno.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self.errno? {
+            Errno::EEXIST => Some("it already exists: a stale lab? run `netsim clean`"),
+            Errno::EPERM | Errno::EACCES => Some("run as root (CAP_SYS_ADMIN and CAP_NET_ADMIN)"),
+            Errno::EMFILE | Errno::ENFILE => Some("too many open files: raise `ulimit -n`"),
+            Errno::EOPNOTSUPP => Some("this kernel lacks the feature: see `netsim doctor`"),
+            Errno::ENODEV | Errno::ENOENT => {
+                Some("the object is gone: was the lab torn down meanwhile?")
+            }
+            Errno::EINVAL => Some("the kernel rejected a value: check the topology"),
+            Errno::ENETUNREACH => Some("the gateway is not on a connected subnet of the node"),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for KernelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} failed in netns {}", self.op, self.netns)?;
+        if let Some(target) = &self.target {
+            write!(f, " on {target}")?;
+        }
+        if let Some(errno) = self.errno {
+            write!(f, ": {} ({})", errno.desc(), errno)?;
+        }
+        if let Some(detail) = &self.detail {
+            write!(f, ": {detail}")?;
+        }
+        if let Some(hint) = self.hint() {
+            write!(f, " (hint: {hint})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for KernelError {}
+
+/// Results of kernel adapters.
+pub type Result<T, E = KernelError> = std::result::Result<T, E>;

@@ -1,0 +1,35 @@
+//! Processes by PID, made safe against PID reuse by checking each one's start time.
+
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// The start time of process `pid` in clock ticks since boot (field 22 of
+/// `/proc/<pid>/stat`), or `None` if there is no such process.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: parse after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // Fields from 3 on; the start time is field 22, the 20th of these.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether process `pid` exists and started at `started` (so is the one recorded).
+pub fn is_alive(pid: u32, started: u64) -> bool {
+    start_time(pid) == Some(started)
+}
+
+/// Sends SIGKILL to `pid` if it is still the process that started at `started`. Returns
+/// whether a signal was sent.
+pub fn kill_if_same(pid: u32, started: u64) -> bool {
+    if !is_alive(pid, started) {
+        return false;
+    }
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
+    matches!(
+        kill(Pid::from_raw(raw), Signal::SIGKILL),
+        Ok(()) | Err(Errno::ESRCH)
+    )
+}

@@ -1,0 +1,129 @@
+//! Errors of the lab lifecycle: each names the lab, the node where there is one, and what to do.
+
+use std::path::PathBuf;
+
+use crate::kernel::KernelError;
+
+/// Formats an optional node for messages.
+fn at_node(node: &Option<String>) -> String {
+    match node {
+        Some(node) => format!(", node {node}"),
+        None => String::new(),
+    }
+}
+
+/// Why a lab operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// The requested lab id is not acceptable.
+    #[error("invalid lab id {id:?}: {reason} (ids are 1 to 20 of [a-z0-9-], starting with a letter or digit)")]
+    InvalidId {
+        /// The id asked for.
+        id: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Another lab already uses this id.
+    #[error("lab {id} already exists (state file {}): pick another name, or `netsim down {id}`", path.display())]
+    IdInUse {
+        /// The id asked for.
+        id: String,
+        /// Its state file.
+        path: PathBuf,
+    },
+    /// The plan cannot be applied as it is.
+    #[error("lab {lab}: the plan cannot be applied: {reason}")]
+    Plan {
+        /// The lab id.
+        lab: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A kernel request failed.
+    #[error("lab {lab}{}: {source}", at_node(node))]
+    Kernel {
+        /// The lab id.
+        lab: String,
+        /// The node concerned, if any.
+        node: Option<String>,
+        /// The failed request.
+        #[source]
+        source: Box<KernelError>,
+    },
+    /// Reading or writing a state file failed.
+    #[error("lab {lab}: state file {}: {source}", path.display())]
+    State {
+        /// The lab id.
+        lab: String,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A state file could not be parsed.
+    #[error("state file {} is corrupt: {source} (check `ls /run/netns`, then remove the file)", path.display())]
+    StateCorrupt {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// No lab has this id.
+    #[error("no lab named {id} (labs up: {})", if known.is_empty() { "none".to_string() } else { known.join(", ") })]
+    NoSuchLab {
+        /// The id asked for.
+        id: String,
+        /// The labs that exist.
+        known: Vec<String>,
+    },
+    /// The lab has no such node.
+    #[error("lab {lab} has no node {node} (nodes: {})", known.join(", "))]
+    NoSuchNode {
+        /// The lab id.
+        lab: String,
+        /// The node asked for.
+        node: String,
+        /// The lab's nodes.
+        known: Vec<String>,
+    },
+    /// The lab exists but is not (fully) up.
+    #[error("lab {id} is not up ({phase}): wait for `netsim up` to finish, or remove it with `netsim down {id}`")]
+    NotUp {
+        /// The lab id.
+        id: String,
+        /// Its phase, or why it cannot be attached.
+        phase: String,
+    },
+    /// No lab is up, and none was named.
+    #[error("no lab is up: start one with `netsim up FILE`")]
+    NoLab,
+    /// Several labs are up, and none was named.
+    #[error("{} labs are up ({}): say which one", labs.len(), labs.join(", "))]
+    Ambiguous {
+        /// The labs that are up.
+        labs: Vec<String>,
+    },
+    /// Starting or running a process in a node failed.
+    #[error("lab {lab}, node {node}: {what}: {source}")]
+    Process {
+        /// The lab id.
+        lab: String,
+        /// The node.
+        node: String,
+        /// What was being done.
+        what: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A worker thread or task failed.
+    #[error("lab {lab}: {what}")]
+    Task {
+        /// The lab id.
+        lab: String,
+        /// What happened.
+        what: String,
+    },
+}

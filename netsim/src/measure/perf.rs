@@ -1,0 +1,517 @@
+//! qperf-style throughput and latency probes: `tcp_bw`, `tcp_lat`, `udp_bw`, `udp_lat`.
+//!
+//! Each test has a server half and a client half that run on plain blocking sockets in the
+//! calling thread's namespace; [`crate::lab::NodeHandle::run`] puts each half in its node. Every
+//! socket operation has a timeout, so a peer that never answers or a link cut mid-run ends the
+//! test within a bounded time with an error or a partial result, never a hang.
+//!
+//! Meanings follow qperf: `*_bw` is the payload rate the receiver saw; `*_lat` is half the mean
+//! round trip of one message bounced back and forth.
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// Which measurement to take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Test {
+    /// TCP bulk throughput.
+    TcpBw,
+    /// TCP request/response latency.
+    TcpLat,
+    /// UDP bulk throughput.
+    UdpBw,
+    /// UDP request/response latency.
+    UdpLat,
+}
+
+impl Test {
+    /// qperf's name of the test.
+    pub fn name(self) -> &'static str {
+        match self {
+            Test::TcpBw => "tcp_bw",
+            Test::TcpLat => "tcp_lat",
+            Test::UdpBw => "udp_bw",
+            Test::UdpLat => "udp_lat",
+        }
+    }
+
+    /// Parses qperf's name of a test.
+    pub fn from_name(name: &str) -> Option<Test> {
+        [Test::TcpBw, Test::TcpLat, Test::UdpBw, Test::UdpLat]
+            .into_iter()
+            .find(|t| t.name() == name)
+    }
+
+    /// The message size qperf uses by default for this test.
+    pub fn default_msg_size(self) -> usize {
+        match self {
+            Test::TcpBw | Test::UdpBw => 64 * 1024,
+            Test::TcpLat | Test::UdpLat => 1,
+        }
+    }
+}
+
+/// Settings of one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PerfOptions {
+    /// How long the client sends.
+    pub duration: Duration,
+    /// Message size in bytes (UDP payloads are capped at 65507).
+    pub msg_size: usize,
+    /// How long any single socket operation may block before the run is cut short.
+    pub io_timeout: Duration,
+}
+
+impl PerfOptions {
+    /// qperf-like defaults for `test`: two seconds, its default message size.
+    pub fn for_test(test: Test) -> Self {
+        PerfOptions {
+            duration: Duration::from_secs(2),
+            msg_size: test.default_msg_size(),
+            io_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerfResult {
+    /// The test.
+    pub test: Test,
+    /// Payload bytes the receiver saw (bandwidth tests) or messages bounced (latency tests).
+    pub units: u64,
+    /// Time the measurement covered.
+    pub elapsed: Duration,
+    /// Bandwidth tests: receiver payload rate in bytes per second.
+    pub bytes_per_sec: Option<f64>,
+    /// Latency tests: half the mean round trip, in microseconds.
+    pub latency_us: Option<f64>,
+    /// UDP bandwidth: datagrams sent by the client and received by the server.
+    pub datagrams: Option<(u64, u64)>,
+    /// Set when the run ended early (peer gone, link cut); the figures cover the part that ran.
+    pub partial: Option<String>,
+}
+
+/// The largest UDP payload over IPv4.
+const UDP_MAX: usize = 65507;
+
+/// A server half, bound and ready; `serve` blocks until its one client is done.
+pub enum Server {
+    /// TCP tests.
+    Tcp(TcpListener, Test, PerfOptions),
+    /// UDP tests.
+    Udp(UdpSocket, Test, PerfOptions),
+}
+
+impl Server {
+    /// Binds the server half of `test` on `addr` (port 0 picks a free port).
+    pub fn bind(test: Test, addr: SocketAddrV4, opts: PerfOptions) -> io::Result<Server> {
+        match test {
+            Test::TcpBw | Test::TcpLat => Ok(Server::Tcp(TcpListener::bind(addr)?, test, opts)),
+            Test::UdpBw | Test::UdpLat => {
+                let socket = UdpSocket::bind(addr)?;
+                Ok(Server::Udp(socket, test, opts))
+            }
+        }
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Server::Tcp(l, _, _) => l.local_addr(),
+            Server::Udp(s, _, _) => s.local_addr(),
+        }
+    }
+
+    /// Serves one client and returns what the server side measured. Waits at most
+    /// `accept_timeout` for the client to show up.
+    pub fn serve(self, accept_timeout: Duration) -> io::Result<ServerTally> {
+        match self {
+            Server::Tcp(listener, test, opts) => {
+                let stream = accept_within(&listener, accept_timeout)?;
+                stream.set_read_timeout(Some(opts.io_timeout))?;
+                stream.set_write_timeout(Some(opts.io_timeout))?;
+                match test {
+                    Test::TcpBw => sink_stream(stream),
+                    _ => tcp_echo(stream, opts.msg_size),
+                }
+            }
+            Server::Udp(socket, test, opts) => {
+                socket.set_read_timeout(Some(accept_timeout))?;
+                match test {
+                    Test::UdpBw => udp_sink(&socket, opts),
+                    _ => udp_echo(&socket, opts),
+                }
+            }
+        }
+    }
+}
+
+/// What the server half counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerTally {
+    /// Payload bytes received.
+    pub bytes: u64,
+    /// Messages or datagrams received.
+    pub messages: u64,
+    /// From the first to the last byte received.
+    pub active: Duration,
+}
+
+fn accept_within(listener: &TcpListener, timeout: Duration) -> io::Result<TcpStream> {
+    listener.set_nonblocking(true)?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false)?;
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no client connected to the server in time",
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The server side of one `tcp_bw` stream: counts what arrives until the client closes, then
+/// tells the client the count (the receiver's figure is the one reported).
+pub fn sink_stream(mut stream: TcpStream) -> io::Result<ServerTally> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut tally = ServerTally::default();
+    let mut first: Option<Instant> = None;
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let now = Instant::now();
+                let start = *first.get_or_insert(now);
+                tally.bytes += n as u64;
+                tally.messages += 1;
+                tally.active = now - start;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // A cut link: report what arrived.
+            Err(_) => break,
+        }
+    }
+    // Tell the client how much arrived, so it can report the receiver's figure.
+    let _ = stream.write_all(&tally.bytes.to_be_bytes());
+    Ok(tally)
+}
+
+fn tcp_echo(mut stream: TcpStream, msg_size: usize) -> io::Result<ServerTally> {
+    let mut buf = vec![0u8; msg_size.max(1)];
+    let mut tally = ServerTally::default();
+    while stream.read_exact(&mut buf).is_ok() {
+        if stream.write_all(&buf).is_err() {
+            break;
+        }
+        tally.messages += 1;
+        tally.bytes += buf.len() as u64;
+    }
+    Ok(tally)
+}
+
+/// A UDP bandwidth run ends with a short "done" datagram; its payload is the count of datagrams
+/// the client sent, so the server can answer with what it received.
+const UDP_DONE: &[u8] = b"netsim-udp-bw-done";
+
+fn udp_sink(socket: &UdpSocket, opts: PerfOptions) -> io::Result<ServerTally> {
+    let mut buf = vec![0u8; UDP_MAX];
+    let mut tally = ServerTally::default();
+    let mut first: Option<Instant> = None;
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf) {
+            Ok(v) => v,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if tally.messages == 0 => return Err(e),
+            // The client went away without saying it was done: report what arrived.
+            Err(_) => return Ok(tally),
+        };
+        socket.set_read_timeout(Some(opts.io_timeout))?;
+        if buf[..n].starts_with(UDP_DONE) {
+            let mut answer = [0u8; 16];
+            answer[..8].copy_from_slice(&tally.messages.to_be_bytes());
+            answer[8..].copy_from_slice(&tally.bytes.to_be_bytes());
+            // The done message may be lost; the client repeats it and we answer each one.
+            for _ in 0..3 {
+                let _ = socket.send_to(&answer, from);
+            }
+            return Ok(tally);
+        }
+        let now = Instant::now();
+        let start = *first.get_or_insert(now);
+        tally.bytes += n as u64;
+        tally.messages += 1;
+        tally.active = now - start;
+    }
+}
+
+fn udp_echo(socket: &UdpSocket, opts: PerfOptions) -> io::Result<ServerTally> {
+    let mut buf = vec![0u8; UDP_MAX];
+    let mut tally = ServerTally::default();
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf) {
+            Ok(v) => v,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if tally.messages == 0 => return Err(e),
+            Err(_) => return Ok(tally),
+        };
+        socket.set_read_timeout(Some(opts.io_timeout))?;
+        if buf[..n].starts_with(UDP_DONE) {
+            return Ok(tally);
+        }
+        socket.send_to(&buf[..n], from)?;
+        tally.messages += 1;
+        tally.bytes += n as u64;
+    }
+}
+
+/// Runs the client half of `test` against a server at `server`.
+pub fn client(test: Test, server: SocketAddr, opts: PerfOptions) -> io::Result<PerfResult> {
+    match test {
+        Test::TcpBw => tcp_bw_client(server, opts),
+        Test::TcpLat => tcp_lat_client(server, opts),
+        Test::UdpBw => udp_bw_client(server, opts),
+        Test::UdpLat => udp_lat_client(server, opts),
+    }
+}
+
+fn connect(server: SocketAddr, opts: PerfOptions) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&server, opts.io_timeout)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(opts.io_timeout))?;
+    stream.set_write_timeout(Some(opts.io_timeout))?;
+    Ok(stream)
+}
+
+fn tcp_bw_client(server: SocketAddr, opts: PerfOptions) -> io::Result<PerfResult> {
+    let mut stream = connect(server, opts)?;
+    let msg = vec![0x5au8; opts.msg_size.max(1)];
+    let start = Instant::now();
+    let mut partial = None;
+    while start.elapsed() < opts.duration {
+        if let Err(e) = stream.write_all(&msg) {
+            partial = Some(format!("sending stopped after {:?}: {e}", start.elapsed()));
+            break;
+        }
+    }
+    stream.shutdown(std::net::Shutdown::Write)?;
+    // The receiver's count is the figure (what the sender queued may not have arrived).
+    let mut count = [0u8; 8];
+    let received = match stream.read_exact(&mut count) {
+        Ok(()) => u64::from_be_bytes(count),
+        Err(e) => {
+            partial.get_or_insert(format!("the server did not report its count: {e}"));
+            0
+        }
+    };
+    let elapsed = start.elapsed();
+    Ok(PerfResult {
+        test: Test::TcpBw,
+        units: received,
+        elapsed,
+        bytes_per_sec: Some(received as f64 / elapsed.as_secs_f64().max(1e-9)),
+        latency_us: None,
+        datagrams: None,
+        partial,
+    })
+}
+
+fn tcp_lat_client(server: SocketAddr, opts: PerfOptions) -> io::Result<PerfResult> {
+    let mut stream = connect(server, opts)?;
+    let mut msg = vec![0x5au8; opts.msg_size.max(1)];
+    let start = Instant::now();
+    let mut rounds = 0u64;
+    let mut partial = None;
+    while start.elapsed() < opts.duration {
+        if let Err(e) = stream
+            .write_all(&msg)
+            .and_then(|()| stream.read_exact(&mut msg))
+        {
+            partial = Some(format!("stopped after {rounds} round trips: {e}"));
+            break;
+        }
+        rounds += 1;
+    }
+    let elapsed = start.elapsed();
+    Ok(latency_result(Test::TcpLat, rounds, elapsed, partial))
+}
+
+fn latency_result(
+    test: Test,
+    rounds: u64,
+    elapsed: Duration,
+    partial: Option<String>,
+) -> PerfResult {
+    let latency_us = (rounds > 0).then(|| elapsed.as_secs_f64() * 1e6 / rounds as f64 / 2.0);
+    PerfResult {
+        test,
+        units: rounds,
+        elapsed,
+        bytes_per_sec: None,
+        latency_us,
+        datagrams: None,
+        partial,
+    }
+}
+
+fn udp_client_socket(server: SocketAddr, opts: PerfOptions) -> io::Result<UdpSocket> {
+    let socket = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
+    socket.connect(server)?;
+    socket.set_read_timeout(Some(opts.io_timeout))?;
+    socket.set_write_timeout(Some(opts.io_timeout))?;
+    Ok(socket)
+}
+
+fn udp_bw_client(server: SocketAddr, opts: PerfOptions) -> io::Result<PerfResult> {
+    let socket = udp_client_socket(server, opts)?;
+    let msg = vec![0x5au8; opts.msg_size.clamp(1, UDP_MAX)];
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while start.elapsed() < opts.duration {
+        match socket.send(&msg) {
+            Ok(_) => sent += 1,
+            // A full socket buffer or an ICMP error from an earlier datagram: keep going.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => std::thread::sleep(Duration::from_micros(50)),
+        }
+    }
+    let elapsed = start.elapsed();
+    let mut answer = [0u8; 16];
+    let mut partial = None;
+    let mut received = (0u64, 0u64);
+    let mut got = false;
+    for _ in 0..5 {
+        let _ = socket.send(UDP_DONE);
+        if let Ok(16) = socket.recv(&mut answer) {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&answer[..8]);
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&answer[8..]);
+            received = (u64::from_be_bytes(a), u64::from_be_bytes(b));
+            got = true;
+            break;
+        }
+    }
+    if !got {
+        partial = Some("the server did not report what it received".to_string());
+    }
+    Ok(PerfResult {
+        test: Test::UdpBw,
+        units: received.1,
+        elapsed,
+        bytes_per_sec: Some(received.1 as f64 / elapsed.as_secs_f64().max(1e-9)),
+        latency_us: None,
+        datagrams: Some((sent, received.0)),
+        partial,
+    })
+}
+
+fn udp_lat_client(server: SocketAddr, opts: PerfOptions) -> io::Result<PerfResult> {
+    let socket = udp_client_socket(server, opts)?;
+    let msg = vec![0x5au8; opts.msg_size.clamp(1, UDP_MAX)];
+    let mut buf = vec![0u8; UDP_MAX];
+    let start = Instant::now();
+    let mut rounds = 0u64;
+    let mut partial = None;
+    while start.elapsed() < opts.duration {
+        if let Err(e) = socket.send(&msg).and_then(|_| socket.recv(&mut buf)) {
+            partial = Some(format!("stopped after {rounds} round trips: {e}"));
+            break;
+        }
+        rounds += 1;
+    }
+    let elapsed = start.elapsed();
+    let _ = socket.send(UDP_DONE);
+    Ok(latency_result(Test::UdpLat, rounds, elapsed, partial))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn loopback_run(test: Test) -> PerfResult {
+        let opts = PerfOptions {
+            duration: Duration::from_millis(200),
+            ..PerfOptions::for_test(test)
+        };
+        let server = Server::bind(test, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), opts)
+            .expect("bind on loopback");
+        let addr = server.local_addr().expect("bound address");
+        let handle = std::thread::spawn(move || server.serve(Duration::from_secs(5)));
+        let result = client(test, addr, opts).expect("client runs");
+        let tally = handle.join().expect("server thread").expect("server ran");
+        if test == Test::TcpBw {
+            assert_eq!(
+                tally.bytes, result.units,
+                "client reports the receiver's count"
+            );
+        }
+        result
+    }
+
+    #[rstest]
+    #[case(Test::TcpBw)]
+    #[case(Test::UdpBw)]
+    fn bandwidth_tests_move_data(#[case] test: Test) {
+        let r = loopback_run(test);
+        assert!(r.units > 0, "{r:?}");
+        assert!(r.bytes_per_sec.unwrap_or(0.0) > 0.0);
+        assert_eq!(r.partial, None);
+    }
+
+    #[rstest]
+    #[case(Test::TcpLat)]
+    #[case(Test::UdpLat)]
+    fn latency_tests_bounce_messages(#[case] test: Test) {
+        let r = loopback_run(test);
+        assert!(r.units > 10, "{r:?}");
+        assert!(r.latency_us.unwrap_or(0.0) > 0.0);
+    }
+
+    #[test]
+    fn a_server_nobody_talks_to_gives_up() {
+        let opts = PerfOptions::for_test(Test::UdpLat);
+        let server = Server::bind(
+            Test::UdpLat,
+            SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
+            opts,
+        )
+        .expect("bind");
+        assert!(server.serve(Duration::from_millis(100)).is_err());
+    }
+
+    #[test]
+    fn a_client_without_server_fails_fast() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        assert!(client(Test::TcpBw, addr, PerfOptions::for_test(Test::TcpBw)).is_err());
+    }
+
+    #[rstest]
+    #[case("tcp_bw", Some(Test::TcpBw))]
+    #[case("udp_lat", Some(Test::UdpLat))]
+    #[case("rc_bw", None)]
+    fn names_round_trip(#[case] name: &str, #[case] test: Option<Test>) {
+        assert_eq!(Test::from_name(name), test);
+        if let Some(t) = test {
+            assert_eq!(t.name(), name);
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Checking a running lab against its topology's `[[expect]]` assertions, and the report.
+//!
+//! The report renders to stable text (verdicts, not raw timings) so it can be snapshot-tested;
+//! the measured figures are kept for `--json`.
+
+use std::fmt::Write as _;
+
+use futures::future::join_all;
+use serde::Serialize;
+
+use crate::lab::Lab;
+use crate::measure::icmp::{self, PingOptions};
+use crate::model::plan::Expectation;
+
+/// Whether a check held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// The assertion held.
+    Pass,
+    /// The assertion did not hold.
+    Fail,
+}
+
+/// One checked assertion.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// What was asserted, e.g. `reach h1 -> h2 (198.18.1.2)`.
+    pub what: String,
+    /// Whether it held.
+    pub verdict: Verdict,
+    /// Why it failed (stable text), when it failed.
+    pub reason: Option<String>,
+    /// Smallest round trip measured, in microseconds (JSON only; varies run to run).
+    pub min_rtt_us: Option<u64>,
+}
+
+/// The outcome of checking a lab.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The topology's name.
+    pub topology: String,
+    /// Every check, in the file's order.
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    /// Whether every check passed.
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.verdict == Verdict::Pass)
+    }
+
+    /// Stable text for people and snapshots: verdicts, no timings.
+    pub fn render(&self) -> String {
+        let failed = self
+            .checks
+            .iter()
+            .filter(|c| c.verdict == Verdict::Fail)
+            .count();
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{}: {} checks, {} passed, {} failed",
+            self.topology,
+            self.checks.len(),
+            self.checks.len() - failed,
+            failed
+        );
+        for check in &self.checks {
+            let verdict = match check.verdict {
+                Verdict::Pass => "PASS",
+                Verdict::Fail => "FAIL",
+            };
+            match &check.reason {
+                Some(reason) => {
+                    let _ = writeln!(out, "  {verdict}  {}: {reason}", check.what);
+                }
+                None => {
+                    let _ = writeln!(out, "  {verdict}  {}", check.what);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Checks every expectation of the lab's plan, concurrently.
+pub async fn check(lab: &Lab) -> Report {
+    let checks = lab.plan().expects.iter().map(|e| check_one(lab, e));
+    Report {
+        topology: lab.plan().name.clone(),
+        checks: join_all(checks).await,
+    }
+}
+
+async fn check_one(lab: &Lab, expectation: &Expectation) -> Check {
+    match expectation {
+        Expectation::Reach {
+            from,
+            to,
+            addr,
+            reachable,
+        } => {
+            let what = if *reachable {
+                format!("reach {from} -> {to} ({addr})")
+            } else {
+                format!("no reach {from} -> {to} ({addr})")
+            };
+            let Some(node) = lab.node(from) else {
+                return fail(what, format!("node {from} is not in the lab"));
+            };
+            let addr = *addr;
+            let opts = PingOptions::default();
+            let count = opts.count;
+            let outcome = node
+                .run(move || async move { icmp::ping(addr, &opts) })
+                .await;
+            let result = match outcome {
+                Ok(Ok(result)) => result,
+                Ok(Err(e)) => return fail(what, format!("ping failed: {e}")),
+                Err(e) => return fail(what, format!("cannot run in {from}: {e}")),
+            };
+            let min_rtt_us = result.min_rtt().map(|d| d.as_micros() as u64);
+            let answered = result.received > 0;
+            let (verdict, reason) = match (answered, *reachable) {
+                (true, true) | (false, false) => (Verdict::Pass, None),
+                (false, true) => (
+                    Verdict::Fail,
+                    Some(format!("no reply to {count} echo requests")),
+                ),
+                (true, false) => (
+                    Verdict::Fail,
+                    Some("answered, but must be unreachable".to_string()),
+                ),
+            };
+            Check {
+                what,
+                verdict,
+                reason,
+                min_rtt_us,
+            }
+        }
+    }
+}
+
+fn fail(what: String, reason: String) -> Check {
+    Check {
+        what,
+        verdict: Verdict::Fail,
+        reason: Some(reason),
+        min_rtt_us: None,
+    }
+}
