@@ -24,7 +24,7 @@ enum Qdisc {
 #[case::netem(
     Qdisc::Netem,
     Feature::Netem,
-    &["netem 1: root", "limit 10000", "delay 10ms", " 1ms", "loss 5%"]
+    &["netem 1: root", "limit 10000", "delay 10ms", " 1ms", "loss 5%", "duplicate 1%", "reorder 25%", "gap 3"]
 )]
 fn tc_reads_back_what_we_installed(
     #[case] qdisc: Qdisc,
@@ -60,6 +60,9 @@ fn tc_reads_back_what_we_installed(
                     delay: Duration::from_millis(10),
                     jitter: Duration::from_millis(1),
                     loss_percent: 5.0,
+                    duplicate_percent: 1.0,
+                    reorder_percent: 25.0,
+                    reorder_gap: 3,
                     ..Netem::default()
                 };
                 tc::replace_netem(&handle, ifindex, &netem).await
