@@ -6,7 +6,7 @@
 //!
 //! netlink-packet-route 0.34 knows the `TCA_OPTIONS` layout of ingress, fq_codel and some
 //! filters only. For netem, tbf and htb we build the `TCA_OPTIONS` payload ourselves and send it
-//! as a [`TcAttribute::Other`] carrying a [`DefaultNla`] of type `TCA_OPTIONS`: netem's payload
+//! as a `TcAttribute::Other` carrying a `DefaultNla` of type `TCA_OPTIONS`: netem's payload
 //! is not even a list of attributes (a fixed `struct tc_netem_qopt` comes first, then
 //! attributes), so the crate's `TcOption` list could not carry it. Layouts follow the kernel
 //! UAPI header `include/uapi/linux/pkt_sched.h`.
