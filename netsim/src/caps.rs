@@ -523,7 +523,8 @@ pub fn resolve_genl_family(name: &str) -> Result<u16, String> {
 
 fn probe_openvswitch() -> Probed {
     for family in ["ovs_datapath", "ovs_vport", "ovs_flow", "ovs_packet"] {
-        resolve_genl_family(family).map_err(|e| format!("{e}: openvswitch module not loaded"))?;
+        resolve_genl_family(family)
+            .map_err(|e| format!("{e}; the openvswitch module is absent or cannot be loaded"))?;
     }
     Ok(())
 }

@@ -69,11 +69,19 @@ pub fn in_kernel_lane() -> bool {
     std::env::var(LANE_ENV).is_ok_and(|lane| lane == "kernel")
 }
 
-/// The name of the running test: libtest names each test's thread after the test; where the
-/// thread has no such name (a test run on the main thread, a tokio worker) the module path.
+/// The path of the running test, `<crate>::<test>`: libtest names each test's thread after the
+/// test (its path within the crate); where the thread has no such name (a test run on the main
+/// thread, a tokio worker) the caller's module path.
 pub fn current_test_name(module_path: &str) -> String {
+    let krate = module_path.split("::").next().unwrap_or(module_path);
     match std::thread::current().name() {
-        Some(name) if name != "main" && !name.starts_with("tokio-") => name.to_string(),
+        Some(name) if name != "main" && !name.starts_with("tokio-") => {
+            if name.starts_with(&format!("{krate}::")) {
+                name.to_string()
+            } else {
+                format!("{krate}::{name}")
+            }
+        }
         _ => module_path.to_string(),
     }
 }
@@ -190,7 +198,13 @@ impl ScratchNs {
     {
         std::thread::scope(|scope| {
             let handle = std::thread::Builder::new()
-                .name(current_test_name("netsim-scratch-ns"))
+                // Keep the test's thread name, so test-name lookups inside still work.
+                .name(
+                    std::thread::current()
+                        .name()
+                        .unwrap_or("netsim-scratch-ns")
+                        .to_string(),
+                )
                 .spawn_scoped(scope, || -> io::Result<T> {
                     setns(self.fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| {
                         io::Error::other(format!("setns into the scratch namespace: {e}"))
@@ -363,9 +377,61 @@ mod tests {
         // libtest runs each test on a thread named after it (unless run on the main thread).
         let name = current_test_name(module_path!());
         assert!(
-            name.ends_with("the_test_name_comes_from_the_libtest_thread") || name == module_path!(),
+            name == "netsim::testing::tests::the_test_name_comes_from_the_libtest_thread"
+                || name == module_path!(),
             "unexpected test name {name}"
         );
+    }
+
+    fn own_netns_inode() -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/thread-self/ns/net").map_or(0, |m| m.ino())
+    }
+
+    #[test]
+    fn a_scratch_namespace_is_a_new_one_and_run_enters_it() {
+        use std::os::unix::fs::MetadataExt;
+        crate::require_features!(Feature::Netns);
+        let ns = ScratchNs::new().expect("scratch namespace");
+        let inside = ns.run(own_netns_inode).expect("run inside");
+        assert_ne!(
+            inside,
+            own_netns_inode(),
+            "run() stayed in the caller's namespace"
+        );
+        let held = std::fs::metadata(format!("/proc/self/fd/{}", ns.fd().as_raw_fd()))
+            .map_or(0, |m| m.ino());
+        assert_eq!(
+            held, inside,
+            "run() entered another namespace than the one held"
+        );
+    }
+
+    #[test]
+    fn a_panic_inside_run_reaches_the_test() {
+        crate::require_features!(Feature::Netns);
+        let ns = ScratchNs::new().expect("scratch namespace");
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = ns.run(|| panic!("inner assertion"));
+        }));
+        let msg = caught
+            .err()
+            .and_then(|p| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        assert_eq!(msg, "inner assertion");
+    }
+
+    async fn needs_netns_async() -> Result<(), String> {
+        crate::require_features!(Feature::Netns);
+        Ok(())
+    }
+
+    #[test]
+    fn the_macro_works_in_async_fns_returning_results() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| e.to_string());
+        assert_eq!(rt.and_then(|rt| rt.block_on(needs_netns_async())), Ok(()));
     }
 
     #[test]

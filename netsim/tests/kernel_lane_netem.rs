@@ -16,11 +16,29 @@ const ECHO_PORT: u16 = 7777;
 
 /// Round trips of `count` probes sent every `interval` from A to B's echo.
 struct Sample {
+    /// Round trip of the first reply to each answered probe.
     rtts: Vec<Duration>,
+    /// Every reply in arrival order (sequence number), duplicates included.
+    arrivals: Vec<u64>,
     sent: usize,
 }
 
 impl Sample {
+    fn duplicates(&self) -> usize {
+        self.arrivals.len() - self.rtts.len()
+    }
+    /// Replies that arrived after a reply to a later probe.
+    fn overtaken(&self) -> usize {
+        let mut highest = None;
+        let mut count = 0;
+        for &seq in &self.arrivals {
+            match highest {
+                Some(h) if seq < h => count += 1,
+                _ => highest = Some(seq),
+            }
+        }
+        count
+    }
     fn min(&self) -> Duration {
         self.rtts.iter().copied().min().unwrap_or(Duration::MAX)
     }
@@ -56,37 +74,57 @@ fn measure(a: &ScratchNs, b: &ScratchNs, count: usize, interval: Duration) -> Sa
             let sock = UdpSocket::bind(SocketAddr::from((ADDR_A, 0))).expect("bind the client");
             sock.connect(SocketAddr::from((ADDR_B, ECHO_PORT)))
                 .expect("connect the client");
-            sock.set_read_timeout(Some(Duration::from_millis(5)))
+            // Receive timeouts tick in jiffies (10 ms in the guest): keep the sender on a
+            // thread of its own so a blocked receive never delays a send.
+            sock.set_read_timeout(Some(Duration::from_millis(20)))
                 .expect("set a read timeout");
-            let mut sent_at: HashMap<u64, Instant> = HashMap::new();
-            let mut rtts = Vec::new();
-            let mut buf = [0u8; 64];
-            let mut next_send = Instant::now();
-            let mut seq = 0u64;
-            let mut deadline = None;
-            loop {
-                let now = Instant::now();
-                if seq < count as u64 && now >= next_send {
-                    sent_at.insert(seq, now);
-                    let _ = sock.send(&seq.to_be_bytes());
-                    seq += 1;
-                    next_send += interval;
-                    if seq == count as u64 {
-                        deadline = Some(now + Duration::from_secs(1));
+            let sender = sock.try_clone().expect("clone the client socket");
+            let sent_at = std::sync::Mutex::new(HashMap::<u64, Instant>::new());
+            let done_sending = AtomicBool::new(false);
+            std::thread::scope(|inner| {
+                inner.spawn(|| {
+                    let start = Instant::now();
+                    for seq in 0..count as u64 {
+                        if let Ok(mut map) = sent_at.lock() {
+                            map.insert(seq, Instant::now());
+                        }
+                        let _ = sender.send(&seq.to_be_bytes());
+                        // Pace by the clock, not by accumulated sleeps.
+                        let next = start + interval * (seq as u32 + 1);
+                        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                    }
+                    done_sending.store(true, Ordering::Release);
+                });
+                let mut rtts = Vec::new();
+                let mut arrivals = Vec::new();
+                let mut buf = [0u8; 64];
+                let mut deadline = None;
+                loop {
+                    if let Ok(8) = sock.recv(&mut buf) {
+                        let now = Instant::now();
+                        let mut b8 = [0u8; 8];
+                        b8.copy_from_slice(&buf[..8]);
+                        let seq = u64::from_be_bytes(b8);
+                        arrivals.push(seq);
+                        let first = sent_at.lock().ok().and_then(|mut map| map.remove(&seq));
+                        if let Some(t) = first {
+                            rtts.push(now - t);
+                        }
+                    }
+                    // Wait a second past the last send: duplicates may still be on their way.
+                    if deadline.is_none() && done_sending.load(Ordering::Acquire) {
+                        deadline = Some(Instant::now() + Duration::from_secs(1));
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        break;
                     }
                 }
-                if let Ok(8) = sock.recv(&mut buf) {
-                    let mut b8 = [0u8; 8];
-                    b8.copy_from_slice(&buf[..8]);
-                    if let Some(t) = sent_at.remove(&u64::from_be_bytes(b8)) {
-                        rtts.push(t.elapsed());
-                    }
+                Sample {
+                    rtts,
+                    arrivals,
+                    sent: count,
                 }
-                if deadline.is_some_and(|d| Instant::now() >= d) || rtts.len() == count {
-                    break;
-                }
-            }
-            Sample { rtts, sent: count }
+            })
         });
         stop.store(true, Ordering::Relaxed);
         let served = server.join().expect("echo thread");
@@ -186,6 +224,70 @@ fn netem_delay_and_loss_show_on_the_wire() {
         after.min() < Duration::from_millis(8),
         "after delete {:?}",
         after.min()
+    );
+}
+
+#[test]
+fn netem_duplication_and_reordering_show_on_the_wire() {
+    netsim::require_features!(Feature::Netns, Feature::Veth, Feature::Netem);
+    let a = ScratchNs::new().expect("namespace A");
+    let b = ScratchNs::new().expect("namespace B");
+    let (end_a, _end_b) =
+        testing::veth_between(&a, &b, "nmd", ADDR_A, ADDR_B).expect("veth between A and B");
+
+    // Half of A's packets duplicated.
+    set_netem(
+        &a,
+        &end_a,
+        &Netem {
+            duplicate_percent: 50.0,
+            ..Netem::default()
+        },
+    );
+    let duplicated = measure(&a, &b, 200, Duration::from_millis(2));
+    eprintln!(
+        "duplicate 50 %: {} replies to {} probes",
+        duplicated.arrivals.len(),
+        duplicated.sent
+    );
+    // Binomial(200, 50 %): mean 100, standard deviation about 7.
+    assert!(
+        (50..=150).contains(&duplicated.duplicates()),
+        "{} duplicates of 200 with 50 % configured",
+        duplicated.duplicates()
+    );
+
+    // 10 ms delay with half the packets sent at once: those overtake the delayed ones.
+    set_netem(
+        &a,
+        &end_a,
+        &Netem {
+            delay: Duration::from_millis(10),
+            reorder_percent: 50.0,
+            ..Netem::default()
+        },
+    );
+    let reordered = measure(&a, &b, 200, Duration::from_millis(2));
+    let fast = reordered
+        .rtts
+        .iter()
+        .filter(|r| **r < Duration::from_millis(8))
+        .count();
+    eprintln!(
+        "reorder 50 % over 10 ms: {} overtaken, {fast} undelayed of {}",
+        reordered.overtaken(),
+        reordered.rtts.len()
+    );
+    assert!(
+        reordered.overtaken() >= 20,
+        "only {} overtaken",
+        reordered.overtaken()
+    );
+    // About half (measured 86 to 105 of 200 in the guest, where a busy receiver can push an
+    // undelayed reply past 8 ms); the bounds only catch "none" and "all".
+    assert!(
+        (40..=160).contains(&fast),
+        "{fast} of 200 undelayed with 50 % reordering"
     );
 }
 

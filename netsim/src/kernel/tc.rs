@@ -6,7 +6,7 @@
 //!
 //! netlink-packet-route 0.34 knows the `TCA_OPTIONS` layout of ingress, fq_codel and some
 //! filters only. For netem, tbf and htb we build the `TCA_OPTIONS` payload ourselves and send it
-//! as a [`TcAttribute::Other`] carrying a [`DefaultNla`] of type `TCA_OPTIONS`: netem's payload
+//! as a `TcAttribute::Other` carrying a `DefaultNla` of type `TCA_OPTIONS`: netem's payload
 //! is not even a list of attributes (a fixed `struct tc_netem_qopt` comes first, then
 //! attributes), so the crate's `TcOption` list could not carry it. Layouts follow the kernel
 //! UAPI header `include/uapi/linux/pkt_sched.h`.
@@ -23,6 +23,8 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 /// Netlink attribute type of a qdisc's options (`TCA_OPTIONS`).
 const TCA_OPTIONS: u16 = 2;
+/// `TCA_NETEM_REORDER`: `struct tc_netem_reorder { probability, correlation }`.
+const TCA_NETEM_REORDER: u16 = 3;
 /// `TCA_NETEM_LATENCY64`: delay in nanoseconds (s64), overriding the tick-based field.
 const TCA_NETEM_LATENCY64: u16 = 10;
 /// `TCA_NETEM_JITTER64`: jitter in nanoseconds (s64).
@@ -82,7 +84,8 @@ fn hint_for(err: &rtnetlink::Error) -> &'static str {
     }
 }
 
-/// netem parameters: a fixed delay plus uniform jitter, and random loss.
+/// netem parameters: a fixed delay plus uniform jitter, random loss, duplication and
+/// reordering.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Netem {
     /// Added one-way delay.
@@ -91,6 +94,13 @@ pub struct Netem {
     pub jitter: Duration,
     /// Independent random loss, in percent (0 to 100).
     pub loss_percent: f64,
+    /// Independent random duplication, in percent (0 to 100).
+    pub duplicate_percent: f64,
+    /// Share of packets sent at once instead of delayed, in percent (0 to 100): they overtake
+    /// the delayed ones. Needs a delay; netem reorders every `reorder_gap`-th packet at most.
+    pub reorder_percent: f64,
+    /// With reordering: only every n-th packet is a candidate (tc's `gap`; 0 means 1).
+    pub reorder_gap: u32,
     /// Queue limit in packets.
     pub limit: u32,
 }
@@ -101,9 +111,23 @@ impl Default for Netem {
             delay: Duration::ZERO,
             jitter: Duration::ZERO,
             loss_percent: 0.0,
+            duplicate_percent: 0.0,
+            reorder_percent: 0.0,
+            reorder_gap: 0,
             limit: DEFAULT_NETEM_LIMIT,
         }
     }
+}
+
+/// A percentage as the kernel's probability: a share of the full u32 range.
+fn probability(kind: &'static str, what: &str, percent: f64) -> Result<u32, TcError> {
+    if !(0.0..=100.0).contains(&percent) || percent.is_nan() {
+        return Err(TcError::Invalid {
+            kind,
+            reason: format!("{what} must be 0 to 100 %, got {percent}"),
+        });
+    }
+    Ok((percent / 100.0 * f64::from(u32::MAX)).round() as u32)
 }
 
 impl Netem {
@@ -113,27 +137,38 @@ impl Netem {
             kind: "netem",
             reason,
         };
-        if !(0.0..=100.0).contains(&self.loss_percent) || self.loss_percent.is_nan() {
-            return Err(invalid(format!(
-                "loss must be 0 to 100 %, got {}",
-                self.loss_percent
-            )));
+        let loss = probability("netem", "loss", self.loss_percent)?;
+        let duplicate = probability("netem", "duplicate", self.duplicate_percent)?;
+        let reorder = probability("netem", "reorder", self.reorder_percent)?;
+        if reorder > 0 && self.delay.is_zero() {
+            return Err(invalid(
+                "reordering needs a delay: reordered packets are the ones sent undelayed".into(),
+            ));
         }
+        // As tc does: reordering without a gap means every packet is a candidate.
+        let gap = if reorder > 0 {
+            self.reorder_gap.max(1)
+        } else {
+            0
+        };
         let delay = i64::try_from(self.delay.as_nanos())
             .map_err(|_| invalid(format!("delay {:?} too large", self.delay)))?;
         let jitter = i64::try_from(self.jitter.as_nanos())
             .map_err(|_| invalid(format!("jitter {:?} too large", self.jitter)))?;
-        // The kernel reads loss as a probability scaled to the full u32 range.
-        let loss = (self.loss_percent / 100.0 * f64::from(u32::MAX)).round() as u32;
-
         let mut out = Vec::with_capacity(24 + 2 * 12);
         // struct tc_netem_qopt { latency, limit, loss, gap, duplicate, jitter } (u32 each).
         // latency and jitter stay 0 here: the nanosecond attributes below override them.
-        for field in [0, self.limit, loss, 0, 0, 0] {
+        for field in [0, self.limit, loss, gap, duplicate, 0] {
             out.extend_from_slice(&field.to_ne_bytes());
         }
         for (kind, ns) in [(TCA_NETEM_LATENCY64, delay), (TCA_NETEM_JITTER64, jitter)] {
             push_nla(&mut out, kind, &ns.to_ne_bytes());
+        }
+        if reorder > 0 {
+            // struct tc_netem_reorder { probability, correlation (0: independent) }.
+            let mut value = reorder.to_ne_bytes().to_vec();
+            value.extend_from_slice(&0u32.to_ne_bytes());
+            push_nla(&mut out, TCA_NETEM_REORDER, &value);
         }
         Ok(out)
     }
@@ -358,13 +393,41 @@ mod tests {
             delay: Duration::from_millis(10),
             jitter: Duration::from_millis(1),
             loss_percent: 1.0,
-            limit: DEFAULT_NETEM_LIMIT,
+            ..Netem::default()
         };
         let bytes = netem.options().unwrap_or_default();
         // qopt (24 bytes: limit 10000, loss 1 % of u32::MAX = 0x028f5c29), then two 12-byte
         // attributes: LATENCY64 = 10 ms, JITTER64 = 1 ms, in nanoseconds.
         assert_eq!(bytes.len(), 24 + 12 + 12);
         insta::assert_snapshot!(hex(&bytes), @"00000000 10270000 295c8f02 00000000 00000000 00000000 0c000a00 80969800 00000000 0c000b00 40420f00 00000000");
+    }
+
+    #[test]
+    fn netem_duplicate_and_reorder_layout() {
+        let netem = Netem {
+            delay: Duration::from_millis(10),
+            duplicate_percent: 1.0,
+            reorder_percent: 25.0,
+            ..Netem::default()
+        };
+        let bytes = netem.options().unwrap_or_default();
+        // gap 1 (tc's default with reorder), duplicate 1 %, then LATENCY64, JITTER64 and
+        // REORDER { 25 % = 0x40000000, correlation 0 }.
+        insta::assert_snapshot!(hex(&bytes), @"00000000 10270000 00000000 01000000 295c8f02 00000000 0c000a00 80969800 00000000 0c000b00 00000000 00000000 0c000300 00000040 00000000");
+    }
+
+    #[test]
+    fn reordering_without_delay_is_refused() {
+        let netem = Netem {
+            reorder_percent: 10.0,
+            ..Netem::default()
+        };
+        let err = netem
+            .options()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("reordering needs a delay"), "{err}");
     }
 
     #[test]
