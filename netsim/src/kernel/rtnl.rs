@@ -58,6 +58,9 @@ pub struct LinkState {
     pub mtu: u32,
     /// Administratively up.
     pub up: bool,
+    /// Operationally up (`IFF_RUNNING`): the kernel's link watcher has seen the carrier, so a
+    /// bridge port forwards and routes through it are used.
+    pub running: bool,
     /// Alias, if set.
     pub alias: Option<String>,
     /// Index of the bridge this interface is a port of.
@@ -242,6 +245,7 @@ impl Netlink {
                 name: String::new(),
                 mtu: 0,
                 up: msg.header.flags.contains(LinkFlags::Up),
+                running: msg.header.flags.contains(LinkFlags::Running),
                 alias: None,
                 master: None,
             };

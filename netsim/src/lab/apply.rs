@@ -376,5 +376,47 @@ pub(crate) async fn apply(
         });
     }
     bounded(futs, NETLINK_PARALLEL, UpPhase::Configure, progress).await?;
+
+    // Phase 5: wait until every planned interface (and bridge) is operationally up.
+    let mut futs = Vec::with_capacity(plan.nodes.len());
+    for node in &plan.nodes {
+        futs.push(async move {
+            let nl = &get(&node.name)?.nl;
+            let mut wanted: Vec<u32> = (0..node.interfaces.len()).map(iface_index).collect();
+            if node.bridge.is_some() {
+                wanted.push(BRIDGE_INDEX);
+            }
+            let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+            loop {
+                let links = nl.links().await.map_err(|e| kerr(&node.name, e))?;
+                let waiting: Vec<&str> = links
+                    .iter()
+                    .filter(|l| wanted.contains(&l.index) && !l.running)
+                    .map(|l| l.name.as_str())
+                    .collect();
+                if waiting.is_empty() {
+                    return Ok(());
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(LabError::Plan {
+                        lab: id.to_string(),
+                        reason: format!(
+                            "node {}: interfaces {} did not come up within {:?} (no carrier?)",
+                            node.name,
+                            waiting.join(", "),
+                            SETTLE_TIMEOUT
+                        ),
+                    });
+                }
+                tokio::time::sleep(SETTLE_POLL).await;
+            }
+        });
+    }
+    bounded(futs, NETLINK_PARALLEL, UpPhase::Settle, progress).await?;
     Ok(())
 }
+
+/// How long interfaces may take to become operationally up.
+const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often a node's interfaces are looked at while settling.
+const SETTLE_POLL: std::time::Duration = std::time::Duration::from_millis(20);

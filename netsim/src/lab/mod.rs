@@ -45,6 +45,10 @@ pub enum UpPhase {
     Links,
     /// Bringing interfaces up, adding addresses and routes.
     Configure,
+    /// Waiting until every interface is operationally up. The kernel turns carrier changes
+    /// into operational state asynchronously (its link watcher may wait up to a second), and
+    /// until then a bridge port drops frames: a lab is not ready before that.
+    Settle,
 }
 
 /// Bring-up progress: `done` of `total` items of `phase` are finished.

@@ -1,6 +1,7 @@
 //! Measurements taken inside lab namespaces. Each probe runs on the node's own thread
 //! (see [`crate::lab::NodeHandle::run`]) so its sockets live in that node's namespace.
 
+pub mod external;
 pub mod icmp;
 pub mod matrix;
 pub mod mtu;

@@ -207,8 +207,11 @@ pub fn sink_stream(mut stream: TcpStream) -> io::Result<ServerTally> {
             Err(_) => break,
         }
     }
-    // Tell the client how much arrived, so it can report the receiver's figure.
-    let _ = stream.write_all(&tally.bytes.to_be_bytes());
+    // Tell the client how much arrived and over how long, so it reports the receiver's figure.
+    let mut report = [0u8; 16];
+    report[..8].copy_from_slice(&tally.bytes.to_be_bytes());
+    report[8..].copy_from_slice(&(tally.active.as_nanos() as u64).to_be_bytes());
+    let _ = stream.write_all(&report);
     Ok(tally)
 }
 
@@ -310,16 +313,30 @@ fn tcp_bw_client(server: SocketAddr, opts: PerfOptions) -> io::Result<PerfResult
         }
     }
     stream.shutdown(std::net::Shutdown::Write)?;
-    // The receiver's count is the figure (what the sender queued may not have arrived).
-    let mut count = [0u8; 8];
-    let received = match stream.read_exact(&mut count) {
-        Ok(()) => u64::from_be_bytes(count),
+    // The receiver's count over the receiver's time (first to last byte) is the figure: what
+    // the sender queued may not have arrived.
+    let mut report = [0u8; 16];
+    let (received, active) = match stream.read_exact(&mut report) {
+        Ok(()) => {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&report[..8]);
+            let mut nanos = [0u8; 8];
+            nanos.copy_from_slice(&report[8..]);
+            (
+                u64::from_be_bytes(bytes),
+                Duration::from_nanos(u64::from_be_bytes(nanos)),
+            )
+        }
         Err(e) => {
             partial.get_or_insert(format!("the server did not report its count: {e}"));
-            0
+            (0, Duration::ZERO)
         }
     };
-    let elapsed = start.elapsed();
+    let elapsed = if active.is_zero() {
+        start.elapsed()
+    } else {
+        active
+    };
     Ok(PerfResult {
         test: Test::TcpBw,
         units: received,

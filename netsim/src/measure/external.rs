@@ -1,0 +1,315 @@
+//! The same measurements through Debian's qperf and iperf3, to cross-check the built-in probes.
+//!
+//! These are independent tools by design: if netsim's own figures and theirs agree, both can be
+//! trusted. They are optional: [`available`] says whether a tool is installed, and callers skip
+//! the cross-check (saying so) where it is not.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use thiserror::Error;
+
+use super::perf::Test;
+use crate::lab::NodeHandle;
+
+/// An external measurement tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tool {
+    /// qperf (tcp_bw, tcp_lat, udp_bw, udp_lat).
+    Qperf,
+    /// iperf3 (TCP throughput).
+    Iperf3,
+}
+
+impl Tool {
+    /// The program's name.
+    pub fn program(self) -> &'static str {
+        match self {
+            Tool::Qperf => "qperf",
+            Tool::Iperf3 => "iperf3",
+        }
+    }
+}
+
+/// Why an external measurement failed.
+#[derive(Debug, Error)]
+pub enum ExternalError {
+    /// The tool is not installed.
+    #[error("{0} is not installed: install Debian's `{0}` package (ci/setup does)")]
+    Missing(&'static str),
+    /// Starting or running it failed.
+    #[error("{tool} in node {node}: {what}")]
+    Run {
+        /// The program.
+        tool: &'static str,
+        /// The node.
+        node: String,
+        /// What went wrong.
+        what: String,
+    },
+}
+
+/// Where `tool` is installed, if it is.
+pub fn available(tool: Tool) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(tool.program()))
+        .find(|p| p.is_file())
+}
+
+/// A server process killed (by its pid) when dropped.
+struct ServerGuard(Child);
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run_err(tool: Tool, node: &NodeHandle, what: impl Into<String>) -> ExternalError {
+    ExternalError::Run {
+        tool: tool.program(),
+        node: node.name().to_string(),
+        what: what.into(),
+    }
+}
+
+fn start_server(
+    tool: Tool,
+    node: &NodeHandle,
+    args: &[String],
+) -> Result<ServerGuard, ExternalError> {
+    let program = available(tool).ok_or(ExternalError::Missing(tool.program()))?;
+    let mut cmd = node.command(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = node
+        .spawn_command(cmd)
+        .map_err(|e| run_err(tool, node, format!("cannot start the server: {e}")))?;
+    Ok(ServerGuard(child))
+}
+
+/// Runs a client until its output reads as a result, or `patience` passes (the server may
+/// still be starting: the client then fails to connect, and is run again).
+async fn run_client<T>(
+    tool: Tool,
+    node: &NodeHandle,
+    args: Vec<String>,
+    patience: Duration,
+    read: impl Fn(&Output) -> Result<T, String>,
+) -> Result<T, ExternalError> {
+    let program = available(tool).ok_or(ExternalError::Missing(tool.program()))?;
+    let started = Instant::now();
+    loop {
+        let mut cmd = node.command(&program);
+        cmd.args(&args).stdin(Stdio::null());
+        let output = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .map_err(|e| run_err(tool, node, format!("client thread failed: {e}")))?
+            .map_err(|e| run_err(tool, node, format!("cannot run the client: {e}")))?;
+        let outcome = if output.status.success() {
+            read(&output)
+        } else {
+            Err(format!(
+                "client failed ({}): {} {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim(),
+                String::from_utf8_lossy(&output.stdout).trim()
+            ))
+        };
+        match outcome {
+            Ok(value) => return Ok(value),
+            Err(why) if started.elapsed() > patience => return Err(run_err(tool, node, why)),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// iperf3 TCP throughput from `client` to `server` listening on `addr`, in bytes per second
+/// as the receiver counted them.
+pub async fn iperf3_tcp_bw(
+    server: &NodeHandle,
+    addr: Ipv4Addr,
+    client: &NodeHandle,
+    duration: Duration,
+) -> Result<f64, ExternalError> {
+    let port = "5201".to_string();
+    let _server = start_server(
+        Tool::Iperf3,
+        server,
+        &[
+            "-s".into(),
+            "-1".into(),
+            "-B".into(),
+            addr.to_string(),
+            "-p".into(),
+            port.clone(),
+        ],
+    )?;
+    let secs = duration.as_secs().max(1).to_string();
+    run_client(
+        Tool::Iperf3,
+        client,
+        vec![
+            "-c".into(),
+            addr.to_string(),
+            "-p".into(),
+            port,
+            "-t".into(),
+            secs,
+            "-J".into(),
+        ],
+        Duration::from_secs(3),
+        |output| parse_iperf3_json(&output.stdout),
+    )
+    .await
+}
+
+/// The receiver's throughput in bytes per second from iperf3's `-J` output.
+pub fn parse_iperf3_json(stdout: &[u8]) -> Result<f64, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(stdout).map_err(|e| format!("unreadable JSON output: {e}"))?;
+    if let Some(error) = value["error"].as_str() {
+        return Err(format!("iperf3 reported: {error}"));
+    }
+    value["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .map(|bits| bits / 8.0)
+        .ok_or_else(|| "no end.sum_received.bits_per_second in the output".to_string())
+}
+
+/// One qperf figure: bandwidth in bytes per second, or latency in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum QperfFigure {
+    /// Bytes per second (`bw`, or `recv_bw` for UDP).
+    Bandwidth(f64),
+    /// Microseconds.
+    Latency(f64),
+}
+
+/// Runs one qperf test from `client` against a qperf server started in `server`.
+pub async fn qperf(
+    server: &NodeHandle,
+    addr: Ipv4Addr,
+    client: &NodeHandle,
+    test: Test,
+    duration: Duration,
+) -> Result<QperfFigure, ExternalError> {
+    let port = "19765".to_string();
+    let _server = start_server(Tool::Qperf, server, &["--listen_port".into(), port.clone()])?;
+    let secs = duration.as_secs().max(1).to_string();
+    run_client(
+        Tool::Qperf,
+        client,
+        vec![
+            addr.to_string(),
+            "--listen_port".into(),
+            port,
+            "--time".into(),
+            secs,
+            test.name().into(),
+        ],
+        Duration::from_secs(3),
+        |output| parse_qperf(&String::from_utf8_lossy(&output.stdout), test),
+    )
+    .await
+}
+
+/// Reads qperf's figure for `test` from its output (`bw = 488 MB/sec`, `recv_bw = ...`,
+/// `latency = 10.4 us`).
+pub fn parse_qperf(text: &str, test: Test) -> Result<QperfFigure, String> {
+    let key = match test {
+        Test::TcpBw => "bw",
+        Test::UdpBw => "recv_bw",
+        Test::TcpLat | Test::UdpLat => "latency",
+    };
+    let line = text
+        .lines()
+        .find(|l| l.split('=').next().map(str::trim) == Some(key))
+        .ok_or_else(|| format!("no `{key} =` line in qperf's output: {text:?}"))?;
+    let value = line.split('=').nth(1).unwrap_or("").trim();
+    let mut parts = value.split_whitespace();
+    let number: f64 = parts
+        .next()
+        .and_then(|n| n.replace(',', "").parse().ok())
+        .ok_or_else(|| format!("no number in {line:?}"))?;
+    let unit = parts.next().unwrap_or("");
+    let scaled = match unit {
+        "bytes/sec" => QperfFigure::Bandwidth(number),
+        "KB/sec" => QperfFigure::Bandwidth(number * 1e3),
+        "MB/sec" => QperfFigure::Bandwidth(number * 1e6),
+        "GB/sec" => QperfFigure::Bandwidth(number * 1e9),
+        "ns" => QperfFigure::Latency(number / 1e3),
+        "us" => QperfFigure::Latency(number),
+        "ms" => QperfFigure::Latency(number * 1e3),
+        "sec" => QperfFigure::Latency(number * 1e6),
+        other => return Err(format!("unknown unit {other:?} in {line:?}")),
+    };
+    Ok(scaled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case(
+        "tcp_bw:\n    bw  =  488 MB/sec\n",
+        Test::TcpBw,
+        QperfFigure::Bandwidth(488e6)
+    )]
+    #[case(
+        "tcp_bw:\n    bw  =  1.2 GB/sec\n",
+        Test::TcpBw,
+        QperfFigure::Bandwidth(1.2e9)
+    )]
+    #[case(
+        "udp_bw:\n    send_bw  =  554 MB/sec\n    recv_bw  =  363 MB/sec\n",
+        Test::UdpBw,
+        QperfFigure::Bandwidth(363e6)
+    )]
+    #[case(
+        "tcp_lat:\n    latency  =  10.4 us\n",
+        Test::TcpLat,
+        QperfFigure::Latency(10.4)
+    )]
+    #[case(
+        "udp_lat:\n    latency  =  1.02 ms\n",
+        Test::UdpLat,
+        QperfFigure::Latency(1020.0)
+    )]
+    fn qperf_output_is_read(#[case] text: &str, #[case] test: Test, #[case] want: QperfFigure) {
+        let got = parse_qperf(text, test).expect("parses");
+        match (got, want) {
+            (QperfFigure::Bandwidth(a), QperfFigure::Bandwidth(b))
+            | (QperfFigure::Latency(a), QperfFigure::Latency(b)) => {
+                assert!((a - b).abs() < 1e-6 * b.abs().max(1.0), "{a} vs {b}")
+            }
+            _ => panic!("{got:?} is not {want:?}"),
+        }
+    }
+
+    #[rstest]
+    #[case("")]
+    #[case("tcp_bw:\n    bw  =  fast\n")]
+    #[case("tcp_bw:\n    bw  =  3 furlongs/sec\n")]
+    fn bad_qperf_output_is_an_error(#[case] text: &str) {
+        assert!(parse_qperf(text, Test::TcpBw).is_err());
+    }
+
+    #[test]
+    fn iperf3_json_is_read() {
+        let json = br#"{"end": {"sum_received": {"bits_per_second": 8000000000.0}}}"#;
+        assert_eq!(parse_iperf3_json(json), Ok(1e9));
+        assert!(parse_iperf3_json(b"{}").is_err());
+        assert!(parse_iperf3_json(b"not json").is_err());
+    }
+}
