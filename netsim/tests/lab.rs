@@ -14,8 +14,19 @@ use netsim::lab::{self, Lab, LabError, NodeHandle, Phase, UpOptions};
 use netsim::model::plan::RoutePlan;
 use rstest::rstest;
 
-/// Run directory of this test binary's state files (kept apart from real labs).
-const RUN_DIR: &str = "/run/netsim-tests-lab";
+/// Run directory of this test binary's state files: kept apart from real labs, and in /tmp
+/// so the empty directory left at the end is not litter under /run.
+const RUN_DIR: &str = "/tmp/netsim-tests-lab";
+
+/// Serialises `clean` calls against the sigkill test, which must be the one sweeping its
+/// victim (any sweep would remove it: its owner is dead).
+static CLEAN_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// `lab::clean`, not while the sigkill test examines its victim.
+async fn clean_serialised() -> lab::CleanReport {
+    let _guard = CLEAN_LOCK.lock().await;
+    lab::clean().expect("clean")
+}
 
 fn setup() {
     static ONCE: Once = Once::new();
@@ -181,9 +192,21 @@ async fn star_of_three_hosts_is_wired_and_goes_away() {
 async fn routed_line_forwards_between_subnets() {
     setup();
     let id = unique("t-line3");
-    let lab = Lab::up(line("line3", 3, 1500), opts(&id))
-        .await
-        .expect("up");
+    let mut plan = line("line3", 3, 1500);
+    // A device route (no gateway) and a route pinned to a device with a gateway.
+    let device_route: Ipv4Net = "198.18.250.0/24".parse().expect("net");
+    let pinned: Ipv4Net = "198.18.251.0/24".parse().expect("net");
+    plan.nodes[0].routes.push(RoutePlan {
+        dst: device_route,
+        via: None,
+        dev: Some("eth0".into()),
+    });
+    plan.nodes[0].routes.push(RoutePlan {
+        dst: pinned,
+        via: Some(line_node_addr(1)),
+        dev: Some("eth0".into()),
+    });
+    let lab = Lab::up(plan, opts(&id)).await.expect("up");
     let (n0, n1, n2) = (
         lab.node("n0").expect("n0"),
         lab.node("n1").expect("n1"),
@@ -196,6 +219,27 @@ async fn routed_line_forwards_between_subnets() {
     assert_eq!(
         sysctl::read_in(&n0.netns_name(), "net.ipv4.ip_forward").expect("sysctl"),
         "0"
+    );
+    let nl = netlink_of(&n0).await;
+    let eth0 = nl
+        .links()
+        .await
+        .expect("links")
+        .into_iter()
+        .find(|l| l.name == "eth0")
+        .expect("eth0");
+    let routes = nl.routes().await.expect("routes");
+    assert!(
+        routes
+            .iter()
+            .any(|r| r.dst == device_route && r.via.is_none() && r.oif == Some(eth0.index)),
+        "{routes:?}"
+    );
+    assert!(
+        routes.iter().any(|r| r.dst == pinned
+            && r.via == Some(line_node_addr(1))
+            && r.oif == Some(eth0.index)),
+        "{routes:?}"
     );
     // n0 and n2 are on different /30s: only the router joins them.
     assert!(udp_reach(&n0, &n2, line_node_addr(2)).await);
@@ -448,6 +492,8 @@ async fn victim_blocks_in_the_middle_of_up() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_during_up_then_clean_sweeps_it() {
     setup();
+    // No other test sweeps while the victim's remains are being examined.
+    let _sweeping = CLEAN_LOCK.lock().await;
     let survivor_id = unique("t-live");
     let survivor = Lab::up(star("live", 1, 1500), opts(&survivor_id))
         .await
@@ -517,7 +563,7 @@ async fn persisted_labs_survive_clean_until_down() {
     let info = lab.persist().expect("persist");
     assert!(info.persist);
     assert_eq!(info.owner_pid, None);
-    let report = lab::clean().expect("clean");
+    let report = clean_serialised().await;
     assert!(!report.labs.contains(&id), "{report:?}");
     assert_eq!(namespaces_of(&id).len(), 2);
     lab::down(&id).expect("down");
@@ -567,6 +613,10 @@ async fn a_stale_namespace_is_reported_and_not_touched() {
     // Rolled back: only the namespace that was there before remains.
     assert_eq!(namespaces_of(&id), vec![stale.clone()]);
     assert!(!state_file(&id).exists());
+    // clean reports it as unknown and leaves it alone.
+    let report = clean_serialised().await;
+    assert!(report.unknown.contains(&stale), "{report:?}");
+    assert!(netns::exists(&stale));
     netns::delete(&stale).expect("delete");
     assert_gone(&id);
 }
@@ -580,6 +630,46 @@ async fn the_far_ends_of_a_big_star_reach_each_other() {
         .expect("up");
     let (h1, h50) = (lab.node("h1").expect("h1"), lab.node("h50").expect("h50"));
     assert!(udp_reach(&h1, &h50, star_addr(50)).await);
+    lab.down().await.expect("down");
+    assert_gone(&id);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropping_up_halfway_rolls_back() {
+    setup();
+    let id = unique("t-cancel");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let tx = std::sync::Mutex::new(Some(tx));
+    let progress = std::sync::Arc::new(move |p: lab::Progress| {
+        if p.phase == lab::UpPhase::Links && p.done >= 1 {
+            if let Some(tx) = tx.lock().ok().and_then(|mut t| t.take()) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let opts = UpOptions {
+        name: Some(id.clone()),
+        progress: Some(progress),
+        ..Default::default()
+    };
+    let up = Lab::up(star("cancel", 30, 1500), opts);
+    tokio::select! {
+        biased;
+        _ = rx => {}
+        res = up => panic!("up finished before it could be cancelled: {:?}", res.map(|l| l.id().to_string())),
+    }
+    assert_gone(&id);
+}
+
+#[tokio::test]
+async fn a_current_thread_runtime_is_enough() {
+    setup();
+    let id = unique("t-curthr");
+    let lab = Lab::up(line("curthr", 3, 1500), opts(&id))
+        .await
+        .expect("up");
+    let (n0, n2) = (lab.node("n0").expect("n0"), lab.node("n2").expect("n2"));
+    assert!(udp_reach(&n0, &n2, line_node_addr(2)).await);
     lab.down().await.expect("down");
     assert_gone(&id);
 }

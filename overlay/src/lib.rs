@@ -6,7 +6,9 @@
 //! configuration; the control plane and datapaths arrive with their own issues.
 
 pub mod config;
+pub mod crypto;
 pub mod odp;
+pub mod wire;
 
 /// TCP port of the control plane, and UDP port of the sleeve datapath (Weave's, so field reports
 /// map one to one).

@@ -78,6 +78,9 @@ impl KernelError {
     /// What to do about it, judged from the errno.
     pub fn hint(&self) -> Option<&'static str> {
         match self.errno? {
+            Errno::EEXIST if self.op.contains("NEWADDR") || self.op.contains("NEWROUTE") => {
+                Some("the plan gives the same address or route twice")
+            }
             Errno::EEXIST => Some("it already exists: a stale lab? run `netsim clean`"),
             Errno::EPERM | Errno::EACCES => Some("run as root (CAP_SYS_ADMIN and CAP_NET_ADMIN)"),
             Errno::EMFILE | Errno::ENFILE => Some("too many open files: raise `ulimit -n`"),
@@ -99,7 +102,7 @@ impl fmt::Display for KernelError {
             write!(f, " on {target}")?;
         }
         if let Some(errno) = self.errno {
-            write!(f, ": {} ({})", errno.desc(), errno)?;
+            write!(f, ": {errno:?} ({})", errno.desc())?;
         }
         if let Some(detail) = &self.detail {
             write!(f, ": {detail}")?;
@@ -115,3 +118,41 @@ impl std::error::Error for KernelError {}
 
 /// Results of kernel adapters.
 pub type Result<T, E = KernelError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_request_the_place_and_a_way_forward() {
+        let cases = [
+            KernelError::sys(
+                "netsim-lab1-h1",
+                None,
+                "unshare(CLONE_NEWNET)",
+                Errno::EPERM,
+            ),
+            KernelError::sys(
+                "root",
+                Some("/run/netns/netsim-lab1-h1"),
+                "create netns file",
+                Errno::EEXIST,
+            ),
+            KernelError::sys(
+                "netsim-lab1-r1",
+                Some("198.18.9.0/24 via 198.18.99.1"),
+                "RTM_NEWROUTE",
+                Errno::ENETUNREACH,
+            ),
+            KernelError {
+                netns: "netsim-lab1-sw".into(),
+                target: Some("br0".into()),
+                op: "RTM_NEWLINK bridge".into(),
+                errno: None,
+                detail: Some("A netlink request failed".into()),
+            },
+        ];
+        let text: Vec<String> = cases.iter().map(ToString::to_string).collect();
+        insta::assert_snapshot!(text.join("\n"));
+    }
+}

@@ -33,3 +33,26 @@ pub fn kill_if_same(pid: u32, started: u64) -> bool {
         Ok(()) | Err(Errno::ESRCH)
     )
 }
+
+/// Raises this process's soft limit on open files to at least `want` (capped by the hard
+/// limit). Big labs hold a namespace descriptor and a netlink socket per node while they are
+/// being made. Returns the soft limit now in force.
+pub fn raise_nofile(want: u64) -> std::io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own and pass by valid pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if lim.rlim_cur >= want {
+        return Ok(lim.rlim_cur);
+    }
+    lim.rlim_cur = want.min(lim.rlim_max);
+    // SAFETY: setrlimit reads the struct we own and pass by valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(lim.rlim_cur)
+}

@@ -12,7 +12,7 @@ use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags};
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteHeader};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteScope};
 use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
 
 use super::error::{KernelError, Result};
@@ -206,8 +206,10 @@ impl Netlink {
     ) -> Result<()> {
         let mut builder = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(dst.network(), dst.prefix_len());
-        if let Some(gw) = via {
-            builder = builder.gateway(gw);
+        match via {
+            Some(gw) => builder = builder.gateway(gw),
+            // Directly connected, as `ip route add DST dev DEV` makes it.
+            None => builder = builder.scope(RouteScope::Link),
         }
         if let Some(index) = oif {
             builder = builder.output_interface(index);

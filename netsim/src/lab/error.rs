@@ -127,3 +127,52 @@ pub enum LabError {
         what: String,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::errno::Errno;
+
+    #[test]
+    fn messages_name_the_lab_and_what_to_do() {
+        let cases = [
+            LabError::InvalidId {
+                id: "Bad_Id".into(),
+                reason: "only lowercase letters, digits and '-' are allowed".into(),
+            },
+            LabError::IdInUse {
+                id: "lab1".into(),
+                path: "/run/netsim/lab1.json".into(),
+            },
+            LabError::Plan {
+                lab: "lab1".into(),
+                reason: "node h1 appears twice".into(),
+            },
+            LabError::Kernel {
+                lab: "lab1".into(),
+                node: Some("h1".into()),
+                source: Box::new(KernelError::sys(
+                    "netsim-lab1-h1",
+                    Some("eth0 198.18.0.1/16"),
+                    "RTM_NEWADDR",
+                    Errno::EEXIST,
+                )),
+            },
+            LabError::NoSuchLab {
+                id: "lab9".into(),
+                known: vec!["lab1".into(), "lab2".into()],
+            },
+            LabError::NoSuchNode {
+                lab: "lab1".into(),
+                node: "h9".into(),
+                known: vec!["sw".into(), "h1".into()],
+            },
+            LabError::NoLab,
+            LabError::Ambiguous {
+                labs: vec!["lab1".into(), "lab2".into()],
+            },
+        ];
+        let text: Vec<String> = cases.iter().map(ToString::to_string).collect();
+        insta::assert_snapshot!(text.join("\n"));
+    }
+}

@@ -139,6 +139,10 @@ pub struct CleanReport {
     pub namespaces: usize,
     /// Processes killed.
     pub processes: usize,
+    /// Namespaces named `netsim-*` that no state file of this run directory claims. They are
+    /// left alone (they may belong to labs of another run directory); `ip netns del` removes
+    /// one by hand.
+    pub unknown: Vec<String>,
 }
 
 /// Shared between a [`Lab`] and its [`NodeHandle`]s.
@@ -309,6 +313,12 @@ impl Lab {
         };
         validate_id(&id)?;
         apply::check_plan(&id, &plan)?;
+        // Two descriptors per node while bring-up runs, plus headroom. If the hard limit is
+        // lower, EMFILE comes later with its own hint.
+        let want = 2 * plan.nodes.len() as u64 + 256;
+        if let Err(e) = process::raise_nofile(want) {
+            tracing::warn!("could not raise the open-file limit to {want}: {e}");
+        }
         let path = state::state_path(&id);
         let nodes: Vec<String> = plan.nodes.iter().map(|n| n.name.clone()).collect();
         let namespaces: Vec<String> = nodes.iter().map(|n| netns_name(&id, n)).collect();
@@ -399,16 +409,9 @@ impl Lab {
 
     /// The lab id, or the only lab up when `id` is `None`.
     pub fn resolve_id(id: Option<&str>) -> Result<String, LabError> {
-        if let Some(id) = id {
-            return Ok(id.to_string());
-        }
-        let mut labs = LabState::read_all()?;
-        match labs.len() {
-            0 => Err(LabError::NoLab),
-            1 => Ok(labs.remove(0).id),
-            _ => Err(LabError::Ambiguous {
-                labs: labs.into_iter().map(|s| s.id).collect(),
-            }),
+        match id {
+            Some(id) => Ok(id.to_string()),
+            None => Ok(only_lab(LabState::read_all()?)?.id),
         }
     }
 
@@ -745,16 +748,39 @@ pub fn clean() -> Result<CleanReport, LabError> {
             }
         }
     }
+    let claimed: std::collections::HashSet<String> = LabState::read_all()?
+        .into_iter()
+        .flat_map(|st| st.namespaces)
+        .collect();
+    report.unknown = netns::list()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n.starts_with(NETNS_PREFIX) && !claimed.contains(n))
+        .collect();
     match first_err {
         Some(e) => Err(e),
         None => Ok(report),
     }
 }
 
+/// The one lab of `labs`, or why there is not exactly one.
+fn only_lab(mut labs: Vec<LabState>) -> Result<LabState, LabError> {
+    match labs.len() {
+        0 => Err(LabError::NoLab),
+        1 => Ok(labs.remove(0)),
+        _ => Err(LabError::Ambiguous {
+            labs: labs.into_iter().map(|s| s.id).collect(),
+        }),
+    }
+}
+
 /// Runs `argv` in `node` of lab `id` (or of the only lab up), inheriting stdio, and returns
 /// its exit code (128 + signal number if a signal ended it).
 pub fn exec(id: Option<&str>, node: &str, argv: &[&str]) -> Result<i32, LabError> {
-    let st = find(&Lab::resolve_id(id)?)?;
+    let st = match id {
+        Some(id) => find(id)?,
+        None => only_lab(LabState::read_all()?)?,
+    };
     let Some(pos) = st.nodes.iter().position(|n| n == node) else {
         return Err(LabError::NoSuchNode {
             lab: st.id.clone(),
@@ -786,4 +812,88 @@ pub fn exec(id: Option<&str>, node: &str, argv: &[&str]) -> Result<i32, LabError
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn lab_state(id: &str, owner: Option<Owner>, persist: bool, phase: Phase) -> LabState {
+        LabState {
+            id: id.into(),
+            plan: "p".into(),
+            file: None,
+            owner,
+            persist,
+            phase,
+            nodes: vec!["h1".into()],
+            namespaces: vec![netns_name(id, "h1")],
+            pids: Vec::new(),
+            created: 0,
+            resolved: None,
+        }
+    }
+
+    /// A process that certainly is not running: pid 1 with an impossible start time.
+    const DEAD: Owner = Owner {
+        pid: 1,
+        start: u64::MAX,
+    };
+
+    #[rstest]
+    #[case::live_owner(Some(Owner::me()), false, Phase::Creating, false)]
+    #[case::live_owner_persistent(Some(Owner::me()), true, Phase::Up, false)]
+    #[case::dead_owner_mid_up(Some(DEAD), false, Phase::Creating, true)]
+    #[case::dead_owner_complete(Some(DEAD), false, Phase::Up, true)]
+    #[case::dead_owner_persistent_mid_up(Some(DEAD), true, Phase::Creating, true)]
+    #[case::dead_owner_persistent_complete(Some(DEAD), true, Phase::Up, false)]
+    #[case::handed_over(None, true, Phase::Up, false)]
+    fn clean_sweeps_only_abandoned_labs(
+        #[case] owner: Option<Owner>,
+        #[case] persist: bool,
+        #[case] phase: Phase,
+        #[case] swept: bool,
+    ) {
+        assert_eq!(abandoned(&lab_state("x", owner, persist, phase)), swept);
+    }
+
+    #[test]
+    fn exec_without_an_id_needs_exactly_one_lab() {
+        assert!(matches!(only_lab(Vec::new()), Err(LabError::NoLab)));
+        let one = only_lab(vec![lab_state("a", None, true, Phase::Up)]);
+        assert_eq!(one.map(|s| s.id).ok().as_deref(), Some("a"));
+        let two = vec![
+            lab_state("a", None, true, Phase::Up),
+            lab_state("b", None, true, Phase::Up),
+        ];
+        match only_lab(two) {
+            Err(LabError::Ambiguous { labs }) => assert_eq!(labs, ["a", "b"]),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[rstest]
+    #[case::plain("lab1", true)]
+    #[case::dashes("my-lab-0a1b", true)]
+    #[case::longest("abcdefghijklmnopqrst", true)]
+    #[case::too_long("abcdefghijklmnopqrstu", false)]
+    #[case::empty("", false)]
+    #[case::upper("Lab", false)]
+    #[case::underscore("a_b", false)]
+    #[case::leading_dash("-a", false)]
+    #[case::trailing_dash("a-", false)]
+    fn ids(#[case] id: &str, #[case] ok: bool) {
+        assert_eq!(validate_id(id).is_ok(), ok, "{id}");
+    }
+
+    #[rstest]
+    #[case::simple("three-host")]
+    #[case::odd_chars("My Lab_v2!")]
+    #[case::very_long("a-topology-name-much-longer-than-any-id")]
+    #[case::nothing_usable("___")]
+    fn default_ids_are_valid(#[case] plan: &str) {
+        let id = default_id(plan);
+        assert!(validate_id(&id).is_ok(), "{plan} -> {id}");
+    }
 }

@@ -164,7 +164,8 @@ impl LabState {
     }
 
     /// Reads every state file of the run directory, sorted by id. Files that vanish while
-    /// being read (a lab going down meanwhile) are skipped.
+    /// being read (a lab going down meanwhile) are skipped, and so are corrupt ones (with a
+    /// warning): one bad file must not stop `list` or `clean` from handling the others.
     pub fn read_all() -> Result<Vec<Self>, LabError> {
         let dir = run_dir();
         let entries = match std::fs::read_dir(&dir) {
@@ -188,6 +189,7 @@ impl LabState {
                 Ok(state) => labs.push(state),
                 Err(LabError::State { source, .. })
                     if source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e @ LabError::StateCorrupt { .. }) => tracing::warn!("skipped: {e}"),
                 Err(e) => return Err(e),
             }
         }

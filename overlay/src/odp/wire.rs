@@ -363,7 +363,7 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&'a T>> for VportAttr {
                 VportAttr::Options(parse_nlas::<TunnelAttr>(v).context("OVS_VPORT_ATTR_OPTIONS")?)
             }
             OVS_VPORT_ATTR_UPCALL_PID => {
-                if v.len() % 4 != 0 {
+                if !v.len().is_multiple_of(4) {
                     return Err(DecodeError::from(format!(
                         "OVS_VPORT_ATTR_UPCALL_PID of {} bytes is not a u32 array",
                         v.len()
