@@ -225,7 +225,7 @@ pub fn star_addr(i: usize) -> Ipv4Addr {
     underlay(i)
 }
 
-/// The address of node `i` of a [`line`] on its left link (or, for `n0`, its only link).
+/// The address of node `i` of a [`line()`] on its left link (or, for `n0`, its only link).
 pub fn line_node_addr(i: usize) -> Ipv4Addr {
     if i == 0 {
         line_addr(0, 0)
