@@ -1,0 +1,191 @@
+//! The `netsim` binary end to end, as a person or a script uses it: two labs of the same
+//! topology side by side, `ls --json`, `exec` exit codes, `down`, `run`, `check` errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// State files of this test binary live apart from real labs.
+const RUN_DIR: &str = "/run/netsim-tests-cli";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn netsim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_netsim"))
+        .args(args)
+        .current_dir(root())
+        .env("NETSIM_RUN_DIR", RUN_DIR)
+        .output()
+        .expect("netsim runs")
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+fn suffix() -> String {
+    format!("{:04x}", std::process::id() & 0xffff)
+}
+
+#[test]
+fn two_labs_of_one_topology_run_side_by_side_and_go_away() {
+    let ids = [format!("cli-a-{}", suffix()), format!("cli-b-{}", suffix())];
+    // Both `up`s at the same moment, as two people would start them.
+    let children: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            Command::new(env!("CARGO_BIN_EXE_netsim"))
+                .args(["up", "topologies/three-host.toml", "--name", id, "--json"])
+                .current_dir(root())
+                .env("NETSIM_RUN_DIR", RUN_DIR)
+                .output()
+        })
+        .collect();
+    for (id, child) in ids.iter().zip(children) {
+        let out = child.expect("netsim up runs");
+        assert!(out.status.success(), "up {id}: {}", text(&out.stderr));
+        let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(info["id"], id.as_str());
+        assert_eq!(info["phase"], "up");
+    }
+
+    let ls = netsim(&["ls", "--json"]);
+    let labs: serde_json::Value = serde_json::from_slice(&ls.stdout).expect("ls --json");
+    for id in &ids {
+        let lab = labs
+            .as_array()
+            .and_then(|a| a.iter().find(|l| l["id"] == id.as_str()))
+            .unwrap_or_else(|| panic!("{id} listed in {labs}"));
+        assert_eq!(lab["persist"], true);
+        assert_eq!(lab["nodes"], 10);
+    }
+
+    // exec runs in the node and carries the exit code back, in both labs.
+    for id in &ids {
+        let ok = netsim(&["exec", "--lab", id, "h1", "--", "sh", "-c", "exit 0"]);
+        assert!(ok.status.success(), "{}", text(&ok.stderr));
+        let seven = netsim(&["exec", "--lab", id, "h2", "--", "sh", "-c", "exit 7"]);
+        assert_eq!(seven.status.code(), Some(7));
+        let ping = netsim(&["ping", id, "h1", "h3", "-c", "2", "-i", "10ms"]);
+        assert!(ping.status.success(), "{}", text(&ping.stderr));
+        assert!(
+            text(&ping.stdout).contains("2 received"),
+            "{}",
+            text(&ping.stdout)
+        );
+    }
+    // Without --lab, two labs up is ambiguous: a clear error naming both.
+    let ambiguous = netsim(&["exec", "h1", "--", "true"]);
+    assert!(!ambiguous.status.success());
+    let err = text(&ambiguous.stderr);
+    assert!(ids.iter().all(|id| err.contains(id.as_str())), "{err}");
+
+    for id in &ids {
+        let down = netsim(&["down", id]);
+        assert!(down.status.success(), "{}", text(&down.stderr));
+        let prefix = format!("netsim-{id}-");
+        let left: Vec<_> = std::fs::read_dir("/run/netns")
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(&prefix))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(left.is_empty(), "left behind: {left:?}");
+        assert!(!Path::new(RUN_DIR).join(format!("{id}.json")).exists());
+    }
+}
+
+#[test]
+fn run_brings_up_checks_reports_and_tears_down() {
+    let id = format!("cli-run-{}", suffix());
+    let out = netsim(&["run", "topologies/three-host.toml", "--name", &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    insta::assert_snapshot!(text(&out.stdout), @r"
+    three-host: 6 checks, 6 passed, 0 failed
+      PASS  reach h1 -> h2 (198.18.1.2)
+      PASS  reach h1 -> h3 (198.18.1.3)
+      PASS  reach h2 -> h1 (198.18.1.1)
+      PASS  reach h2 -> h3 (198.18.1.3)
+      PASS  reach h3 -> h1 (198.18.1.1)
+      PASS  reach h3 -> h2 (198.18.1.2)
+    ");
+    assert!(!Path::new(RUN_DIR).join(format!("{id}.json")).exists());
+}
+
+#[test]
+fn a_failing_expectation_fails_the_run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("unreachable.toml");
+    std::fs::write(
+        &file,
+        r#"
+[[switch]]
+name = "sw1"
+subnet = "198.18.7.0/24"
+[[host]]
+name = "h1"
+switches = ["sw1"]
+[[expect]]
+kind = "reach"
+from = "h1"
+to = "198.18.7.200"
+"#,
+    )
+    .expect("write topology");
+    let id = format!("cli-fail-{}", suffix());
+    let out = netsim(&["run", file.to_str().expect("utf-8 path"), "--name", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("FAIL  reach h1 -> 198.18.7.200"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn check_names_the_file_line_and_column_of_a_mistake() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "[[host]]\nname = \"h1\"\n\n[[link]]\nendpoints = [\"h1\", \"h9\"]\n",
+    )
+    .expect("write topology");
+    let out = netsim(&["check", file.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("bad.toml:5:"), "{err}");
+    assert!(err.contains("h9"), "{err}");
+}
+
+#[test]
+fn check_graph_schema_and_doctor_print_for_scripts() {
+    let check = netsim(&["check", "topologies/routed-line.toml", "--json"]);
+    assert!(check.status.success());
+    let plan: serde_json::Value = serde_json::from_slice(&check.stdout).expect("plan JSON");
+    assert_eq!(plan["name"], "routed-line");
+
+    let graph = netsim(&["graph", "topologies/three-host.toml"]);
+    assert!(
+        text(&graph.stdout).contains("graph"),
+        "{}",
+        text(&graph.stdout)
+    );
+
+    let schema = netsim(&["schema"]);
+    let schema: serde_json::Value = serde_json::from_slice(&schema.stdout).expect("schema");
+    assert!(schema["properties"].is_object(), "{schema}");
+
+    let doctor = netsim(&["doctor", "--json"]);
+    let caps: serde_json::Value = serde_json::from_slice(&doctor.stdout).expect("doctor JSON");
+    let features = caps["features"].as_array().expect("features");
+    assert!(features
+        .iter()
+        .any(|f| f["feature"] == "netns" && f["state"] == "present"));
+}
