@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod crypto;
+pub mod ipam;
 pub mod wire;
 
 /// TCP port of the control plane, and UDP port of the sleeve datapath (Weave's, so field reports
