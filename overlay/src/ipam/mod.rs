@@ -33,7 +33,7 @@
 mod state;
 mod status;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -96,7 +96,9 @@ pub struct MergeOutcome {
     pub conflicts: Vec<Conflict>,
     /// Blocks (first address) that gossip says this router owns and it did not know about, e.g.
     /// after a restart without a state file. Their addresses may still be in use by containers of
-    /// the previous run: re-attach those with [`Ipam::allocate_specific`] first.
+    /// the previous run, so [`Ipam::allocate`] uses them only as a last resort until
+    /// [`Ipam::adopt_recovered`]: re-attach surviving containers with
+    /// [`Ipam::allocate_specific`] first.
     pub recovered: Vec<Ipv4Addr>,
     /// Claims ignored because they do not match a block of this router's range (a peer
     /// configured with another range).
@@ -231,6 +233,9 @@ pub struct Ipam {
     allocs: BTreeMap<String, Ipv4Addr>,
     /// Address to container id.
     by_addr: BTreeMap<Ipv4Addr, String>,
+    /// Own blocks learnt from gossip, not from this router's state: possibly holding addresses
+    /// of containers from an earlier run, so allocated from last.
+    recovered: BTreeSet<u32>,
 }
 
 impl Ipam {
@@ -253,6 +258,7 @@ impl Ipam {
             claims: BTreeMap::new(),
             allocs: BTreeMap::new(),
             by_addr: BTreeMap::new(),
+            recovered: BTreeSet::new(),
         })
     }
 
@@ -367,10 +373,14 @@ impl Ipam {
             out.changed = true;
             self.claims.insert(index, theirs);
             let was_mine = ours.is_some_and(|o| o.owner == self.me);
+            if theirs.owner != self.me {
+                self.recovered.remove(&index);
+            }
             if was_mine && theirs.owner != self.me {
                 out.conflicts.extend(self.evict_block(index, theirs.owner));
             } else if !was_mine && theirs.owner == self.me {
                 out.recovered.push(c.start);
+                self.recovered.insert(index);
             }
         }
         out
@@ -455,7 +465,8 @@ impl Ipam {
     }
 
     /// An address for `container`: the one it holds, else a free one from this router's blocks,
-    /// claiming a free block when they are full.
+    /// else one from a newly claimed free block, else (last resort) one from a block recovered
+    /// from gossip (see [`MergeOutcome::recovered`]).
     pub fn allocate(&mut self, container: &str) -> Result<Lease, IpamError> {
         Self::check_id(container)?;
         if let Some(&addr) = self.allocs.get(container) {
@@ -467,19 +478,23 @@ impl Ipam {
             .filter(|(_, c)| c.owner == self.me)
             .map(|(&i, _)| i)
             .collect();
-        if let Some(addr) = mine.iter().find_map(|&i| self.free_in(i)) {
+        let settled = mine.iter().filter(|i| !self.recovered.contains(i));
+        if let Some(addr) = settled.clone().find_map(|&i| self.free_in(i)) {
             return Ok(self.insert(container, addr));
         }
-        let exhausted = IpamError::Exhausted {
-            range: self.range_text(),
-            owned: mine.len(),
-        };
         // A freshly claimed block always has a free address: blocks hold at least 4, and at
         // most two (the range's network and broadcast) are reserved.
-        match self.claim_free_block().and_then(|i| self.free_in(i)) {
-            Some(addr) => Ok(self.insert(container, addr)),
-            None => Err(exhausted),
+        if let Some(addr) = self.claim_free_block().and_then(|i| self.free_in(i)) {
+            return Ok(self.insert(container, addr));
         }
+        let recovered = mine.iter().filter(|i| self.recovered.contains(i));
+        if let Some(addr) = recovered.clone().find_map(|&i| self.free_in(i)) {
+            return Ok(self.insert(container, addr));
+        }
+        Err(IpamError::Exhausted {
+            range: self.range_text(),
+            owned: mine.len(),
+        })
     }
 
     /// Gives `container` the address `addr` (`attach NETNS ADDR`), claiming its block when no
@@ -528,6 +543,18 @@ impl Ipam {
             _ => self.claim(index),
         }
         Ok(self.insert(container, addr))
+    }
+
+    /// Treats the blocks recovered from gossip as this router's own for allocation, once the
+    /// router has re-attached the containers that survived its restart.
+    pub fn adopt_recovered(&mut self) {
+        self.recovered.clear();
+    }
+
+    /// Whether the block holding `addr` was recovered from gossip and not yet adopted.
+    pub fn is_recovered(&self, addr: Ipv4Addr) -> bool {
+        self.block_of(addr)
+            .is_some_and(|i| self.recovered.contains(&i))
     }
 
     /// Releases `container`'s address (on detach); returns it, `None` if it held none.

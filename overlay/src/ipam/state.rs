@@ -23,6 +23,9 @@ struct StateFile {
     uid: u64,
     claims: Vec<SavedClaim>,
     allocations: BTreeMap<String, Ipv4Addr>,
+    /// Own blocks recovered from gossip and not yet adopted (first addresses).
+    #[serde(default)]
+    recovered: Vec<Ipv4Addr>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -89,6 +92,11 @@ impl Ipam {
                 })
                 .collect(),
             allocations: self.allocs.clone(),
+            recovered: self
+                .recovered
+                .iter()
+                .map(|&i| Ipv4Addr::from(self.block_start(i)))
+                .collect(),
         };
         let mut text =
             serde_json::to_string_pretty(&file).map_err(|e| corrupt(path, e.to_string()))?;
@@ -153,6 +161,21 @@ impl Ipam {
                 path,
                 format!("{} claim(s) are not blocks of the range", merged.ignored),
             ));
+        }
+        // The saved claims are this router's own knowledge, not news from gossip.
+        ipam.recovered.clear();
+        for start in file.recovered {
+            match ipam.block_of(start) {
+                Some(i) if ipam.claims.get(&i).is_some_and(|c| c.owner == me) => {
+                    ipam.recovered.insert(i);
+                }
+                _ => {
+                    return Err(corrupt(
+                        path,
+                        format!("recovered block {start} is not this router's"),
+                    ))
+                }
+            }
         }
         for (container, addr) in file.allocations {
             ipam.allocate_specific(&container, addr).map_err(|e| {

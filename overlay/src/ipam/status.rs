@@ -45,6 +45,8 @@ pub struct BlockStatus {
     pub mine: bool,
     /// Addresses in use (known only for this router's blocks).
     pub in_use: u32,
+    /// This router's block learnt back from gossip, allocated from last until adopted.
+    pub recovered: bool,
 }
 
 /// One container's address.
@@ -83,6 +85,7 @@ impl Ipam {
                 version: c.version,
                 mine,
                 in_use,
+                recovered: self.recovered.contains(&i),
             });
         }
         Status {
@@ -132,6 +135,9 @@ impl fmt::Display for Status {
             write!(f, "  {:<18} v{:<3} {owner}", b.block, b.version)?;
             if b.mine {
                 write!(f, ", {} in use", b.in_use)?;
+            }
+            if b.recovered {
+                write!(f, ", recovered from gossip")?;
             }
             writeln!(f)?;
         }
