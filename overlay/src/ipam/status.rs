@@ -142,10 +142,12 @@ impl fmt::Display for Status {
             writeln!(f)?;
         }
         if self.allocations.is_empty() {
-            writeln!(f, "  no containers attached")?;
+            writeln!(f, "  containers: none attached")?;
+        } else {
+            writeln!(f, "  containers:")?;
         }
         for a in &self.allocations {
-            writeln!(f, "  {:<18} {}/{}", a.container, a.addr, a.prefix_len)?;
+            writeln!(f, "    {:<16} {}/{}", a.container, a.addr, a.prefix_len)?;
         }
         Ok(())
     }
