@@ -13,8 +13,8 @@
 //! block and the other router's allocations in it come back from [`Ipam::merge`] as
 //! [`Conflict`]s: the router re-addresses those containers with [`Ipam::allocate`]. No scheme
 //! without consensus can avoid this across a partition; to make it rare otherwise, each router
-//! starts its search for a free block at a point derived from its uid, so routers claiming at the
-//! same time pick different blocks.
+//! picks a free block pseudo-randomly (seeded by its uid), and claims a spare block ahead of need
+//! so the claim spreads before an address in it is handed out.
 //!
 //! Owner uid 0 means "nobody": a *tombstone*, written by [`Ipam::forget_peer`] with a version one
 //! above the departed peer's claim, frees its blocks everywhere the tombstone spreads. A later
@@ -236,6 +236,8 @@ pub struct Ipam {
     /// Own blocks learnt from gossip, not from this router's state: possibly holding addresses
     /// of containers from an earlier run, so allocated from last.
     recovered: BTreeSet<u32>,
+    /// Bumped whenever the claims change: gossip again when it moved.
+    generation: u64,
 }
 
 impl Ipam {
@@ -259,7 +261,14 @@ impl Ipam {
             allocs: BTreeMap::new(),
             by_addr: BTreeMap::new(),
             recovered: BTreeSet::new(),
+            generation: 0,
         })
+    }
+
+    /// A counter that moves whenever the claims change (a claim made here, a newer claim merged,
+    /// a peer forgotten): gossip [`Ipam::claims`] again when it moved.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// This router's uid.
@@ -372,6 +381,7 @@ impl Ipam {
             }
             out.changed = true;
             self.claims.insert(index, theirs);
+            self.generation += 1;
             let was_mine = ours.is_some_and(|o| o.owner == self.me);
             if theirs.owner != self.me {
                 self.recovered.remove(&index);
@@ -428,6 +438,53 @@ impl Ipam {
         self.lease(addr)
     }
 
+    /// Addresses of block `index` in use here.
+    fn in_use(&self, index: u32) -> usize {
+        let lo = Ipv4Addr::from(self.block_start(index));
+        let hi = Ipv4Addr::from(self.block_start(index) + (self.block_size() - 1));
+        self.by_addr.range(lo..=hi).count()
+    }
+
+    /// Usable (unreserved) addresses of block `index`.
+    fn usable(&self, index: u32) -> usize {
+        let start = self.block_start(index);
+        (0..self.block_size())
+            .filter(|o| self.reserved(start + o).is_none())
+            .count()
+    }
+
+    /// The lowest free address of the fullest block among `blocks` that has one: filling one
+    /// block before touching the next leaves a spare block untouched while its claim spreads.
+    fn free_in_fullest(&self, blocks: &[u32]) -> Option<Ipv4Addr> {
+        blocks
+            .iter()
+            .filter(|&&i| self.in_use(i) < self.usable(i))
+            .max_by_key(|&&i| (self.in_use(i), std::cmp::Reverse(i)))
+            .and_then(|&i| self.free_in(i))
+    }
+
+    /// Claims a spare block ahead of need when this router's settled blocks run low (under a
+    /// quarter of a block free) and more than a quarter of the range is unclaimed. The spare's
+    /// claim then spreads by gossip before any address in it is handed out, which makes crossing
+    /// claims (and the conflicts they cause) rarer.
+    fn keep_headroom(&mut self) {
+        let mut free = 0;
+        let mut claimed = 0u32;
+        for (&i, c) in &self.claims {
+            if c.owner != NOBODY {
+                claimed += 1;
+            }
+            if c.owner == self.me && !self.recovered.contains(&i) {
+                free += self.usable(i) - self.in_use(i);
+            }
+        }
+        let unclaimed = self.block_count() - claimed;
+        let low = free < (self.block_size() as usize / 4).max(1);
+        if low && unclaimed * 4 > self.block_count() {
+            self.claim_free_block();
+        }
+    }
+
     /// The lowest free, unreserved address of block `index`.
     fn free_in(&self, index: u32) -> Option<Ipv4Addr> {
         let start = self.block_start(index);
@@ -440,6 +497,7 @@ impl Ipam {
 
     /// Claims block `index` for this router (it must be unclaimed or a tombstone).
     fn claim(&mut self, index: u32) {
+        self.generation += 1;
         let version = self
             .claims
             .get(&index)
@@ -453,33 +511,45 @@ impl Ipam {
         );
     }
 
-    /// Claims a free block, starting the search at a point derived from this router's uid.
+    /// Claims a free block picked pseudo-randomly from this router's uid and how many claims
+    /// it has seen change, so routers claiming at the same moment rarely pick the same block.
     fn claim_free_block(&mut self) -> Option<u32> {
-        let n = self.block_count();
-        let first = (mix(self.me) % u64::from(n)) as u32;
-        let index = (0..n)
-            .map(|k| (first + k) % n)
-            .find(|i| self.claims.get(i).is_none_or(|c| c.owner == NOBODY))?;
+        let free: Vec<u32> = (0..self.block_count())
+            .filter(|i| self.claims.get(i).is_none_or(|c| c.owner == NOBODY))
+            .collect();
+        if free.is_empty() {
+            return None;
+        }
+        let pick = mix(self.me ^ mix(self.generation)) % free.len() as u64;
+        let index = free[pick as usize];
         self.claim(index);
         Some(index)
     }
 
-    /// An address for `container`: the one it holds, else a free one from this router's blocks,
-    /// else one from a newly claimed free block, else (last resort) one from a block recovered
-    /// from gossip (see [`MergeOutcome::recovered`]).
+    /// An address for `container`: the one it holds, else a free one from this router's blocks
+    /// (the fullest first), else one from a newly claimed free block, else (last resort) one from
+    /// a block recovered from gossip (see [`MergeOutcome::recovered`]). May also claim a spare
+    /// block ahead of need; gossip when [`Ipam::generation`] moved.
     pub fn allocate(&mut self, container: &str) -> Result<Lease, IpamError> {
         Self::check_id(container)?;
         if let Some(&addr) = self.allocs.get(container) {
             return Ok(self.lease(addr));
         }
+        let lease = self.allocate_new(container)?;
+        self.keep_headroom();
+        Ok(lease)
+    }
+
+    fn allocate_new(&mut self, container: &str) -> Result<Lease, IpamError> {
         let mine: Vec<u32> = self
             .claims
             .iter()
             .filter(|(_, c)| c.owner == self.me)
             .map(|(&i, _)| i)
             .collect();
-        let settled = mine.iter().filter(|i| !self.recovered.contains(i));
-        if let Some(addr) = settled.clone().find_map(|&i| self.free_in(i)) {
+        let (recovered, settled): (Vec<u32>, Vec<u32>) =
+            mine.iter().partition(|i| self.recovered.contains(i));
+        if let Some(addr) = self.free_in_fullest(&settled) {
             return Ok(self.insert(container, addr));
         }
         // A freshly claimed block always has a free address: blocks hold at least 4, and at
@@ -487,8 +557,7 @@ impl Ipam {
         if let Some(addr) = self.claim_free_block().and_then(|i| self.free_in(i)) {
             return Ok(self.insert(container, addr));
         }
-        let recovered = mine.iter().filter(|i| self.recovered.contains(i));
-        if let Some(addr) = recovered.clone().find_map(|&i| self.free_in(i)) {
+        if let Some(addr) = self.free_in_fullest(&recovered) {
             return Ok(self.insert(container, addr));
         }
         Err(IpamError::Exhausted {
@@ -603,6 +672,7 @@ impl Ipam {
             };
             n += 1;
         }
+        self.generation += u64::from(n > 0);
         n
     }
 }
