@@ -454,3 +454,116 @@ fn error_messages_say_how_to_fix() {
     let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
     insta::assert_snapshot!("errors", shown.join("\n"));
 }
+
+#[test]
+fn a_spare_block_is_claimed_ahead_of_need_and_left_untouched() {
+    // 198.19.4.0/24: 16 blocks of 16; the headroom threshold is 4 free addresses.
+    let mut a = ipam("198.19.4.0/24", 9);
+    let g0 = a.generation();
+    let first = a.allocate("c0").expect("free");
+    assert!(a.generation() > g0, "claiming a block moves the generation");
+    // The first block may hold the range's network address: 15 or 16 usable.
+    let mut i = 1;
+    while a.status().addresses_free >= 4 {
+        assert_eq!(
+            a.status().blocks_owned,
+            1,
+            "{} free: no spare yet",
+            a.status().addresses_free
+        );
+        let g = a.generation();
+        a.allocate(&format!("c{i}")).expect("free");
+        i += 1;
+        if a.status().blocks_owned == 2 {
+            assert!(a.generation() > g);
+            break;
+        }
+    }
+    assert_eq!(
+        a.status().blocks_owned,
+        2,
+        "under 4 left: a spare is claimed"
+    );
+    let spare = a
+        .status()
+        .blocks
+        .into_iter()
+        .find(|b| b.mine && b.in_use == 0)
+        .expect("an untouched spare");
+    // The first block fills up before the spare is used.
+    let in_first = a
+        .status()
+        .blocks
+        .iter()
+        .find(|b| b.mine && b.in_use > 0)
+        .map(|b| b.in_use);
+    assert_eq!(in_first, Some(i as u32));
+    for i in i..i + 3 {
+        let l = a.allocate(&format!("c{i}")).expect("free");
+        assert_eq!(a.owner_of(l.addr), Some(9));
+        assert!(a
+            .status()
+            .blocks
+            .iter()
+            .any(|b| b.block == spare.block && b.in_use == 0));
+        assert_eq!(u32::from(l.addr) & !0xf, u32::from(first.addr) & !0xf);
+    }
+    let g2 = a.generation();
+    a.lookup("c0");
+    a.release("c3");
+    assert_eq!(
+        a.generation(),
+        g2,
+        "lookups and releases leave claims alone"
+    );
+}
+
+#[test]
+fn the_generation_moves_on_every_claim_change() {
+    let mut a = ipam("198.19.0.0/16", 1);
+    let mut b = ipam("198.19.0.0/16", 2);
+    b.allocate("x").expect("free");
+    let g = a.generation();
+    assert!(gossip(&b, &mut a).changed);
+    assert!(a.generation() > g);
+    let g = a.generation();
+    assert!(
+        !gossip(&b, &mut a).changed,
+        "the same claims again change nothing"
+    );
+    assert_eq!(a.generation(), g);
+    assert_eq!(a.forget_peer(2), 1);
+    assert!(a.generation() > g);
+}
+
+/// Arbitrary claims (any start, size, owner, version) never panic and keep the state sane.
+#[test]
+fn arbitrary_claims_are_merged_safely() {
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut a = ipam("198.19.4.0/24", 5);
+    a.allocate("mine").expect("free");
+    for _ in 0..20_000 {
+        let claim = ClaimRepr {
+            start: Ipv4Addr::from(if rng.random_range(0..2) == 0 {
+                rng.random::<u32>()
+            } else {
+                u32::from(ip("198.19.4.0")) + 16 * rng.random_range(0..17u32)
+            }),
+            size: [16, 0, 1, 256, u32::MAX][rng.random_range(0..5)],
+            owner: rng.random_range(0..4),
+            version: [0, 1, 2, u64::MAX][rng.random_range(0..4)],
+        };
+        let out = a.merge(&[claim]);
+        for c in &out.conflicts {
+            assert_eq!(a.lookup(&c.container), None);
+        }
+        let _ = a.allocate("probe");
+        for (name, lease) in a.allocations() {
+            assert_eq!(a.owner_of(lease.addr), Some(5), "{name}");
+        }
+        a.release("probe");
+    }
+    assert!(a.claims().claims.len() <= 16);
+}
