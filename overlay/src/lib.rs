@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod crypto;
+pub mod ipam;
 pub mod odp;
 pub mod wire;
 
