@@ -3,6 +3,7 @@
 
 mod output;
 
+use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::lab::{self, Lab, NodeHandle, Progress, UpOptions};
 use crate::measure::{icmp, matrix, mtu, pair, perf};
-use crate::{caps, model, verify};
+use crate::{caps, model, uml, verify};
 
 /// netsim: bring up virtual networks of Linux namespaces from a TOML topology and test them.
 #[derive(Debug, Parser)]
@@ -41,6 +42,10 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Kernel to run under: `host`, or `uml` for the whole job inside a fresh
+        /// User-Mode-Linux guest (for hosts without openvswitch or netem).
+        #[arg(long, value_enum, default_value_t = KernelChoice::Host)]
+        kernel: KernelChoice,
     },
     /// Bring up a lab and leave it running (owned by nobody; remove it with `netsim down`).
     Up {
@@ -52,6 +57,9 @@ enum Command {
         /// Print the lab's details as JSON.
         #[arg(long)]
         json: bool,
+        /// Kernel to run under (`uml` is not yet available for `up`; use `run --kernel uml`).
+        #[arg(long, value_enum, default_value_t = KernelChoice::Host)]
+        kernel: KernelChoice,
     },
     /// Tear down a lab: exactly its namespaces, links and processes.
     Down {
@@ -101,6 +109,9 @@ enum Command {
         /// Print as JSON.
         #[arg(long)]
         json: bool,
+        /// Kernel to probe: `host`, or `uml` for a User-Mode-Linux guest's.
+        #[arg(long, value_enum, default_value_t = KernelChoice::Host)]
+        kernel: KernelChoice,
     },
     /// ICMP echo from node A to B (a node, `node:iface` or an address).
     Ping {
@@ -196,6 +207,15 @@ enum Command {
     },
 }
 
+/// Which kernel a verb runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum KernelChoice {
+    /// The kernel this machine boots.
+    Host,
+    /// A fresh User-Mode-Linux guest (Debian's user-mode-linux package), see `netsim::uml`.
+    Uml,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum BenchShape {
     Star,
@@ -222,6 +242,22 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Run this netsim binary with `args` inside a fresh User-Mode-Linux guest; its output reaches
+/// ours unchanged and its exit code becomes ours.
+fn in_guest(args: Vec<OsString>, writable: Vec<PathBuf>) -> Result<ExitCode> {
+    let mut opts = uml::GuestOptions::from_env()?;
+    opts.progress = std::io::stderr().is_terminal()
+        || std::env::var("NETSIM_UML_PROGRESS").is_ok_and(|v| v == "1");
+    opts.handle_signals = true;
+    opts.writable.extend(writable);
+    uml::preflight(&opts)?;
+    let exe = uml::guest_visible_exe()?;
+    let mut argv = vec![exe.into_os_string()];
+    argv.extend(args);
+    let exit = uml::run(uml::GuestCommand::new(argv), &opts)?;
+    Ok(exit_code(exit.code))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -251,7 +287,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             output::print_json(&model::json_schema())?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Doctor { json } => {
+        Command::Doctor {
+            json,
+            kernel: KernelChoice::Uml,
+        } => {
+            let mut args: Vec<OsString> = vec!["doctor".into()];
+            if json {
+                args.push("--json".into());
+            }
+            in_guest(args, Vec::new())
+        }
+        Command::Doctor { json, .. } => {
             let caps = caps::probe();
             if json {
                 output::print_json(caps)?;
@@ -288,7 +334,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let code = lab::exec(lab.as_deref(), &node, &argv)?;
             Ok(exit_code(code))
         }
-        Command::Up { file, name, json } => {
+        Command::Up {
+            kernel: KernelChoice::Uml,
+            ..
+        } => bail!(
+            "`netsim up --kernel uml` (a lab kept in a background guest) is not available yet: \
+             use `netsim run --kernel uml FILE` for a whole job inside a guest"
+        ),
+        Command::Up {
+            file, name, json, ..
+        } => {
             let plan = load_plan(&file)?;
             let rt = runtime()?;
             let lab = rt.block_on(bring_up(plan, name, &absolute(&file)))?;
@@ -309,6 +364,38 @@ fn run(cli: Cli) -> Result<ExitCode> {
             name,
             keep,
             json,
+            kernel: KernelChoice::Uml,
+        } => {
+            if keep {
+                bail!(
+                    "--keep cannot go with --kernel uml: the guest, and the lab in it, stop \
+                     when the run ends"
+                );
+            }
+            let file = absolute(&file);
+            let mut args: Vec<OsString> = vec!["run".into(), file.clone().into()];
+            if let Some(name) = name {
+                args.extend(["--name".into(), name.into()]);
+            }
+            if json {
+                args.push("--json".into());
+            }
+            // The guest sees the host's files read-only at the same paths, except under its
+            // own /tmp and /run: share the topology's directory there.
+            let mut writable = Vec::new();
+            if uml::hidden_in_guest(&file) {
+                if let Some(dir) = file.parent() {
+                    writable.push(dir.to_path_buf());
+                }
+            }
+            in_guest(args, writable)
+        }
+        Command::Run {
+            file,
+            name,
+            keep,
+            json,
+            ..
         } => {
             let plan = load_plan(&file)?;
             let rt = runtime()?;
