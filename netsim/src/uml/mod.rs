@@ -123,6 +123,8 @@ pub enum UmlError {
         secs: u64,
         /// How far it got.
         stage: &'static str,
+        /// The share directory (removed unless kept).
+        share: PathBuf,
         /// The last lines of its boot and module logs.
         log_tail: String,
     },
@@ -257,6 +259,10 @@ pub struct GuestExit {
     pub code: i32,
     /// Seconds of guest uptime when its modules were loaded and the command started.
     pub ready_after: Option<String>,
+    /// The guest's process group id (gone by the time [`run`] returns).
+    pub pgid: i32,
+    /// The share directory (removed by the time [`run`] returns, unless kept).
+    pub share: PathBuf,
 }
 
 /// Check that a guest can be booted here (kernel, modprobe, not nested), without booting one.
@@ -334,7 +340,7 @@ fn memory_dir(mem_mib: u64, progress: bool) -> PathBuf {
     let shm = Path::new("/dev/shm");
     let free_mib = nix::sys::statvfs::statvfs(shm)
         .ok()
-        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64 / (1024 * 1024));
+        .map(|s| s.blocks_available() * s.fragment_size() / (1024 * 1024));
     let writable = nix::unistd::access(shm, nix::unistd::AccessFlags::W_OK).is_ok();
     match free_mib {
         Some(free) if writable && free >= mem_mib => shm.to_path_buf(),
@@ -397,6 +403,9 @@ impl Share {
         for name in ["boot.log", "modules.log"] {
             if let Ok(text) = fs::read(self.path.join(name)) {
                 let text = String::from_utf8_lossy(&text);
+                if text.trim().is_empty() {
+                    continue;
+                }
                 let all: Vec<&str> = text.lines().collect();
                 let start = all.len().saturating_sub(lines);
                 out.push_str(&format!("---- {name} ----\n"));
@@ -407,7 +416,9 @@ impl Share {
             }
         }
         if out.is_empty() {
-            out.push_str("(no log written)\n");
+            out.push_str(
+                "(the guest wrote no log: it was stopped before its kernel printed anything)\n",
+            );
         }
         out
     }
@@ -528,11 +539,11 @@ pub fn run(cmd: GuestCommand, opts: &GuestOptions) -> Result<GuestExit, UmlError
 
     let out = match &cmd.stdout {
         Some(f) => high_dup(f, "stdout")?,
-        None => high_dup(&io::stdout(), "stdout")?,
+        None => high_dup(io::stdout(), "stdout")?,
     };
     let err = match &cmd.stderr {
         Some(f) => high_dup(f, "stderr")?,
-        None => high_dup(&io::stderr(), "stderr")?,
+        None => high_dup(io::stderr(), "stderr")?,
     };
     let (out_raw, err_raw) = (out.as_raw_fd(), err.as_raw_fd());
     let guard_secs = opts.timeout.as_secs() + 30;
@@ -634,6 +645,7 @@ pub fn run(cmd: GuestCommand, opts: &GuestOptions) -> Result<GuestExit, UmlError
                 } else {
                     "it did not finish booting"
                 },
+                share: share.path.clone(),
                 log_tail: String::new(),
             });
             break;
@@ -644,10 +656,16 @@ pub fn run(cmd: GuestCommand, opts: &GuestOptions) -> Result<GuestExit, UmlError
     let _ = killpg(pgid, Signal::SIGKILL);
     let _ = child.wait();
     match outcome {
-        Some(UmlError::Timeout { secs, stage, .. }) => {
+        Some(UmlError::Timeout {
+            secs,
+            stage,
+            share: path,
+            ..
+        }) => {
             return Err(UmlError::Timeout {
                 secs,
                 stage,
+                share: path,
                 log_tail: share.log_tail(30),
             })
         }
@@ -659,6 +677,8 @@ pub fn run(cmd: GuestCommand, opts: &GuestOptions) -> Result<GuestExit, UmlError
         Ok(code) => Ok(GuestExit {
             code,
             ready_after: ready,
+            pgid: pgid.as_raw(),
+            share: share.path.clone(),
         }),
         Err(_) => Err(UmlError::Boot {
             stage: if ready.is_some() {
