@@ -57,7 +57,8 @@ enum Command {
         /// Print the lab's details as JSON.
         #[arg(long)]
         json: bool,
-        /// Kernel to run under (`uml` is not yet available for `up`; use `run --kernel uml`).
+        /// Kernel to run under: `host`, or `uml` for a lab kept in a background
+        /// User-Mode-Linux guest (`ls`, `exec --lab`, `down` and `clean` find it by id).
         #[arg(long, value_enum, default_value_t = KernelChoice::Host)]
         kernel: KernelChoice,
     },
@@ -193,6 +194,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The agent inside a guest lab's User-Mode-Linux guest (started by `up --kernel uml`).
+    #[command(hide = true)]
+    UmlAgent {
+        /// Lab id.
+        #[arg(long)]
+        id: String,
+        /// The share directory as the guest sees it.
+        #[arg(long)]
+        share: PathBuf,
+        /// Topology file.
+        file: PathBuf,
+    },
     /// Measure bring-up and teardown speed of generated star and line topologies.
     Bench {
         /// Shapes to measure.
@@ -247,17 +260,24 @@ fn init_tracing() {
 /// Run this netsim binary with `args` inside a fresh User-Mode-Linux guest; its output reaches
 /// ours unchanged and its exit code becomes ours.
 fn in_guest(args: Vec<OsString>, writable: Vec<PathBuf>) -> Result<ExitCode> {
+    let opts = guest_options(writable)?;
+    let exe = uml::guest_visible_exe()?;
+    let mut argv = vec![exe.into_os_string()];
+    argv.extend(args);
+    let exit = uml::run(uml::GuestCommand::new(argv), &opts)?;
+    Ok(exit_code(exit.code))
+}
+
+/// Guest options from the environment, with progress on a terminal (or with
+/// `NETSIM_UML_PROGRESS=1`) and signals stopping the guest; checked before anything boots.
+fn guest_options(writable: Vec<PathBuf>) -> Result<uml::GuestOptions> {
     let mut opts = uml::GuestOptions::from_env()?;
     opts.progress = std::io::stderr().is_terminal()
         || std::env::var("NETSIM_UML_PROGRESS").is_ok_and(|v| v == "1");
     opts.handle_signals = true;
     opts.writable.extend(writable);
     uml::preflight(&opts)?;
-    let exe = uml::guest_visible_exe()?;
-    let mut argv = vec![exe.into_os_string()];
-    argv.extend(args);
-    let exit = uml::run(uml::GuestCommand::new(argv), &opts)?;
-    Ok(exit_code(exit.code))
+    Ok(opts)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -308,39 +328,95 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Ls { json } => {
             let labs = lab::list()?;
+            let guests = uml::labs::list();
             if json {
-                output::print_json(&labs)?;
+                let mut all: Vec<serde_json::Value> = Vec::new();
+                for l in &labs {
+                    let mut v = serde_json::to_value(l)?;
+                    v["kernel"] = "host".into();
+                    all.push(v);
+                }
+                for g in &guests {
+                    let mut v = serde_json::to_value(g)?;
+                    v["kernel"] = "uml".into();
+                    v["alive"] = g.alive().into();
+                    all.push(v);
+                }
+                output::print_json(&all)?;
             } else {
-                print!("{}", output::labs_table(&labs));
+                print!("{}", output::labs_table(&labs, &guests));
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Clean { json } => {
             let report = lab::clean()?;
+            let guests = uml::labs::clean();
             if json {
-                output::print_json(&report)?;
+                let mut v = serde_json::to_value(&report)?;
+                v["guest_labs"] = serde_json::to_value(&guests)?;
+                output::print_json(&v)?;
             } else {
-                print!("{}", output::clean_text(&report));
+                for id in &guests {
+                    println!("removed guest lab {id} (its User-Mode-Linux guest had died)");
+                }
+                if guests.is_empty() || !report.labs.is_empty() {
+                    print!("{}", output::clean_text(&report));
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Down { id } => {
-            lab::down(&id)?;
+            if uml::labs::find(&id).is_some() {
+                uml::labs::down(&id)?;
+            } else {
+                lab::down(&id)?;
+            }
             eprintln!("lab {id} is down");
             Ok(ExitCode::SUCCESS)
         }
         Command::Exec { lab, node, cmd } => {
+            let guest = match &lab {
+                Some(id) => uml::labs::find(id),
+                // With no id: the only guest lab, when no lab runs on the host.
+                None => match (lab::list()?.is_empty(), uml::labs::list().as_slice()) {
+                    (true, [only]) => Some(only.clone()),
+                    _ => None,
+                },
+            };
+            if let Some(rec) = guest {
+                let code = uml::labs::exec(&rec.id, &node, &cmd)?;
+                return Ok(exit_code(code));
+            }
             let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
             let code = lab::exec(lab.as_deref(), &node, &argv)?;
             Ok(exit_code(code))
         }
         Command::Up {
+            file,
+            name,
+            json,
             kernel: KernelChoice::Uml,
-            ..
-        } => bail!(
-            "`netsim up --kernel uml` (a lab kept in a background guest) is not available yet: \
-             use `netsim run --kernel uml FILE` for a whole job inside a guest"
-        ),
+        } => {
+            let plan = load_plan(&file)?;
+            let opts = guest_options(Vec::new())?;
+            let rec = uml::labs::up(&absolute(&file), &plan, name.as_deref(), &opts)?;
+            if json {
+                output::print_json(&rec)?;
+            } else {
+                println!(
+                    "lab {id} is up in a User-Mode-Linux guest (pid {pid}, {nodes} nodes). Try `netsim exec --lab {id} NODE -- ip addr`; remove it with `netsim down {id}`.",
+                    id = rec.id,
+                    pid = rec.pid,
+                    nodes = rec.nodes
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::UmlAgent { id, share, file } => {
+            let plan = load_plan(&file)?;
+            uml::labs::agent(plan, &id, &file, &share)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Up {
             file, name, json, ..
         } => {

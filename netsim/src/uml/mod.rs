@@ -31,6 +31,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod labs;
+
 use nix::fcntl::{fcntl, FcntlArg};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -127,6 +129,14 @@ pub enum UmlError {
         share: PathBuf,
         /// The last lines of its boot and module logs.
         log_tail: String,
+    },
+    /// A lab in a guest could not be brought up, reached or stopped.
+    #[error("lab {id} in a User-Mode-Linux guest: {what}")]
+    GuestLab {
+        /// Lab id.
+        id: String,
+        /// What went wrong, and the way forward.
+        what: String,
     },
     /// This process was interrupted; the guest was stopped.
     #[error("interrupted by signal {signal}; the guest was stopped")]
@@ -361,6 +371,8 @@ fn memory_dir(mem_mib: u64, progress: bool) -> PathBuf {
 struct Share {
     path: PathBuf,
     keep: bool,
+    /// Owned by a background guest now: never removed on drop.
+    detached: bool,
 }
 
 impl Share {
@@ -377,7 +389,13 @@ impl Share {
                 stamp.wrapping_add(attempt)
             ));
             match fs::DirBuilder::new().mode(0o700).create(&path) {
-                Ok(()) => return Ok(Share { path, keep: false }),
+                Ok(()) => {
+                    return Ok(Share {
+                        path,
+                        keep: false,
+                        detached: false,
+                    })
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
                 Err(e) => return Err(io_err("cannot create a share directory in /tmp")(e)),
             }
@@ -426,6 +444,9 @@ impl Share {
 
 impl Drop for Share {
     fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
         if self.keep {
             eprintln!(
                 "netsim: kept the guest's share directory {}",
@@ -479,9 +500,8 @@ fn high_dup(fd: impl AsFd, what: &str) -> Result<OwnedFd, UmlError> {
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
 }
 
-/// Boot a guest, run `cmd` in it with this process's environment (plus `NETSIM_LANE=kernel`),
-/// and return its exit code once the guest has stopped and everything of it is gone.
-pub fn run(cmd: GuestCommand, opts: &GuestOptions) -> Result<GuestExit, UmlError> {
+/// Check the options and write the share directory for `cmd` (argv, env, cwd, init, rw).
+fn prepare(cmd: &GuestCommand, opts: &GuestOptions) -> Result<Share, UmlError> {
     preflight(opts)?;
     if cmd.argv.is_empty() {
         return Err(UmlError::Io {
@@ -489,14 +509,11 @@ pub fn run(cmd: GuestCommand, opts: &GuestOptions) -> Result<GuestExit, UmlError
             source: io::Error::from(io::ErrorKind::InvalidInput),
         });
     }
-    let cwd = match cmd.cwd {
-        Some(c) => c,
+    let cwd = match &cmd.cwd {
+        Some(c) => c.clone(),
         None => std::env::current_dir().map_err(io_err("cannot read the working directory"))?,
     };
-    let mem_dir = memory_dir(opts.mem_mib, opts.progress);
-    let mut share = Share::create()?;
-    share.keep = opts.keep_share;
-
+    let share = Share::create()?;
     let mut argv = Vec::new();
     for a in &cmd.argv {
         argv.extend_from_slice(a.as_bytes());
@@ -529,33 +546,39 @@ pub fn run(cmd: GuestCommand, opts: &GuestOptions) -> Result<GuestExit, UmlError
         }
         share.write("rw", &text, 0o600)?;
     }
-    let uml_dir = share.path.join("uml");
-    fs::create_dir(&uml_dir).map_err(io_err("cannot create the guest's uml_dir"))?;
+    fs::create_dir(share.path.join("uml")).map_err(io_err("cannot create the guest's uml_dir"))?;
+    Ok(share)
+}
+
+/// Start the guest kernel on a prepared share directory, in a session (and process group) of
+/// its own, its tty1 and tty2 on `out` and `err`. `guard_secs` makes the guest's init kill
+/// the command after that long (a one-shot guest); None leaves it running (a lab guest).
+fn spawn(
+    share: &Share,
+    opts: &GuestOptions,
+    out: OwnedFd,
+    err: OwnedFd,
+    guard_secs: Option<u64>,
+) -> Result<std::process::Child, UmlError> {
+    let mem_dir = memory_dir(opts.mem_mib, opts.progress);
     let log = File::create(share.path.join("boot.log"))
         .map_err(io_err("cannot create the guest's boot log"))?;
     let log2 = log
         .try_clone()
         .map_err(io_err("cannot duplicate the boot log"))?;
-
-    let out = match &cmd.stdout {
-        Some(f) => high_dup(f, "stdout")?,
-        None => high_dup(io::stdout(), "stdout")?,
-    };
-    let err = match &cmd.stderr {
-        Some(f) => high_dup(f, "stderr")?,
-        None => high_dup(io::stderr(), "stderr")?,
-    };
     let (out_raw, err_raw) = (out.as_raw_fd(), err.as_raw_fd());
-    let guard_secs = opts.timeout.as_secs() + 30;
     let share_arg = share.path.display().to_string();
     let mut kernel = Command::new(&opts.kernel);
     kernel
         .arg(format!("mem={}M", opts.mem_mib))
         .args(["root=/dev/root", "rootfstype=hostfs", "rootflags=/", "ro"])
         .arg(format!("init={share_arg}/init"))
-        .arg(format!("netsim_share={share_arg}"))
-        .arg(format!("netsim_timeout={guard_secs}"))
-        .arg(format!("uml_dir={}", uml_dir.display()))
+        .arg(format!("netsim_share={share_arg}"));
+    if let Some(secs) = guard_secs {
+        kernel.arg(format!("netsim_timeout={secs}"));
+    }
+    kernel
+        .arg(format!("uml_dir={}", share.path.join("uml").display()))
         .args([
             "umid=netsim",
             "con=null",
@@ -586,10 +609,6 @@ pub fn run(cmd: GuestCommand, opts: &GuestOptions) -> Result<GuestExit, UmlError
             Ok(())
         });
     }
-    if opts.handle_signals {
-        catch_signals()?;
-    }
-    let started = Instant::now();
     if opts.progress {
         eprintln!(
             "netsim: booting a User-Mode-Linux guest ({}, {} MiB) ...",
@@ -597,11 +616,32 @@ pub fn run(cmd: GuestCommand, opts: &GuestOptions) -> Result<GuestExit, UmlError
             opts.mem_mib
         );
     }
-    let mut child = kernel
+    let child = kernel
         .spawn()
         .map_err(io_err(format!("cannot start {}", opts.kernel.display())))?;
     drop(out);
     drop(err);
+    Ok(child)
+}
+
+/// Boot a guest, run `cmd` in it with this process's environment (plus `NETSIM_LANE=kernel`),
+/// and return its exit code once the guest has stopped and everything of it is gone.
+pub fn run(cmd: GuestCommand, opts: &GuestOptions) -> Result<GuestExit, UmlError> {
+    let mut share = prepare(&cmd, opts)?;
+    share.keep = opts.keep_share;
+    let out = match &cmd.stdout {
+        Some(f) => high_dup(f, "stdout")?,
+        None => high_dup(io::stdout(), "stdout")?,
+    };
+    let err = match &cmd.stderr {
+        Some(f) => high_dup(f, "stderr")?,
+        None => high_dup(io::stderr(), "stderr")?,
+    };
+    if opts.handle_signals {
+        catch_signals()?;
+    }
+    let started = Instant::now();
+    let mut child = spawn(&share, opts, out, err, Some(opts.timeout.as_secs() + 30))?;
     let pgid = Pid::from_raw(child.id() as i32);
 
     let deadline = started + opts.timeout;
