@@ -241,16 +241,12 @@ fn a_missing_kernel_says_which_package_to_install() {
 }
 
 #[test]
-fn up_in_a_guest_is_refused_with_the_way_forward() {
+fn run_keep_in_a_guest_is_refused_with_the_way_forward() {
     let out = Command::new(NETSIM)
-        .args(["up", "--kernel", "uml", "topologies/three-host.toml"])
+        .args(["run", "--kernel", "uml", "--keep", "topologies/three-host.toml"])
         .current_dir(workspace())
         .output()
         .expect("run netsim");
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("netsim run --kernel uml"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    insta::assert_snapshot!(String::from_utf8_lossy(&out.stderr));
 }

@@ -445,7 +445,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if keep {
                 bail!(
                     "--keep cannot go with --kernel uml: the guest, and the lab in it, stop \
-                     when the run ends"
+                     when the run ends; keep a lab in a guest with `netsim up --kernel uml FILE`"
                 );
             }
             let file = absolute(&file);
