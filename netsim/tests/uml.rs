@@ -227,6 +227,44 @@ fn a_timeout_stops_the_guest_and_says_so() {
 }
 
 #[test]
+fn a_guest_that_never_boots_is_reported_with_its_log() {
+    netsim::host_lane_only!();
+    if uml::preflight(&GuestOptions::default()).is_err() {
+        // Needs modprobe like any guest; the kernel itself is stood in for below.
+        netsim::testing::skip_because("no modprobe here", module_path!());
+        return;
+    }
+    // A "kernel" that prints a line and exits at once, as a kernel that cannot boot does.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fake = dir.path().join("linux.uml");
+    fs::write(
+        &fake,
+        "#!/bin/sh\necho 'Kernel panic - not syncing: no init found'\n",
+    )
+    .expect("write fake kernel");
+    fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod fake kernel");
+    let opts = GuestOptions {
+        kernel: fake,
+        ..GuestOptions::default()
+    };
+    let err = match uml::run(GuestCommand::new(["/bin/true"]), &opts) {
+        Ok(exit) => panic!("a kernel that cannot boot ran the command: {exit:?}"),
+        Err(e) => e,
+    };
+    let UmlError::Boot { stage, share, .. } = &err else {
+        panic!("expected a boot failure, got: {err}");
+    };
+    assert_eq!(*stage, "it did not finish booting");
+    assert!(!share.exists(), "share directory {} left", share.display());
+    let text = err.to_string();
+    assert!(
+        text.contains("---- boot.log ----\nKernel panic - not syncing: no init found\n"),
+        "{text}"
+    );
+}
+
+#[test]
 fn a_missing_kernel_says_which_package_to_install() {
     netsim::host_lane_only!();
     let opts = GuestOptions {
@@ -243,7 +281,13 @@ fn a_missing_kernel_says_which_package_to_install() {
 #[test]
 fn run_keep_in_a_guest_is_refused_with_the_way_forward() {
     let out = Command::new(NETSIM)
-        .args(["run", "--kernel", "uml", "--keep", "topologies/three-host.toml"])
+        .args([
+            "run",
+            "--kernel",
+            "uml",
+            "--keep",
+            "topologies/three-host.toml",
+        ])
         .current_dir(workspace())
         .output()
         .expect("run netsim");

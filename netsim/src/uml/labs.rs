@@ -453,6 +453,12 @@ pub fn agent(plan: Plan, id: &str, file: &Path, share: &Path) -> Result<(), UmlE
         id: id.to_string(),
         what,
     };
+    if !crate::testing::in_kernel_lane() {
+        return Err(gerr(
+            "the agent runs only inside a guest (NETSIM_LANE=kernel); use `netsim up --kernel uml`"
+                .into(),
+        ));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
