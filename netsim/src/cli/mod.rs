@@ -243,7 +243,13 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("netsim: error: {err:#}");
-            ExitCode::from(1)
+            // Interrupted while a guest ran: exit as a shell reports the signal.
+            match err.downcast_ref::<uml::UmlError>() {
+                Some(uml::UmlError::Interrupted { signal }) => {
+                    ExitCode::from(u8::try_from(128 + signal).unwrap_or(1))
+                }
+                _ => ExitCode::from(1),
+            }
         }
     }
 }
