@@ -154,6 +154,44 @@ fn up_exec_down_in_a_background_guest() {
         "198.18.1.3",
     ]);
     assert_eq!(ping.status.code(), Some(0), "{}", text(&ping.stdout));
+    // Ctrl-C on the host's exec reaches the command inside the guest.
+    let mut long = Command::new(NETSIM)
+        .args(["exec", "--lab", &id, "h3", "--", "sh", "-c"])
+        .arg("echo started; sleep 100; echo never")
+        .current_dir(workspace())
+        .env("NETSIM_RUN_DIR", env.run_dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start a long exec");
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(long.stdout.as_mut().expect("piped stdout")),
+        &mut first,
+    )
+    .expect("read the first line");
+    assert_eq!(first, "started\n");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(long.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("interrupt our exec");
+    let status = long.wait().expect("wait for exec");
+    assert_eq!(status.code(), Some(130));
+    let left = env.netsim(&[
+        "exec",
+        "--lab",
+        &id,
+        "h3",
+        "--",
+        "sh",
+        "-c",
+        "ps -eo args | grep -c '^[s]leep 100'",
+    ]);
+    assert_eq!(
+        text(&left.stdout),
+        "0\n",
+        "the interrupted command lives on"
+    );
     // An unknown node is the guest's netsim error, exit code 1.
     let bad = env.netsim(&["exec", "--lab", &id, "nosuch", "--", "true"]);
     assert_eq!(bad.status.code(), Some(1));

@@ -13,7 +13,9 @@
 //! runs it with stdout and stderr to `req/<n>.out` and `req/<n>.err` (the host copies them to
 //! its own as they grow) and publishes the exit code as `req/<n>.rc` the same way. A request
 //! is JSON: `{"op":"exec","node":"h1","argv":["ip","addr"]}` or `{"op":"stop"}`. Exec'd
-//! commands get no stdin. `stop` tears the lab down; the agent exits, and the guest's init
+//! commands get no stdin; a signal to the host's `netsim exec` (Ctrl-C) is passed on as
+//! `req/<n>.kill` holding its number, and the agent sends it to the command's process group
+//! in the guest. `stop` tears the lab down; the agent exits, and the guest's init
 //! powers it off.
 
 use std::fs::{self, File};
@@ -369,7 +371,13 @@ fn request(rec: &GuestLab, req: &Request, timeout: Option<Duration>) -> Result<i
     let files = |ext: &str| dir.join(format!("{name}.{ext}"));
     let (mut out_pos, mut err_pos) = (0u64, 0u64);
     let started = Instant::now();
+    let forward = matches!(req, Request::Exec { .. }) && catch_signals().is_ok();
     let result = loop {
+        // Ctrl-C and friends reach the command inside the guest; its exit code says the rest.
+        let sig = SIGNALLED.swap(0, Ordering::SeqCst);
+        if forward && sig != 0 {
+            let _ = fs::write(files("kill"), sig.to_string());
+        }
         pump(&files("out"), &mut out_pos, &mut io::stdout());
         pump(&files("err"), &mut err_pos, &mut io::stderr());
         if let Ok(text) = fs::read_to_string(files("rc")) {
@@ -388,7 +396,7 @@ fn request(rec: &GuestLab, req: &Request, timeout: Option<Duration>) -> Result<i
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    for ext in ["req", "run", "out", "err", "rc"] {
+    for ext in ["req", "run", "out", "err", "rc", "kill"] {
         let _ = fs::remove_file(files(ext));
     }
     result
@@ -519,11 +527,12 @@ pub fn agent(plan: Plan, id: &str, file: &Path, share: &Path) -> Result<(), UmlE
                 }
                 Some(Request::Exec { node, argv }) => {
                     let (exe, id) = (exe.clone(), id.to_string());
-                    let (out, err, rc) = (file("out"), file("err"), file("rc"));
+                    let (dir, name) = (dir.clone(), name.clone());
                     // One thread each: a long command must not hold up the others.
                     std::thread::spawn(move || {
-                        let code = run_exec(&exe, &id, &node, &argv, &out, &err);
-                        let _ = write_atomic(&rc, code.to_string().as_bytes());
+                        let files = |ext: &str| dir.join(format!("{name}.{ext}"));
+                        let code = run_exec(&exe, &id, &node, &argv, &files);
+                        let _ = write_atomic(&files("rc"), code.to_string().as_bytes());
                     });
                 }
                 None => {
@@ -536,19 +545,49 @@ pub fn agent(plan: Plan, id: &str, file: &Path, share: &Path) -> Result<(), UmlE
     }
 }
 
-fn run_exec(exe: &Path, id: &str, node: &str, argv: &[String], out: &Path, err: &Path) -> i32 {
-    let (Ok(out), Ok(err)) = (File::create(out), File::create(err)) else {
+/// Run one exec request: `netsim exec` in a process group of its own (the command in the node
+/// joins it), signalled as a whole when the host asks (a `<n>.kill` file holding the signal).
+fn run_exec(
+    exe: &Path,
+    id: &str,
+    node: &str,
+    argv: &[String],
+    files: &dyn Fn(&str) -> PathBuf,
+) -> i32 {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let (Ok(out), Ok(err)) = (File::create(files("out")), File::create(files("err"))) else {
         return 125;
     };
-    let status = Command::new(exe)
+    let child = Command::new(exe)
         .args(["exec", "--lab", id, node, "--"])
         .args(argv)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
-        .status();
-    match status {
-        Ok(s) => s.code().unwrap_or(128),
-        Err(_) => 125,
+        .process_group(0)
+        .spawn();
+    let Ok(mut child) = child else { return 125 };
+    let pgid = Pid::from_raw(child.id() as i32);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                return status
+                    .code()
+                    .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+            }
+            Ok(None) => {}
+            Err(_) => return 125,
+        }
+        if let Ok(text) = fs::read_to_string(files("kill")) {
+            let sig = text
+                .trim()
+                .parse::<i32>()
+                .ok()
+                .and_then(|n| Signal::try_from(n).ok())
+                .unwrap_or(Signal::SIGTERM);
+            let _ = killpg(pgid, sig);
+            let _ = fs::remove_file(files("kill"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
