@@ -11,6 +11,8 @@
 //! - [`caps`]: what this kernel can do (shared by `netsim doctor` and the test helpers).
 //! - [`measure`] and [`verify`]: probes run inside nodes, and checking a lab against its
 //!   `[[expect]]` assertions.
+//! - [`uml`]: booting a User-Mode-Linux guest and running netsim inside it
+//!   (`--kernel uml`), for hosts whose kernel lacks openvswitch or netem.
 //! - [`cli`]: the `netsim` command, a thin layer over the library.
 
 pub mod caps;
@@ -20,6 +22,7 @@ pub mod lab;
 pub mod measure;
 pub mod model;
 pub mod testing;
+pub mod uml;
 pub mod verify;
 
 pub use lab::{Lab, NodeHandle, UpOptions};

@@ -48,6 +48,27 @@ macro_rules! require_features {
     };
 }
 
+/// Return from a test that must not run in the kernel lane, with a printed reason; in the host
+/// lane do nothing.
+///
+/// For tests that boot a User-Mode-Linux guest themselves (`netsim::uml`): the kernel lane
+/// already runs inside such a guest, and guests do not nest. Unlike [`skip_because`], which
+/// panics in the kernel lane (a skip there means a missing module), this returns quietly there:
+/// such a test has nothing to check in that lane by design, and the host lane runs it.
+#[macro_export]
+macro_rules! host_lane_only {
+    () => {
+        if $crate::testing::in_kernel_lane() {
+            ::std::eprintln!(
+                "NOT RUN {} in the kernel lane: it boots a User-Mode-Linux guest, and guests \
+                 do not nest (the host lane runs it)",
+                $crate::testing::current_test_name(::core::module_path!())
+            );
+            return $crate::testing::Skipped::skipped();
+        }
+    };
+}
+
 /// The value a skipped test returns: `()` or `Ok(())`.
 pub trait Skipped {
     /// The return value of a test that skipped itself.

@@ -3,6 +3,7 @@
 
 mod output;
 
+use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::lab::{self, Lab, NodeHandle, Progress, UpOptions};
 use crate::measure::{icmp, matrix, mtu, pair, perf};
-use crate::{caps, model, verify};
+use crate::{caps, model, uml, verify};
 
 /// netsim: bring up virtual networks of Linux namespaces from a TOML topology and test them.
 #[derive(Debug, Parser)]
@@ -41,6 +42,10 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Kernel to run under: `host`, or `uml` for the whole job inside a fresh
+        /// User-Mode-Linux guest (for hosts without openvswitch or netem).
+        #[arg(long, value_enum, default_value_t = KernelChoice::Host)]
+        kernel: KernelChoice,
     },
     /// Bring up a lab and leave it running (owned by nobody; remove it with `netsim down`).
     Up {
@@ -52,6 +57,10 @@ enum Command {
         /// Print the lab's details as JSON.
         #[arg(long)]
         json: bool,
+        /// Kernel to run under: `host`, or `uml` for a lab kept in a background
+        /// User-Mode-Linux guest (`ls`, `exec --lab`, `down` and `clean` find it by id).
+        #[arg(long, value_enum, default_value_t = KernelChoice::Host)]
+        kernel: KernelChoice,
     },
     /// Tear down a lab: exactly its namespaces, links and processes.
     Down {
@@ -101,6 +110,9 @@ enum Command {
         /// Print as JSON.
         #[arg(long)]
         json: bool,
+        /// Kernel to probe: `host`, or `uml` for a User-Mode-Linux guest's.
+        #[arg(long, value_enum, default_value_t = KernelChoice::Host)]
+        kernel: KernelChoice,
     },
     /// ICMP echo from node A to B (a node, `node:iface` or an address).
     Ping {
@@ -182,6 +194,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The agent inside a guest lab's User-Mode-Linux guest (started by `up --kernel uml`).
+    #[command(hide = true)]
+    UmlAgent {
+        /// Lab id.
+        #[arg(long)]
+        id: String,
+        /// The share directory as the guest sees it.
+        #[arg(long)]
+        share: PathBuf,
+        /// Topology file.
+        file: PathBuf,
+    },
     /// Measure bring-up and teardown speed of generated star and line topologies.
     Bench {
         /// Shapes to measure.
@@ -194,6 +218,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Which kernel a verb runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum KernelChoice {
+    /// The kernel this machine boots.
+    Host,
+    /// A fresh User-Mode-Linux guest (Debian's user-mode-linux package), see `netsim::uml`.
+    Uml,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -210,7 +243,13 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("netsim: error: {err:#}");
-            ExitCode::from(1)
+            // Interrupted while a guest ran: exit as a shell reports the signal.
+            match err.downcast_ref::<uml::UmlError>() {
+                Some(uml::UmlError::Interrupted { signal }) => {
+                    ExitCode::from(u8::try_from(128 + signal).unwrap_or(1))
+                }
+                _ => ExitCode::from(1),
+            }
         }
     }
 }
@@ -222,6 +261,29 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Run this netsim binary with `args` inside a fresh User-Mode-Linux guest; its output reaches
+/// ours unchanged and its exit code becomes ours.
+fn in_guest(args: Vec<OsString>, writable: Vec<PathBuf>) -> Result<ExitCode> {
+    let opts = guest_options(writable)?;
+    let exe = uml::guest_visible_exe()?;
+    let mut argv = vec![exe.into_os_string()];
+    argv.extend(args);
+    let exit = uml::run(uml::GuestCommand::new(argv), &opts)?;
+    Ok(exit_code(exit.code))
+}
+
+/// Guest options from the environment, with progress on a terminal (or with
+/// `NETSIM_UML_PROGRESS=1`) and signals stopping the guest; checked before anything boots.
+fn guest_options(writable: Vec<PathBuf>) -> Result<uml::GuestOptions> {
+    let mut opts = uml::GuestOptions::from_env()?;
+    opts.progress = std::io::stderr().is_terminal()
+        || std::env::var("NETSIM_UML_PROGRESS").is_ok_and(|v| v == "1");
+    opts.handle_signals = true;
+    opts.writable.extend(writable);
+    uml::preflight(&opts)?;
+    Ok(opts)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -251,7 +313,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             output::print_json(&model::json_schema())?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Doctor { json } => {
+        Command::Doctor {
+            json,
+            kernel: KernelChoice::Uml,
+        } => {
+            let mut args: Vec<OsString> = vec!["doctor".into()];
+            if json {
+                args.push("--json".into());
+            }
+            in_guest(args, Vec::new())
+        }
+        Command::Doctor { json, .. } => {
             let caps = caps::probe();
             if json {
                 output::print_json(caps)?;
@@ -262,33 +334,98 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Ls { json } => {
             let labs = lab::list()?;
+            let guests = uml::labs::list();
             if json {
-                output::print_json(&labs)?;
+                let mut all: Vec<serde_json::Value> = Vec::new();
+                for l in &labs {
+                    let mut v = serde_json::to_value(l)?;
+                    v["kernel"] = "host".into();
+                    all.push(v);
+                }
+                for g in &guests {
+                    let mut v = serde_json::to_value(g)?;
+                    v["kernel"] = "uml".into();
+                    v["alive"] = g.alive().into();
+                    all.push(v);
+                }
+                output::print_json(&all)?;
             } else {
-                print!("{}", output::labs_table(&labs));
+                print!("{}", output::labs_table(&labs, &guests));
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Clean { json } => {
             let report = lab::clean()?;
+            let guests = uml::labs::clean();
             if json {
-                output::print_json(&report)?;
+                let mut v = serde_json::to_value(&report)?;
+                v["guest_labs"] = serde_json::to_value(&guests)?;
+                output::print_json(&v)?;
             } else {
-                print!("{}", output::clean_text(&report));
+                for id in &guests {
+                    println!("removed guest lab {id} (its User-Mode-Linux guest had died)");
+                }
+                if guests.is_empty() || !report.labs.is_empty() {
+                    print!("{}", output::clean_text(&report));
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Down { id } => {
-            lab::down(&id)?;
+            if uml::labs::find(&id).is_some() {
+                uml::labs::down(&id)?;
+            } else {
+                lab::down(&id)?;
+            }
             eprintln!("lab {id} is down");
             Ok(ExitCode::SUCCESS)
         }
         Command::Exec { lab, node, cmd } => {
+            let guest = match &lab {
+                Some(id) => uml::labs::find(id),
+                // With no id: the only guest lab, when no lab runs on the host.
+                None => match (lab::list()?.is_empty(), uml::labs::list().as_slice()) {
+                    (true, [only]) => Some(only.clone()),
+                    _ => None,
+                },
+            };
+            if let Some(rec) = guest {
+                let code = uml::labs::exec(&rec.id, &node, &cmd)?;
+                return Ok(exit_code(code));
+            }
             let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
             let code = lab::exec(lab.as_deref(), &node, &argv)?;
             Ok(exit_code(code))
         }
-        Command::Up { file, name, json } => {
+        Command::Up {
+            file,
+            name,
+            json,
+            kernel: KernelChoice::Uml,
+        } => {
+            let plan = load_plan(&file)?;
+            let opts = guest_options(Vec::new())?;
+            let rec = uml::labs::up(&absolute(&file), &plan, name.as_deref(), &opts)?;
+            if json {
+                output::print_json(&rec)?;
+            } else {
+                println!(
+                    "lab {id} is up in a User-Mode-Linux guest (pid {pid}, {nodes} nodes). Try `netsim exec --lab {id} NODE -- ip addr`; remove it with `netsim down {id}`.",
+                    id = rec.id,
+                    pid = rec.pid,
+                    nodes = rec.nodes
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::UmlAgent { id, share, file } => {
+            let plan = load_plan(&file)?;
+            uml::labs::agent(plan, &id, &file, &share)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Up {
+            file, name, json, ..
+        } => {
             let plan = load_plan(&file)?;
             let rt = runtime()?;
             let lab = rt.block_on(bring_up(plan, name, &absolute(&file)))?;
@@ -309,6 +446,38 @@ fn run(cli: Cli) -> Result<ExitCode> {
             name,
             keep,
             json,
+            kernel: KernelChoice::Uml,
+        } => {
+            if keep {
+                bail!(
+                    "--keep cannot go with --kernel uml: the guest, and the lab in it, stop \
+                     when the run ends; keep a lab in a guest with `netsim up --kernel uml FILE`"
+                );
+            }
+            let file = absolute(&file);
+            let mut args: Vec<OsString> = vec!["run".into(), file.clone().into()];
+            if let Some(name) = name {
+                args.extend(["--name".into(), name.into()]);
+            }
+            if json {
+                args.push("--json".into());
+            }
+            // The guest sees the host's files read-only at the same paths, except under its
+            // own /tmp and /run: share the topology's directory there.
+            let mut writable = Vec::new();
+            if uml::hidden_in_guest(&file) {
+                if let Some(dir) = file.parent() {
+                    writable.push(dir.to_path_buf());
+                }
+            }
+            in_guest(args, writable)
+        }
+        Command::Run {
+            file,
+            name,
+            keep,
+            json,
+            ..
         } => {
             let plan = load_plan(&file)?;
             let rt = runtime()?;

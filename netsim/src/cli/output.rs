@@ -49,11 +49,11 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-pub(super) fn labs_table(labs: &[LabInfo]) -> String {
-    if labs.is_empty() {
+pub(super) fn labs_table(labs: &[LabInfo], guests: &[crate::uml::labs::GuestLab]) -> String {
+    if labs.is_empty() && guests.is_empty() {
         return "no labs\n".to_string();
     }
-    let rows: Vec<Vec<String>> = labs
+    let mut rows: Vec<Vec<String>> = labs
         .iter()
         .map(|l| {
             vec![
@@ -66,6 +66,7 @@ pub(super) fn labs_table(labs: &[LabInfo]) -> String {
                     (Some(pid), true) => format!("pid {pid}"),
                     (Some(pid), false) => format!("pid {pid} (gone: `netsim clean`)"),
                 },
+                "host".to_string(),
                 l.file
                     .as_ref()
                     .map(|p| p.display().to_string())
@@ -73,8 +74,25 @@ pub(super) fn labs_table(labs: &[LabInfo]) -> String {
             ]
         })
         .collect();
+    rows.extend(guests.iter().map(|g| {
+        vec![
+            g.id.clone(),
+            g.plan.clone(),
+            g.nodes.to_string(),
+            "up".to_string(),
+            if g.alive() {
+                format!("guest pid {}", g.pid)
+            } else {
+                format!("guest pid {} (gone: `netsim clean`)", g.pid)
+            },
+            "uml".to_string(),
+            g.file.display().to_string(),
+        ]
+    }));
     table(
-        &["ID", "TOPOLOGY", "NODES", "PHASE", "OWNER", "FILE"],
+        &[
+            "ID", "TOPOLOGY", "NODES", "PHASE", "OWNER", "KERNEL", "FILE",
+        ],
         &rows,
     )
 }

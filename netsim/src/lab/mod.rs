@@ -220,7 +220,7 @@ fn random_suffix() -> String {
 }
 
 /// The default id of a lab made from a plan named `plan`.
-fn default_id(plan: &str) -> String {
+pub fn default_id(plan: &str) -> String {
     let mut stem: String = plan
         .chars()
         .map(|c| {
