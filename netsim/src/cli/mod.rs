@@ -265,9 +265,10 @@ fn init_tracing() {
 
 /// Run this netsim binary with `args` inside a fresh User-Mode-Linux guest; its output reaches
 /// ours unchanged and its exit code becomes ours.
-fn in_guest(args: Vec<OsString>, writable: Vec<PathBuf>) -> Result<ExitCode> {
+fn in_guest(args: Vec<OsString>, mut writable: Vec<PathBuf>) -> Result<ExitCode> {
+    let (exe, exe_dir) = uml::guest_visible_exe()?;
+    writable.extend(exe_dir);
     let opts = guest_options(writable)?;
-    let exe = uml::guest_visible_exe()?;
     let mut argv = vec![exe.into_os_string()];
     argv.extend(args);
     let exit = uml::run(uml::GuestCommand::new(argv), &opts)?;

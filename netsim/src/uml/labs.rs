@@ -208,8 +208,9 @@ pub fn up(
             "the id is in use (see `netsim ls`); pick another with --name".into(),
         ));
     }
-    let exe = super::guest_visible_exe()?;
+    let (exe, exe_dir) = super::guest_visible_exe()?;
     let mut opts = opts.clone();
+    opts.writable.extend(exe_dir);
     if super::hidden_in_guest(file) {
         if let Some(dir) = file.parent() {
             opts.writable.push(dir.to_path_buf());

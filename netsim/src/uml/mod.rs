@@ -296,8 +296,9 @@ fn is_executable(path: &Path) -> bool {
     fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// The path of the running `netsim` binary, checked to be visible inside a guest.
-pub fn guest_visible_exe() -> Result<PathBuf, UmlError> {
+/// The path of the running `netsim` binary, and the directory the guest must have shared to
+/// see it (when it lies under /tmp or /run, which the guest covers with its own).
+pub fn guest_visible_exe() -> Result<(PathBuf, Option<PathBuf>), UmlError> {
     let exe = std::env::current_exe().map_err(io_err("cannot find the netsim binary"))?;
     if exe.to_string_lossy().ends_with(" (deleted)") {
         return Err(UmlError::Unshareable {
@@ -305,13 +306,21 @@ pub fn guest_visible_exe() -> Result<PathBuf, UmlError> {
             why: "the binary was replaced while running; run it again",
         });
     }
-    if hidden_in_guest(&exe) {
+    if ["/dev", "/proc", "/sys"]
+        .iter()
+        .any(|top| exe.starts_with(top))
+    {
         return Err(UmlError::Unshareable {
             path: exe,
-            why: "the guest has its own /tmp, /run and /dev; install netsim elsewhere",
+            why: "the guest has its own /dev, /proc and /sys; install netsim elsewhere",
         });
     }
-    Ok(exe)
+    let share = if hidden_in_guest(&exe) {
+        exe.parent().map(Path::to_path_buf)
+    } else {
+        None
+    };
+    Ok((exe, share))
 }
 
 /// Whether a host path is covered by one of the guest's own file systems.
