@@ -18,9 +18,11 @@ use netsim::{Lab, UpOptions};
 
 const DURATION: Duration = Duration::from_secs(2);
 
-async fn builtin_tcp_bw(server: &NodeHandle, client: &NodeHandle) -> f64 {
+/// The built-in `tcp_bw` writing `msg_size`-byte messages (the peer tool's own write size).
+async fn builtin_tcp_bw(server: &NodeHandle, client: &NodeHandle, msg_size: usize) -> f64 {
     let opts = PerfOptions {
         duration: DURATION,
+        msg_size,
         ..PerfOptions::for_test(Test::TcpBw)
     };
     let (result, _) = pair::run(server, star_addr(2), client, Test::TcpBw, opts)
@@ -46,15 +48,53 @@ async fn qperf_tcp_bw(server: &NodeHandle, client: &NodeHandle) -> f64 {
     }
 }
 
-/// Best of three alternating runs of each: (built-in, iperf3, qperf).
-async fn side_by_side(server: &NodeHandle, client: &NodeHandle) -> (f64, f64, f64) {
-    let mut best = (0.0f64, 0.0f64, 0.0f64);
+/// iperf3 writes 128 KiB at a time, qperf 64 KiB: each is compared with the built-in probe
+/// writing the same size.
+const IPERF3_WRITE: usize = 128 * 1024;
+const QPERF_WRITE: usize = 64 * 1024;
+
+/// Best of three alternating runs of each pair: ((built-in, iperf3), (built-in, qperf)).
+async fn side_by_side(server: &NodeHandle, client: &NodeHandle) -> ((f64, f64), (f64, f64)) {
+    let mut best = ((0.0f64, 0.0f64), (0.0f64, 0.0f64));
     for _ in 0..3 {
-        best.0 = best.0.max(builtin_tcp_bw(server, client).await);
-        best.1 = best.1.max(iperf3_tcp_bw(server, client).await);
-        best.2 = best.2.max(qperf_tcp_bw(server, client).await);
+        best.0 .0 = best
+            .0
+             .0
+            .max(builtin_tcp_bw(server, client, IPERF3_WRITE).await);
+        best.0 .1 = best.0 .1.max(iperf3_tcp_bw(server, client).await);
+        best.1 .0 = best
+            .1
+             .0
+            .max(builtin_tcp_bw(server, client, QPERF_WRITE).await);
+        best.1 .1 = best.1 .1.max(qperf_tcp_bw(server, client).await);
     }
     best
+}
+
+/// Measures side by side and asserts agreement within 10% (and with `limit` if given).
+async fn compare(what: &str, server: &NodeHandle, client: &NodeHandle, limit: Option<f64>) {
+    let ((ours, iperf3), (ours_q, qperf)) = side_by_side(server, client).await;
+    eprintln!(
+        "{what}: built-in {:.1} vs iperf3 {:.1} MB/s; built-in {:.1} vs qperf {:.1} MB/s",
+        ours / 1e6,
+        iperf3 / 1e6,
+        ours_q / 1e6,
+        qperf / 1e6
+    );
+    assert!(
+        within(ours, iperf3, 0.10),
+        "{what}: built-in {ours:.0} vs iperf3 {iperf3:.0} B/s"
+    );
+    assert!(
+        within(ours_q, qperf, 0.10),
+        "{what}: built-in {ours_q:.0} vs qperf {qperf:.0} B/s"
+    );
+    if let Some(limit) = limit {
+        assert!(
+            within(ours, limit, 0.10),
+            "{what}: built-in {ours:.0} vs the {limit:.0} B/s limit"
+        );
+    }
 }
 
 fn within(a: f64, b: f64, share: f64) -> bool {
@@ -102,43 +142,11 @@ async fn builtin_tcp_bw_agrees_with_iperf3_and_qperf() {
     .expect("lab up");
     let (client, server) = (lab.node("h1").expect("h1"), lab.node("h2").expect("h2"));
 
-    let (ours, iperf3, qperf) = side_by_side(&server, &client).await;
-    eprintln!(
-        "unshaped: built-in {:.0} MB/s, iperf3 {:.0} MB/s, qperf {:.0} MB/s",
-        ours / 1e6,
-        iperf3 / 1e6,
-        qperf / 1e6
-    );
-    assert!(
-        within(ours, iperf3, 0.10),
-        "unshaped: built-in {ours:.0} vs iperf3 {iperf3:.0} B/s"
-    );
-    assert!(
-        within(ours, qperf, 0.10),
-        "unshaped: built-in {ours:.0} vs qperf {qperf:.0} B/s"
-    );
+    compare("unshaped", &server, &client, None).await;
 
     // 200 Mbit/s on the client's egress: all three must see the limit.
     let rate = 25_000_000u64;
     shape_egress(&client, rate).await;
-    let (ours, iperf3, qperf) = side_by_side(&server, &client).await;
-    eprintln!(
-        "200 Mbit/s: built-in {:.1} MB/s, iperf3 {:.1} MB/s, qperf {:.1} MB/s",
-        ours / 1e6,
-        iperf3 / 1e6,
-        qperf / 1e6
-    );
-    assert!(
-        within(ours, iperf3, 0.10),
-        "shaped: built-in {ours:.0} vs iperf3 {iperf3:.0} B/s"
-    );
-    assert!(
-        within(ours, qperf, 0.10),
-        "shaped: built-in {ours:.0} vs qperf {qperf:.0} B/s"
-    );
-    assert!(
-        within(ours, rate as f64, 0.10),
-        "shaped: built-in {ours:.0} vs the {rate} B/s limit"
-    );
+    compare("200 Mbit/s", &server, &client, Some(rate as f64)).await;
     lab.down().await.expect("down");
 }
