@@ -99,6 +99,76 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show a lab's links (shape now, cut or not), partitions, port blocks and processes,
+    /// and its shaping backend.
+    Status {
+        /// Lab id.
+        id: String,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change, cut or heal one link of a running lab.
+    Link {
+        #[command(subcommand)]
+        cmd: Box<LinkCmd>,
+    },
+    /// Partition nodes from other nodes: `netsim partition LAB h1,h2 h3,h4`.
+    Partition {
+        /// Lab id.
+        lab: String,
+        /// One side: node names, comma-separated.
+        left: String,
+        /// The other side: node names, comma-separated.
+        right: String,
+    },
+    /// Heal every partition and cut link of a lab.
+    Heal {
+        /// Lab id.
+        lab: String,
+    },
+    /// Drop a protocol's traffic to and from a port in and out of a node: `netsim block LAB h1
+    /// udp 6784`.
+    Block {
+        /// Lab id.
+        lab: String,
+        /// Node name.
+        node: String,
+        /// `tcp` or `udp`.
+        proto: String,
+        /// Port.
+        port: u16,
+    },
+    /// Lift a `netsim block`.
+    Unblock {
+        /// Lab id.
+        lab: String,
+        /// Node name.
+        node: String,
+        /// `tcp` or `udp`.
+        proto: String,
+        /// Port.
+        port: u16,
+    },
+    /// Stop (SIGSTOP), continue, kill or restart a process netsim started in a node.
+    Proc {
+        /// What to do.
+        #[arg(value_enum)]
+        action: ProcVerb,
+        /// Lab id.
+        lab: String,
+        /// Node name.
+        node: String,
+        /// Process id (as `netsim status LAB` lists).
+        pid: u32,
+    },
+    /// (internal) Run a link's delay line in the current namespace.
+    #[command(hide = true)]
+    DelayLine {
+        /// The configuration, as JSON.
+        #[arg(long)]
+        config: String,
+    },
     /// Measure bring-up and teardown speed of generated star and line topologies.
     Bench {
         /// Shapes to measure.
@@ -111,6 +181,82 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
+enum LinkCmd {
+    /// Change a link's impairment: `netsim link set LAB A B --delay 10ms --loss 1%`.
+    Set {
+        /// Lab id.
+        lab: String,
+        /// One end (node name).
+        x: String,
+        /// The other end.
+        y: String,
+        /// Only the direction from X to Y (default: both).
+        #[arg(long)]
+        oneway: bool,
+        /// Start from an unimpaired link.
+        #[arg(long)]
+        clear: bool,
+        /// Rate, e.g. 100mbit (`none` removes the limit).
+        #[arg(long)]
+        rate: Option<String>,
+        /// Delay, e.g. 10ms.
+        #[arg(long)]
+        delay: Option<String>,
+        /// Jitter, e.g. 1ms.
+        #[arg(long)]
+        jitter: Option<String>,
+        /// uniform, normal or pareto.
+        #[arg(long)]
+        distribution: Option<String>,
+        /// Loss, e.g. 1%.
+        #[arg(long)]
+        loss: Option<String>,
+        /// Loss correlation, e.g. 25%.
+        #[arg(long)]
+        loss_correlation: Option<String>,
+        /// Reordering, e.g. 25%.
+        #[arg(long)]
+        reorder: Option<String>,
+        /// Duplication, e.g. 1%.
+        #[arg(long)]
+        duplicate: Option<String>,
+        /// Corruption, e.g. 0.1%.
+        #[arg(long)]
+        corrupt: Option<String>,
+        /// Queue limit in packets (`default` for the backend's).
+        #[arg(long)]
+        limit: Option<String>,
+    },
+    /// Cut a link: nothing passes, its configuration stays.
+    Cut {
+        /// Lab id.
+        lab: String,
+        /// One end.
+        x: String,
+        /// The other end.
+        y: String,
+    },
+    /// Heal a cut link.
+    Heal {
+        /// Lab id.
+        lab: String,
+        /// One end.
+        x: String,
+        /// The other end.
+        y: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ProcVerb {
+    Stop,
+    Cont,
+    Kill,
+    Restart,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -255,6 +401,154 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Bench { shape, hosts, json } => run_bench(&shape, &hosts, json),
+        Command::Status { id, json } => {
+            let status = lab::faults::status(&id)?;
+            if json {
+                output::print_json(&status)?;
+            } else {
+                print!("{}", status.render());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Link { cmd } => run_link(*cmd),
+        Command::Partition { lab, left, right } => {
+            let split = |s: &str| -> Vec<String> {
+                s.split(',')
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            };
+            runtime()?.block_on(lab::faults::partition(&lab, &split(&left), &split(&right)))?;
+            eprintln!("{left} partitioned from {right}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Heal { lab } => {
+            runtime()?.block_on(lab::faults::heal(&lab))?;
+            eprintln!("lab {lab}: partitions and cut links healed");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Block {
+            lab,
+            node,
+            proto,
+            port,
+        } => block(&lab, &node, &proto, port, true),
+        Command::Unblock {
+            lab,
+            node,
+            proto,
+            port,
+        } => block(&lab, &node, &proto, port, false),
+        Command::Proc {
+            action,
+            lab,
+            node,
+            pid,
+        } => {
+            let action = match action {
+                ProcVerb::Stop => lab::faults::ProcAction::Stop,
+                ProcVerb::Cont => lab::faults::ProcAction::Cont,
+                ProcVerb::Kill => lab::faults::ProcAction::Kill,
+                ProcVerb::Restart => lab::faults::ProcAction::Restart,
+            };
+            let new = runtime()?.block_on(lab::faults::proc_action(&lab, &node, pid, action))?;
+            if let Some(new) = new {
+                println!("{new}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DelayLine { config } => {
+            let cfg: crate::delay_line::DelayLineConfig =
+                serde_json::from_str(&config).context("bad delay-line configuration")?;
+            match crate::delay_line::run(&cfg, &|| false) {
+                Ok(_) => Ok(ExitCode::SUCCESS),
+                Err(e) => bail!("delay line: {e}"),
+            }
+        }
+    }
+}
+
+fn block(lab: &str, node: &str, proto: &str, port: u16, blocked: bool) -> Result<ExitCode> {
+    let Some(p) = lab::shaping::Proto::parse(proto) else {
+        bail!("unknown protocol {proto:?}: use tcp or udp");
+    };
+    runtime()?.block_on(lab::faults::block(lab, node, p, port, blocked))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_link(cmd: LinkCmd) -> Result<ExitCode> {
+    let rt = runtime()?;
+    match cmd {
+        LinkCmd::Set {
+            lab,
+            x,
+            y,
+            oneway,
+            clear,
+            rate,
+            delay,
+            jitter,
+            distribution,
+            loss,
+            loss_correlation,
+            reorder,
+            duplicate,
+            corrupt,
+            limit,
+        } => {
+            let mut update = lab::faults::ShapeUpdate {
+                clear,
+                ..Default::default()
+            };
+            for (key, value) in [
+                ("rate", rate),
+                ("delay", delay),
+                ("jitter", jitter),
+                ("distribution", distribution),
+                ("loss", loss),
+                ("loss_correlation", loss_correlation),
+                ("reorder", reorder),
+                ("duplicate", duplicate),
+                ("corrupt", corrupt),
+                ("limit", limit),
+            ] {
+                if let Some(v) = value {
+                    if let Err(e) = update.set(key, &v) {
+                        bail!("--{}: {e}", key.replace('_', "-"));
+                    }
+                }
+            }
+            let shape = rt.block_on(lab::faults::set_link(&lab, &x, &y, &update, oneway))?;
+            println!("{x} -> {y}: {}", if_a(&lab, &x, &y, &shape, true));
+            println!("{y} -> {x}: {}", if_a(&lab, &x, &y, &shape, false));
+        }
+        LinkCmd::Cut { lab, x, y } => {
+            rt.block_on(lab::faults::cut_link(&lab, &x, &y, true))?;
+            eprintln!("link {x} -- {y} cut");
+        }
+        LinkCmd::Heal { lab, x, y } => {
+            rt.block_on(lab::faults::cut_link(&lab, &x, &y, false))?;
+            eprintln!("link {x} -- {y} healed");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The description of direction `x -> y` (`forward`) or `y -> x` of a link's shape.
+fn if_a(lab: &str, x: &str, y: &str, shape: &model::plan::LinkShape, forward: bool) -> String {
+    let x_is_a = lab::faults::status(lab)
+        .ok()
+        .and_then(|s| {
+            s.links
+                .iter()
+                .find(|l| (l.a.node == x && l.b.node == y) || (l.a.node == y && l.b.node == x))
+                .map(|l| l.a.node == x)
+        })
+        .unwrap_or(true);
+    if x_is_a == forward {
+        shape.a_to_b.describe()
+    } else {
+        shape.b_to_a.describe()
     }
 }
 

@@ -60,6 +60,12 @@ pub(super) fn labs_table(labs: &[LabInfo]) -> String {
                     (Some(pid), true) => format!("pid {pid}"),
                     (Some(pid), false) => format!("pid {pid} (gone: `netsim clean`)"),
                 },
+                l.backend.map_or("-", |b| b.name()).to_string(),
+                if l.faults.is_empty() {
+                    "-".to_string()
+                } else {
+                    l.faults.join("; ")
+                },
                 l.file
                     .as_ref()
                     .map(|p| p.display().to_string())
@@ -68,7 +74,9 @@ pub(super) fn labs_table(labs: &[LabInfo]) -> String {
         })
         .collect();
     table(
-        &["ID", "TOPOLOGY", "NODES", "PHASE", "OWNER", "FILE"],
+        &[
+            "ID", "TOPOLOGY", "NODES", "PHASE", "OWNER", "SHAPING", "FAULTS", "FILE",
+        ],
         &rows,
     )
 }

@@ -27,6 +27,12 @@ const TCA_OPTIONS: u16 = 2;
 const TCA_NETEM_LATENCY64: u16 = 10;
 /// `TCA_NETEM_JITTER64`: jitter in nanoseconds (s64).
 const TCA_NETEM_JITTER64: u16 = 11;
+/// `TCA_NETEM_CORR`: `struct tc_netem_corr { delay_corr, loss_corr, dup_corr }`.
+const TCA_NETEM_CORR: u16 = 1;
+/// `TCA_NETEM_REORDER`: `struct tc_netem_reorder { probability, correlation }`.
+const TCA_NETEM_REORDER: u16 = 3;
+/// `TCA_NETEM_CORRUPT`: `struct tc_netem_corrupt { probability, correlation }`.
+const TCA_NETEM_CORRUPT: u16 = 4;
 /// `TCA_TBF_PARMS`: `struct tc_tbf_qopt`.
 const TCA_TBF_PARMS: u16 = 1;
 /// `TCA_TBF_RATE64`: rate in bytes per second when it exceeds 32 bits.
@@ -82,15 +88,24 @@ fn hint_for(err: &rtnetlink::Error) -> &'static str {
     }
 }
 
-/// netem parameters: a fixed delay plus uniform jitter, and random loss.
+/// netem parameters: a fixed delay plus uniform jitter, random (optionally correlated) loss,
+/// reordering, duplication and corruption. Percentages are 0 to 100.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Netem {
     /// Added one-way delay.
     pub delay: Duration,
     /// Jitter around the delay (uniform, no distribution table).
     pub jitter: Duration,
-    /// Independent random loss, in percent (0 to 100).
+    /// Random loss, in percent.
     pub loss_percent: f64,
+    /// Correlation of each loss decision with the previous one, in percent.
+    pub loss_correlation_percent: f64,
+    /// Share of packets sent at once instead of delayed, in percent (needs a delay).
+    pub reorder_percent: f64,
+    /// Share of packets duplicated, in percent.
+    pub duplicate_percent: f64,
+    /// Share of packets with a bit flipped, in percent.
+    pub corrupt_percent: f64,
     /// Queue limit in packets.
     pub limit: u32,
 }
@@ -101,9 +116,18 @@ impl Default for Netem {
             delay: Duration::ZERO,
             jitter: Duration::ZERO,
             loss_percent: 0.0,
+            loss_correlation_percent: 0.0,
+            reorder_percent: 0.0,
+            duplicate_percent: 0.0,
+            corrupt_percent: 0.0,
             limit: DEFAULT_NETEM_LIMIT,
         }
     }
+}
+
+/// A percentage as netem's probability: scaled to the full u32 range.
+fn probability(percent: f64) -> u32 {
+    (percent / 100.0 * f64::from(u32::MAX)).round() as u32
 }
 
 impl Netem {
@@ -113,24 +137,60 @@ impl Netem {
             kind: "netem",
             reason,
         };
-        if !(0.0..=100.0).contains(&self.loss_percent) || self.loss_percent.is_nan() {
-            return Err(invalid(format!(
-                "loss must be 0 to 100 %, got {}",
-                self.loss_percent
-            )));
+        for (what, v) in [
+            ("loss", self.loss_percent),
+            ("loss correlation", self.loss_correlation_percent),
+            ("reorder", self.reorder_percent),
+            ("duplicate", self.duplicate_percent),
+            ("corrupt", self.corrupt_percent),
+        ] {
+            if !(0.0..=100.0).contains(&v) || v.is_nan() {
+                return Err(invalid(format!("{what} must be 0 to 100 %, got {v}")));
+            }
+        }
+        if self.reorder_percent > 0.0 && self.delay.is_zero() {
+            return Err(invalid("reordering needs a delay".into()));
         }
         let delay = i64::try_from(self.delay.as_nanos())
             .map_err(|_| invalid(format!("delay {:?} too large", self.delay)))?;
         let jitter = i64::try_from(self.jitter.as_nanos())
             .map_err(|_| invalid(format!("jitter {:?} too large", self.jitter)))?;
-        // The kernel reads loss as a probability scaled to the full u32 range.
-        let loss = (self.loss_percent / 100.0 * f64::from(u32::MAX)).round() as u32;
+        // The kernel reads probabilities scaled to the full u32 range.
+        let loss = probability(self.loss_percent);
+        // With reordering, a gap of 1 makes every packet a candidate (as `tc` does).
+        let gap = u32::from(self.reorder_percent > 0.0);
 
         let mut out = Vec::with_capacity(24 + 2 * 12);
         // struct tc_netem_qopt { latency, limit, loss, gap, duplicate, jitter } (u32 each).
         // latency and jitter stay 0 here: the nanosecond attributes below override them.
-        for field in [0, self.limit, loss, 0, 0, 0] {
+        for field in [
+            0,
+            self.limit,
+            loss,
+            gap,
+            probability(self.duplicate_percent),
+            0,
+        ] {
             out.extend_from_slice(&field.to_ne_bytes());
+        }
+        if self.loss_correlation_percent > 0.0 {
+            let corr = [0, probability(self.loss_correlation_percent), 0];
+            let bytes: Vec<u8> = corr.iter().flat_map(|v| v.to_ne_bytes()).collect();
+            push_nla(&mut out, TCA_NETEM_CORR, &bytes);
+        }
+        if self.reorder_percent > 0.0 {
+            let bytes: Vec<u8> = [probability(self.reorder_percent), 0]
+                .iter()
+                .flat_map(|v| v.to_ne_bytes())
+                .collect();
+            push_nla(&mut out, TCA_NETEM_REORDER, &bytes);
+        }
+        if self.corrupt_percent > 0.0 {
+            let bytes: Vec<u8> = [probability(self.corrupt_percent), 0]
+                .iter()
+                .flat_map(|v| v.to_ne_bytes())
+                .collect();
+            push_nla(&mut out, TCA_NETEM_CORRUPT, &bytes);
         }
         for (kind, ns) in [(TCA_NETEM_LATENCY64, delay), (TCA_NETEM_JITTER64, jitter)] {
             push_nla(&mut out, kind, &ns.to_ne_bytes());
@@ -238,6 +298,86 @@ pub fn root_qdisc_message(ifindex: u32, kind: &str, options: Vec<u8>) -> TcMessa
             TcAttribute::Other(DefaultNla::new(TCA_OPTIONS, options)),
         ],
     )
+}
+
+/// The RTM_NEWQDISC message for a qdisc of `kind` with handle `major:` under class
+/// `parent` of `ifindex`.
+pub fn child_qdisc_message(
+    ifindex: u32,
+    major: u16,
+    parent: TcHandle,
+    kind: &str,
+    options: Vec<u8>,
+) -> TcMessage {
+    let header = TcHeader {
+        family: AddressFamily::Unspec,
+        index: ifindex as i32,
+        handle: TcHandle { major, minor: 0 },
+        parent,
+        info: 0,
+    };
+    TcMessage::from_parts(
+        header,
+        vec![
+            TcAttribute::Kind(kind.to_string()),
+            TcAttribute::Other(DefaultNla::new(TCA_OPTIONS, options)),
+        ],
+    )
+}
+
+/// Install (or replace) netem as the root qdisc of `ifindex` with, when `tbf` is given, a tbf
+/// child (handle 2:, under netem's class 1:1) that limits the rate after the delay: the
+/// layout `tc qdisc add dev X root handle 1: netem ...; tc qdisc add dev X parent 1:1 handle
+/// 2: tbf ...` makes.
+pub async fn replace_netem_tbf(
+    handle: &rtnetlink::Handle,
+    ifindex: u32,
+    netem: &Netem,
+    tbf: Option<&Tbf>,
+) -> Result<(), TcError> {
+    // Replacing a root netem that has a child keeps the child; start from scratch so a rate
+    // that was removed goes away.
+    let _ = delete_root_qdisc(handle, ifindex).await;
+    replace_netem(handle, ifindex, netem).await?;
+    if let Some(tbf) = tbf {
+        let msg = child_qdisc_message(
+            ifindex,
+            2,
+            TcHandle { major: 1, minor: 1 },
+            "tbf",
+            tbf.options()?,
+        );
+        send(
+            handle,
+            RouteNetlinkMessage::NewQueueDiscipline(msg),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .await
+        .map_err(|source| TcError::Netlink {
+            op: "replace",
+            kind: "tbf",
+            ifindex,
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+impl Tbf {
+    /// A tbf for `rate_bps` bits per second: a bucket of 10 ms of traffic, at least one
+    /// frame of `mtu` plus headroom (tbf splits larger GSO frames itself), and `latency` of
+    /// queue.
+    pub fn for_rate(rate_bps: u64, mtu: u32, latency: Duration) -> Tbf {
+        let rate_bytes_per_sec = (rate_bps / 8).max(1);
+        let ten_ms = rate_bytes_per_sec / 100;
+        let floor = u64::from(mtu) + 100;
+        let burst_bytes = u32::try_from(ten_ms.max(floor)).unwrap_or(u32::MAX);
+        Tbf {
+            rate_bytes_per_sec,
+            burst_bytes,
+            latency,
+        }
+    }
 }
 
 async fn send(
@@ -359,12 +499,39 @@ mod tests {
             jitter: Duration::from_millis(1),
             loss_percent: 1.0,
             limit: DEFAULT_NETEM_LIMIT,
+            ..Netem::default()
         };
         let bytes = netem.options().unwrap_or_default();
         // qopt (24 bytes: limit 10000, loss 1 % of u32::MAX = 0x028f5c29), then two 12-byte
         // attributes: LATENCY64 = 10 ms, JITTER64 = 1 ms, in nanoseconds.
         assert_eq!(bytes.len(), 24 + 12 + 12);
         insta::assert_snapshot!(hex(&bytes), @"00000000 10270000 295c8f02 00000000 00000000 00000000 0c000a00 80969800 00000000 0c000b00 40420f00 00000000");
+    }
+
+    #[test]
+    fn netem_options_with_correlation_reorder_duplicate_corrupt() {
+        let netem = Netem {
+            delay: Duration::from_millis(10),
+            loss_percent: 1.0,
+            loss_correlation_percent: 25.0,
+            reorder_percent: 25.0,
+            duplicate_percent: 1.0,
+            corrupt_percent: 0.1,
+            ..Netem::default()
+        };
+        let bytes = netem.options().unwrap_or_default();
+        // qopt with gap 1 and duplicate 1 %, then CORR (12 + 4), REORDER (8 + 4), CORRUPT
+        // (8 + 4), LATENCY64, JITTER64.
+        insta::assert_snapshot!(hex(&bytes), @"00000000 10270000 295c8f02 01000000 295c8f02 00000000 10000100 00000000 00000040 00000000 0c000300 00000040 00000000 0c000400 37894100 00000000 0c000a00 80969800 00000000 0c000b00 00000000 00000000");
+    }
+
+    #[test]
+    fn netem_refuses_reordering_without_delay() {
+        let netem = Netem {
+            reorder_percent: 10.0,
+            ..Netem::default()
+        };
+        assert!(netem.options().is_err());
     }
 
     #[test]
