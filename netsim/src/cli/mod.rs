@@ -169,6 +169,16 @@ enum Command {
         #[arg(long)]
         config: String,
     },
+    /// Measure how closely link shaping matches its configuration (rate, delay, loss) on
+    /// each backend, and print a table.
+    BenchShaping {
+        /// Backends to measure (default: the one this kernel would use, plus emulated).
+        #[arg(long, value_delimiter = ',')]
+        backend: Vec<String>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure bring-up and teardown speed of generated star and line topologies.
     Bench {
         /// Shapes to measure.
@@ -411,6 +421,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Link { cmd } => run_link(*cmd),
+        Command::BenchShaping { backend, json } => {
+            let mut backends = Vec::new();
+            for b in &backend {
+                match lab::shaping::Backend::parse(b) {
+                    Some(b) => backends.push(b),
+                    None => bail!("unknown backend {b:?}: use netem or emulated"),
+                }
+            }
+            if backends.is_empty() {
+                backends.push(lab::shaping::Backend::choose(caps::probe()));
+                if !backends.contains(&lab::shaping::Backend::Emulated) {
+                    backends.push(lab::shaping::Backend::Emulated);
+                }
+            }
+            let rt = runtime()?;
+            let mut rows = Vec::new();
+            for b in backends {
+                rows.extend(rt.block_on(crate::measure::shaping_bench::run(b))?);
+            }
+            if json {
+                output::print_json(&rows)?;
+            } else {
+                print!("{}", crate::measure::shaping_bench::render(&rows));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Partition { lab, left, right } => {
             let split = |s: &str| -> Vec<String> {
                 s.split(',')

@@ -193,6 +193,19 @@ pub struct NetState {
     pub blocks: Vec<Block>,
     /// Nodes that hold a netsim nftables rule set (so clearing one removes it).
     pub nft_nodes: Vec<String>,
+    /// Switch nodes (their interfaces are bridge ports: ingress drops there use the bridge
+    /// family when the netdev family is missing).
+    #[serde(default)]
+    pub switches: Vec<String>,
+}
+
+/// Whether a link declared with `shape` passes through a delay line on the emulated backend:
+/// when a direction needs one, or when the shape is empty (`shape = {}`: a link kept ready to
+/// be impaired at run time). Rate and random loss alone stay on the kernel's fast path.
+pub fn wants_wire(shape: &LinkShape) -> bool {
+    shape.a_to_b.needs_delay_line()
+        || shape.b_to_a.needs_delay_line()
+        || (shape.a_to_b.is_clear() && shape.b_to_a.is_clear() && shape.profile.is_none())
 }
 
 /// The namespace of the wire of link number `i` of lab `id` (`_` cannot start a node name, so
@@ -223,10 +236,11 @@ impl NetState {
                 mtu: l.mtu,
                 shape: l.shape.clone(),
                 cut: false,
-                wire: (backend == Backend::Emulated && l.shape.is_some()).then(|| Wire {
-                    ns: wire_ns_name(id, i),
-                    pid: None,
-                }),
+                wire: (backend == Backend::Emulated && l.shape.as_ref().is_some_and(wants_wire))
+                    .then(|| Wire {
+                        ns: wire_ns_name(id, i),
+                        pid: None,
+                    }),
             })
             .collect();
         let addrs = plan
@@ -249,6 +263,12 @@ impl NetState {
             partitions: Vec::new(),
             blocks: Vec::new(),
             nft_nodes: Vec::new(),
+            switches: plan
+                .nodes
+                .iter()
+                .filter(|n| n.bridge.is_some())
+                .map(|n| n.name.clone())
+                .collect(),
         }
     }
 
@@ -359,9 +379,9 @@ pub fn check_shape(
                             link,
                             &what,
                             backend,
-                            "only links declared with `shape` or `profile` in the topology pass \
-                             through a delay line; add `shape = {}` to this [[link]] to make it \
-                             shapeable at run time",
+                            "only links declared with a delay (or another delay-line property) \
+                             or with an empty `shape = {}` pass through a delay line; declare \
+                             this [[link]] so to change it at run time",
                         ));
                     }
                     if !caps.has(Feature::AfPacket) {
@@ -505,8 +525,11 @@ fn nft_loss(backend: Backend, dir: &Shape) -> u32 {
 }
 
 /// The nftables rule set of `node`: ingress drops (cuts, emulated loss) per interface, then
-/// partitions and port blocks. Empty when the node needs none.
-pub fn ruleset(node: &str, net: &NetState) -> String {
+/// partitions and port blocks. Empty when the node needs none. Ingress drops go to netdev
+/// ingress hooks when `netdev`, else (kernels built without the netdev family, like the kernel
+/// lane's) to the prerouting hook of the inet family, and of the bridge family on switches,
+/// matched by input interface: still at the receiving side, before routing or bridging.
+pub fn ruleset(node: &str, net: &NetState, netdev: bool) -> String {
     let mut ingress: Vec<(String, Vec<String>)> = Vec::new();
     for link in &net.links {
         for (me, them_to_me) in [
@@ -550,7 +573,7 @@ pub fn ruleset(node: &str, net: &NetState) -> String {
         return String::new();
     }
     let mut out = String::new();
-    if !ingress.is_empty() {
+    if !ingress.is_empty() && netdev {
         let _ = writeln!(out, "table netdev netsim {{");
         for (iface, rules) in &ingress {
             let _ = writeln!(out, "  chain in-{iface} {{");
@@ -563,6 +586,25 @@ pub fn ruleset(node: &str, net: &NetState) -> String {
             }
             let _ = writeln!(out, "  }}");
         }
+        let _ = writeln!(out, "}}");
+    } else if !ingress.is_empty() {
+        let family = if net.switches.iter().any(|n| n == node) {
+            "bridge"
+        } else {
+            "inet"
+        };
+        let _ = writeln!(out, "table {family} netsim-ingress {{");
+        let _ = writeln!(out, "  chain prerouting {{");
+        let _ = writeln!(
+            out,
+            "    type filter hook prerouting priority -300; policy accept;"
+        );
+        for (iface, rules) in &ingress {
+            for r in rules {
+                let _ = writeln!(out, "    iifname \"{iface}\" {r}");
+            }
+        }
+        let _ = writeln!(out, "  }}");
         let _ = writeln!(out, "}}");
     }
     if !peers.is_empty() || !blocks.is_empty() {
@@ -597,6 +639,9 @@ pub fn ruleset(node: &str, net: &NetState) -> String {
     out
 }
 
+/// Whether this kernel's nftables has the netdev family (probed once, on first failure).
+static NO_NETDEV: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Loads `node`'s rule set (replacing netsim's tables there), or removes netsim's tables when
 /// the node needs none any more. Updates `net.nft_nodes`.
 pub(crate) fn apply_nft(
@@ -605,28 +650,61 @@ pub(crate) fn apply_nft(
     node: &str,
     ns: &str,
 ) -> Result<(), LabError> {
-    let rules = ruleset(node, net);
+    use std::sync::atomic::Ordering;
     let had = net.nft_nodes.iter().any(|n| n == node);
-    if rules.is_empty() && !had {
-        return Ok(());
+    let mut netdev = !NO_NETDEV.load(Ordering::Relaxed);
+    loop {
+        let rules = ruleset(node, net, netdev);
+        if rules.is_empty() && !had {
+            return Ok(());
+        }
+        // Creating then deleting each table clears what an earlier run loaded, in the same
+        // transaction as the new rules.
+        let mut script = String::new();
+        let family = if net.switches.iter().any(|n| n == node) {
+            "bridge"
+        } else {
+            "inet"
+        };
+        let tables = if netdev {
+            vec!["netdev netsim".to_string(), "inet netsim".to_string()]
+        } else {
+            vec![
+                format!("{family} netsim-ingress"),
+                "inet netsim".to_string(),
+            ]
+        };
+        for t in &tables {
+            let _ = writeln!(script, "table {t}\ndelete table {t}");
+        }
+        script.push_str(&rules);
+        match nft::apply_in(ns, &script) {
+            Ok(()) => {
+                if rules.is_empty() {
+                    net.nft_nodes.retain(|n| n != node);
+                } else if !had {
+                    net.nft_nodes.push(node.to_string());
+                }
+                return Ok(());
+            }
+            Err(e)
+                if netdev
+                    && e.detail
+                        .as_deref()
+                        .is_some_and(|d| d.contains("Operation not supported")) =>
+            {
+                NO_NETDEV.store(true, Ordering::Relaxed);
+                netdev = false;
+            }
+            Err(source) => {
+                return Err(LabError::Kernel {
+                    lab: lab.to_string(),
+                    node: Some(node.to_string()),
+                    source: Box::new(source),
+                })
+            }
+        }
     }
-    // Creating then deleting each table clears what an earlier run loaded, in the same
-    // transaction as the new rules.
-    let mut script = String::from(
-        "table netdev netsim\ndelete table netdev netsim\ntable inet netsim\ndelete table inet netsim\n",
-    );
-    script.push_str(&rules);
-    nft::apply_in(ns, &script).map_err(|source| LabError::Kernel {
-        lab: lab.to_string(),
-        node: Some(node.to_string()),
-        source: Box::new(source),
-    })?;
-    if rules.is_empty() {
-        net.nft_nodes.retain(|n| n != node);
-    } else if !had {
-        net.nft_nodes.push(node.to_string());
-    }
-    Ok(())
 }
 
 /// The delay-line configuration of link `link` (rate and nftables' loss left out).

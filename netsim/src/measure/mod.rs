@@ -5,3 +5,4 @@ pub mod icmp;
 pub mod mtu;
 pub mod pair;
 pub mod perf;
+pub mod shaping_bench;
