@@ -330,6 +330,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 output::print_json(caps)?;
             } else {
                 print!("{}", caps.report());
+                let backend = lab::shaping::Backend::choose(caps);
+                println!(
+                    "\nlink shaping backend: {backend} ({})",
+                    match backend {
+                        lab::shaping::Backend::Netem => "netem with tbf; see docs/shaping.md",
+                        lab::shaping::Backend::Emulated =>
+                            "tbf for rate, nftables for loss, netsim's delay line for delay, \
+                             jitter, reordering, duplication, corruption; see docs/shaping.md",
+                    }
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -370,9 +380,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 output::print_json(&info)?;
             } else {
                 println!(
-                    "lab {id} is up ({nodes} nodes). Try `netsim exec --lab {id} NODE -- ip addr`; remove it with `netsim down {id}`.",
+                    "lab {id} is up ({nodes} nodes, link shaping: {backend}). Try `netsim exec --lab {id} NODE -- ip addr`, `netsim status {id}`; remove it with `netsim down {id}`.",
                     id = info.id,
-                    nodes = info.nodes
+                    nodes = info.nodes,
+                    backend = info.backend.map_or("none", |b| b.name()),
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -387,6 +398,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let rt = runtime()?;
             rt.block_on(async {
                 let lab = bring_up(plan, name, &absolute(&file)).await?;
+                if let Some(b) = lab.backend() {
+                    eprintln!("lab {}: link shaping backend {b}", lab.id());
+                }
                 let report = verify::check(&lab).await;
                 if json {
                     output::print_json(&report)?;

@@ -801,3 +801,54 @@ pub(crate) fn kill_delay_line(link: &mut LinkRuntime) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net() -> NetState {
+        let src = "[[switch]]\nname = \"sw\"\nsubnet = \"198.18.5.0/24\"\n\
+                   [[host]]\nname = \"h1\"\nswitches = [\"sw\"]\n[[host]]\nname = \"h2\"\n\
+                   [[link]]\nendpoints = [\"h1\", \"h2\"]\nsubnet = \"198.18.1.0/30\"\n\
+                   shape = { a_to_b = { loss = \"1%\" } }\n";
+        let topo = crate::model::parse(src, std::path::Path::new("t.toml"));
+        let plan = topo.and_then(|t| crate::model::plan(&t));
+        let plan = plan.unwrap_or_else(|d| panic!("{d}"));
+        let mut net = NetState::from_plan("t", &plan, Backend::Emulated);
+        net.links[0].cut = true;
+        net.partitions.push(Partition {
+            left: vec!["h2".into()],
+            right: vec!["h1".into()],
+        });
+        net.blocks.push(Block {
+            node: "h2".into(),
+            proto: Proto::Udp,
+            port: 6784,
+        });
+        net
+    }
+
+    #[test]
+    fn rulesets_for_cut_loss_partition_and_block() {
+        let net = net();
+        let text = format!(
+            "# h1, netdev\n{}# h2, netdev\n{}# h2, no netdev\n{}# sw, no netdev\n{}",
+            ruleset("h1", &net, true),
+            ruleset("h2", &net, true),
+            ruleset("h2", &net, false),
+            ruleset("sw", &net, false),
+        );
+        insta::assert_snapshot!(text);
+    }
+
+    #[test]
+    fn a_node_without_faults_gets_no_rules() {
+        let mut net = net();
+        net.links[0].cut = false;
+        net.partitions.clear();
+        net.blocks.clear();
+        assert_eq!(ruleset("h1", &net, true), "");
+        assert!(ruleset("h2", &net, true).contains("numgen random mod 1000000 < 10000 drop"));
+        assert_eq!(ruleset("sw", &net, true), "");
+    }
+}
