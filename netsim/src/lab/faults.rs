@@ -231,8 +231,11 @@ pub(super) async fn apply_initial(inner: &Inner) -> Result<(), LabError> {
         let rec = shaping::spawn_delay_line(&st.id, &net, &net.links[i])?;
         if let (Some(rec), Some(wire)) = (rec, net.links[i].wire.as_mut()) {
             wire.pid = Some(rec);
+            // On disk at once: if this process dies now, `clean` still finds the line.
+            let mut st = inner.state();
+            st.net = Some(net.clone());
+            st.write(&inner.path)?;
         }
-        inner.state().net = Some(net.clone());
     }
     inner.state().net = Some(net);
     result
