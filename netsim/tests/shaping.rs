@@ -701,3 +701,80 @@ async fn netem_backend_delays_loses_and_limits() {
     assert_eq!(lab.backend(), Some(Backend::Netem));
     down_and_check(lab).await;
 }
+
+// ---------------------------------------------------------------- the CLI, across invocations
+
+/// Runs `netsim ARGS` with this binary's run directory; returns (success, stdout + stderr).
+fn cli(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_netsim"))
+        .args(args)
+        .env(lab::state::RUN_DIR_ENV, RUN_DIR)
+        .env("NETSIM_BIN", env!("CARGO_BIN_EXE_netsim"))
+        .output()
+        .unwrap_or_else(|e| panic!("netsim {args:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn cli_changes_survive_as_state_across_invocations() {
+    netsim::require_features!(Feature::Nftables, Feature::AfPacket, Feature::Tbf);
+    setup();
+    let id = unique("cli");
+    let topo = concat!(env!("CARGO_MANIFEST_DIR"), "/../topologies/shaped-wan.toml");
+    let (ok, out) = cli(&["up", topo, "--name", &id]);
+    assert!(ok, "{out}");
+    let steps: &[&[&str]] = &[
+        &[
+            "link", "set", &id, "r1", "r2", "--delay", "5ms", "--jitter", "0ms",
+        ],
+        &["link", "cut", &id, "h1", "r1"],
+        &["block", &id, "r2", "udp", "6784"],
+        &["partition", &id, "h1", "h2"],
+    ];
+    for step in steps {
+        let (ok, out) = cli(step);
+        assert!(ok, "netsim {step:?}: {out}");
+    }
+    let (ok, ls) = cli(&["ls"]);
+    assert!(ok, "{ls}");
+    assert!(
+        ls.contains(&id) && (ls.contains("emulated") || ls.contains("netem")),
+        "{ls}"
+    );
+    assert!(ls.contains("cut h1 -- r1"), "{ls}");
+    let (ok, status) = cli(&["status", &id]);
+    assert!(ok, "{status}");
+    assert!(
+        status.contains("r1 -> r2: rate 100mbit delay 5ms loss 0.1%"),
+        "{status}"
+    );
+    assert!(status.contains("blocked: r2 udp 6784"), "{status}");
+    assert!(status.contains("partition: h1 | h2"), "{status}");
+    let (ok, out) = cli(&["heal", &id]);
+    assert!(ok, "{out}");
+    let (_, status) = cli(&["status", &id]);
+    assert!(
+        !status.contains("CUT") && !status.contains("partition:"),
+        "{status}"
+    );
+    assert!(
+        status.contains("blocked: r2 udp 6784"),
+        "heal must leave blocks: {status}"
+    );
+    let (ok, out) = cli(&["link", "set", &id, "h1", "h9", "--delay", "1ms"]);
+    assert!(!ok && out.contains("no link joins h1 and h9"), "{out}");
+    let (ok, out) = cli(&["down", &id]);
+    assert!(ok, "{out}");
+    let prefix = format!("netsim-{id}-");
+    let left: Vec<String> = netns::list()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "namespaces left: {left:?}");
+}
