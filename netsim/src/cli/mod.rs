@@ -35,6 +35,9 @@ enum Command {
         /// Leave the lab up afterwards (remove it with `netsim down ID`).
         #[arg(long)]
         keep: bool,
+        /// Link shaping backend: netem or emulated (default: netem where the kernel has it).
+        #[arg(long)]
+        backend: Option<String>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -46,6 +49,9 @@ enum Command {
         /// Lab id (default: the topology's name and a random suffix).
         #[arg(long)]
         name: Option<String>,
+        /// Link shaping backend: netem or emulated (default: netem where the kernel has it).
+        #[arg(long)]
+        backend: Option<String>,
         /// Print the lab's details as JSON.
         #[arg(long)]
         json: bool,
@@ -371,10 +377,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let code = lab::exec(lab.as_deref(), &node, &argv)?;
             Ok(exit_code(code))
         }
-        Command::Up { file, name, json } => {
+        Command::Up {
+            file,
+            name,
+            backend,
+            json,
+        } => {
             let plan = load_plan(&file)?;
+            let backend = parse_backend(backend.as_deref())?;
             let rt = runtime()?;
-            let lab = rt.block_on(bring_up(plan, name, &absolute(&file)))?;
+            let lab = rt.block_on(bring_up(plan, name, backend, &absolute(&file)))?;
             let info = lab.persist()?;
             if json {
                 output::print_json(&info)?;
@@ -392,12 +404,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             file,
             name,
             keep,
+            backend,
             json,
         } => {
             let plan = load_plan(&file)?;
+            let backend = parse_backend(backend.as_deref())?;
             let rt = runtime()?;
             rt.block_on(async {
-                let lab = bring_up(plan, name, &absolute(&file)).await?;
+                let lab = bring_up(plan, name, backend, &absolute(&file)).await?;
                 if let Some(b) = lab.backend() {
                     eprintln!("lab {}: link shaping backend {b}", lab.id());
                 }
@@ -618,7 +632,22 @@ fn load_plan(file: &Path) -> Result<model::Plan> {
     }
 }
 
-async fn bring_up(plan: model::Plan, name: Option<String>, file: &Path) -> Result<Lab> {
+fn parse_backend(text: Option<&str>) -> Result<Option<lab::shaping::Backend>> {
+    match text {
+        None => Ok(None),
+        Some(t) => match lab::shaping::Backend::parse(t) {
+            Some(b) => Ok(Some(b)),
+            None => bail!("unknown shaping backend {t:?}: use netem or emulated"),
+        },
+    }
+}
+
+async fn bring_up(
+    plan: model::Plan,
+    name: Option<String>,
+    backend: Option<lab::shaping::Backend>,
+    file: &Path,
+) -> Result<Lab> {
     let bar = progress_bar();
     let progress = bar.clone().map(|bar| {
         Arc::new(move |p: Progress| {
@@ -631,6 +660,7 @@ async fn bring_up(plan: model::Plan, name: Option<String>, file: &Path) -> Resul
         name,
         progress,
         file: Some(file.to_path_buf()),
+        backend,
         ..UpOptions::default()
     };
     let result = Lab::up(plan, opts).await;
