@@ -480,6 +480,203 @@ pub async fn delete_root_qdisc(handle: &rtnetlink::Handle, ifindex: u32) -> Resu
         })
 }
 
+/// What a drop filter matches (see [`add_drop_filter`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlowerMatch {
+    /// IPv4 protocol number (6 TCP, 17 UDP).
+    pub ip_proto: Option<u8>,
+    /// IPv4 source address.
+    pub src: Option<std::net::Ipv4Addr>,
+    /// IPv4 destination address.
+    pub dst: Option<std::net::Ipv4Addr>,
+    /// Transport source port (needs `ip_proto`).
+    pub sport: Option<u16>,
+    /// Transport destination port (needs `ip_proto`).
+    pub dport: Option<u16>,
+}
+
+/// `TC_H_CLSACT`: the parent of a clsact qdisc.
+const TC_H_CLSACT: TcHandle = TcHandle {
+    major: 0xffff,
+    minor: 0xfff1,
+};
+/// The ingress hook of a clsact qdisc.
+const CLSACT_INGRESS: TcHandle = TcHandle {
+    major: 0xffff,
+    minor: 0xfff2,
+};
+/// The egress hook of a clsact qdisc.
+const CLSACT_EGRESS: TcHandle = TcHandle {
+    major: 0xffff,
+    minor: 0xfff3,
+};
+/// `TC_ACT_SHOT`: drop.
+const TC_ACT_SHOT: i32 = 2;
+/// `TC_ACT_OK`: pass.
+const TC_ACT_OK: i32 = 0;
+/// `NLA_F_NESTED`.
+const NLA_F_NESTED: u16 = 0x8000;
+
+fn nested(kind: u16, inner: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    push_nla(&mut out, kind | NLA_F_NESTED, inner);
+    out
+}
+
+/// A gact action list that drops every packet, or one in `one_in` at random.
+fn gact_drop(one_in: Option<u16>) -> Vec<u8> {
+    let prob = one_in;
+    // struct tc_gact { index, capab, action, refcnt, bindcnt }.
+    let (action, random) = match prob {
+        // Random: the default action passes, the random one drops (`tc ... action pass
+        // random netrand drop N`).
+        Some(p) => (TC_ACT_OK, Some(p)),
+        None => (TC_ACT_SHOT, None),
+    };
+    let mut parms = Vec::new();
+    for v in [0i32, 0, action, 0, 0] {
+        parms.extend_from_slice(&v.to_ne_bytes());
+    }
+    let mut opts = Vec::new();
+    push_nla(&mut opts, 2, &parms); // TCA_GACT_PARMS
+    if let Some(p) = random {
+        // struct tc_gact_p { u16 ptype (PGACT_NETRAND 1), u16 pval, int paction }: the kernel
+        // takes `paction` for one packet in `pval` at random, the default action otherwise.
+        let mut prob = Vec::new();
+        prob.extend_from_slice(&1u16.to_ne_bytes());
+        prob.extend_from_slice(&p.max(1).to_ne_bytes());
+        prob.extend_from_slice(&TC_ACT_SHOT.to_ne_bytes());
+        push_nla(&mut opts, 3, &prob); // TCA_GACT_PROB
+    }
+    let mut act = Vec::new();
+    push_nla(&mut act, 1, b"gact\0"); // TCA_ACT_KIND
+    act.extend(nested(2, &opts)); // TCA_ACT_OPTIONS
+    nested(1, &act) // action number 1 of the list
+}
+
+/// Creates (after deleting any) a clsact qdisc on `ifindex`, the hook of [`add_drop_filter`].
+pub async fn replace_clsact(handle: &rtnetlink::Handle, ifindex: u32) -> Result<(), TcError> {
+    delete_clsact(handle, ifindex).await;
+    let header = TcHeader {
+        family: AddressFamily::Unspec,
+        index: ifindex as i32,
+        handle: TcHandle {
+            major: 0xffff,
+            minor: 0,
+        },
+        parent: TC_H_CLSACT,
+        info: 0,
+    };
+    let msg = TcMessage::from_parts(header, vec![TcAttribute::Kind("clsact".into())]);
+    send(
+        handle,
+        RouteNetlinkMessage::NewQueueDiscipline(msg),
+        NLM_F_CREATE | NLM_F_EXCL,
+    )
+    .await
+    .map_err(|source| TcError::Netlink {
+        op: "add",
+        kind: "clsact",
+        ifindex,
+        source,
+    })
+}
+
+/// Deletes the clsact qdisc of `ifindex` and every filter on it, if there is one.
+pub async fn delete_clsact(handle: &rtnetlink::Handle, ifindex: u32) {
+    let mut msg = TcMessage::with_index(ifindex as i32);
+    msg.header.parent = TC_H_CLSACT;
+    msg.header.handle = TcHandle {
+        major: 0xffff,
+        minor: 0,
+    };
+    let _ = send(handle, RouteNetlinkMessage::DelQueueDiscipline(msg), 0).await;
+}
+
+/// Adds a filter to the clsact hook (`ingress` or egress) of `ifindex` that drops what
+/// `matches` describes (everything when `None`), always or one packet in `prob` at random.
+/// Layouts follow `include/uapi/linux/pkt_cls.h` and `tc_act/tc_gact.h`; the route crate
+/// knows neither flower keys nor gact.
+pub async fn add_drop_filter(
+    handle: &rtnetlink::Handle,
+    ifindex: u32,
+    ingress: bool,
+    prio: u16,
+    matches: Option<&FlowerMatch>,
+    prob: Option<u16>,
+) -> Result<(), TcError> {
+    let actions = gact_drop(prob);
+    let (kind, proto, options) = match matches {
+        None => {
+            let mut o = Vec::new();
+            o.extend(nested(2, &actions)); // TCA_MATCHALL_ACT
+            ("matchall", libc::ETH_P_ALL as u16, o)
+        }
+        Some(m) => {
+            let mut o = Vec::new();
+            o.extend(nested(3, &actions)); // TCA_FLOWER_ACT
+            push_nla(&mut o, 8, &(libc::ETH_P_IP as u16).to_be_bytes()); // KEY_ETH_TYPE
+            if let Some(p) = m.ip_proto {
+                push_nla(&mut o, 9, &[p]); // KEY_IP_PROTO
+            }
+            for (key, mask, addr) in [(10u16, 11u16, m.src), (12, 13, m.dst)] {
+                if let Some(a) = addr {
+                    push_nla(&mut o, key, &a.octets());
+                    push_nla(&mut o, mask, &[255; 4]);
+                }
+            }
+            // KEY_TCP_SRC 18, KEY_TCP_DST 19, KEY_UDP_SRC 20, KEY_UDP_DST 21 (big endian).
+            let (sk, dk) = if m.ip_proto == Some(6) {
+                (18, 19)
+            } else {
+                (20, 21)
+            };
+            if let Some(p) = m.sport {
+                push_nla(&mut o, sk, &p.to_be_bytes());
+            }
+            if let Some(p) = m.dport {
+                push_nla(&mut o, dk, &p.to_be_bytes());
+            }
+            ("flower", libc::ETH_P_IP as u16, o)
+        }
+    };
+    let header = TcHeader {
+        family: AddressFamily::Unspec,
+        index: ifindex as i32,
+        handle: TcHandle::UNSPEC,
+        parent: if ingress {
+            CLSACT_INGRESS
+        } else {
+            CLSACT_EGRESS
+        },
+        // Priority in the upper half, protocol (network order) in the lower.
+        info: (u32::from(prio) << 16) | u32::from(proto.to_be()),
+    };
+    let msg = TcMessage::from_parts(
+        header,
+        vec![
+            TcAttribute::Kind(kind.to_string()),
+            TcAttribute::Other(DefaultNla::new(TCA_OPTIONS | NLA_F_NESTED, options)),
+        ],
+    );
+    send(
+        handle,
+        RouteNetlinkMessage::NewTrafficFilter(msg),
+        NLM_F_CREATE | NLM_F_EXCL,
+    )
+    .await
+    .map_err(|source| TcError::Netlink {
+        op: "add",
+        kind: if matches.is_some() {
+            "flower filter"
+        } else {
+            "matchall filter"
+        },
+        ifindex,
+        source,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -223,7 +223,7 @@ pub(super) async fn apply_initial(inner: &Inner) -> Result<(), LabError> {
             shaping::apply_link_qdiscs(&st.id, &net, i, &ns_of).await?;
         }
     }
-    let result = apply_all_nft(&st, &mut net);
+    let result = apply_all_nft(&st, &mut net).await;
     for i in 0..net.links.len() {
         if result.is_err() {
             break;
@@ -241,9 +241,9 @@ pub(super) async fn apply_initial(inner: &Inner) -> Result<(), LabError> {
     result
 }
 
-fn apply_all_nft(st: &LabState, net: &mut NetState) -> Result<(), LabError> {
+async fn apply_all_nft(st: &LabState, net: &mut NetState) -> Result<(), LabError> {
     for node in &st.nodes {
-        shaping::apply_nft(&st.id, net, node, &ns_of(st, node))?;
+        shaping::apply_nft(&st.id, net, node, &ns_of(st, node)).await?;
     }
     Ok(())
 }
@@ -300,7 +300,7 @@ pub async fn set_link(
         let ns = |node: &str| ns_of(&snapshot, node);
         shaping::apply_link_qdiscs(id, net, i, &ns).await?;
         for node in [net.links[i].a.node.clone(), net.links[i].b.node.clone()] {
-            shaping::apply_nft(id, net, &node, &ns(&node))?;
+            shaping::apply_nft(id, net, &node, &ns(&node)).await?;
         }
         if net.links[i].wire.is_some() {
             shaping::kill_delay_line(&mut net.links[i]);
@@ -323,7 +323,7 @@ pub async fn cut_link(id: &str, x: &str, y: &str, cut: bool) -> Result<(), LabEr
         let (i, _) = net.find_link(id, x, y)?;
         net.links[i].cut = cut;
         for node in [net.links[i].a.node.clone(), net.links[i].b.node.clone()] {
-            shaping::apply_nft(id, net, &node, &ns_of(&snapshot, &node))?;
+            shaping::apply_nft(id, net, &node, &ns_of(&snapshot, &node)).await?;
         }
         Ok(())
     })
@@ -353,7 +353,7 @@ pub async fn partition(id: &str, left: &[String], right: &[String]) -> Result<()
             right: right.to_vec(),
         });
         for node in left.iter().chain(right) {
-            shaping::apply_nft(id, net, node, &ns_of(&snapshot, node))?;
+            shaping::apply_nft(id, net, node, &ns_of(&snapshot, node)).await?;
         }
         Ok(())
     })
@@ -369,7 +369,7 @@ pub async fn heal(id: &str) -> Result<(), LabError> {
         for l in &mut net.links {
             l.cut = false;
         }
-        apply_all_nft(&snapshot, net)
+        apply_all_nft(&snapshot, net).await
     })
     .await
 }
@@ -399,7 +399,7 @@ pub async fn block(
         } else {
             net.blocks.retain(|x| *x != b);
         }
-        shaping::apply_nft(id, net, node, &ns)
+        shaping::apply_nft(id, net, node, &ns).await
     })
     .await
 }

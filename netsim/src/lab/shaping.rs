@@ -639,12 +639,27 @@ pub fn ruleset(node: &str, net: &NetState, netdev: bool) -> String {
     out
 }
 
-/// Whether this kernel's nftables has the netdev family (probed once, on first failure).
+/// Whether this kernel's nftables lacks the netdev family (learnt on the first failure).
 static NO_NETDEV: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Whether this kernel's nftables lacks the inet family too (learnt on the first failure):
+/// then faults use tc filters instead.
+static NO_INET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Loads `node`'s rule set (replacing netsim's tables there), or removes netsim's tables when
+fn not_supported(e: &KernelError) -> bool {
+    e.detail
+        .as_deref()
+        .is_some_and(|d| d.contains("Operation not supported"))
+}
+
+/// Loads `node`'s fault rules (replacing netsim's earlier ones there), or removes them when
 /// the node needs none any more. Updates `net.nft_nodes`.
-pub(crate) fn apply_nft(
+///
+/// nftables first (netdev ingress hooks, else inet/bridge prerouting); on kernels whose
+/// nftables has neither the netdev nor the inet family (the kernel lane's User-Mode-Linux
+/// 6.1 is built without them), the same rules become tc filters on a clsact qdisc of each of
+/// the node's interfaces: matchall with a gact drop (always, or at random for loss) on
+/// ingress, flower matches for partitions and port blocks on ingress and egress.
+pub(crate) async fn apply_nft(
     lab: &str,
     net: &mut NetState,
     node: &str,
@@ -652,12 +667,20 @@ pub(crate) fn apply_nft(
 ) -> Result<(), LabError> {
     use std::sync::atomic::Ordering;
     let had = net.nft_nodes.iter().any(|n| n == node);
+    let kerr = |source: KernelError| LabError::Kernel {
+        lab: lab.to_string(),
+        node: Some(node.to_string()),
+        source: Box::new(source),
+    };
     let mut netdev = !NO_NETDEV.load(Ordering::Relaxed);
-    loop {
+    let rules_empty = ruleset(node, net, netdev).is_empty();
+    if rules_empty && !had {
+        return Ok(());
+    }
+    // NETSIM_FAULT_FILTERS=tc forces the tc form (to test it on kernels that have both).
+    let force_tc = std::env::var("NETSIM_FAULT_FILTERS").is_ok_and(|v| v == "tc");
+    while !force_tc && !NO_INET.load(Ordering::Relaxed) {
         let rules = ruleset(node, net, netdev);
-        if rules.is_empty() && !had {
-            return Ok(());
-        }
         // Creating then deleting each table clears what an earlier run loaded, in the same
         // transaction as the new rules.
         let mut script = String::new();
@@ -680,31 +703,141 @@ pub(crate) fn apply_nft(
         script.push_str(&rules);
         match nft::apply_in(ns, &script) {
             Ok(()) => {
-                if rules.is_empty() {
-                    net.nft_nodes.retain(|n| n != node);
-                } else if !had {
-                    net.nft_nodes.push(node.to_string());
-                }
+                mark(net, node, rules.is_empty());
                 return Ok(());
             }
-            Err(e)
-                if netdev
-                    && e.detail
-                        .as_deref()
-                        .is_some_and(|d| d.contains("Operation not supported")) =>
-            {
+            Err(e) if netdev && not_supported(&e) => {
                 NO_NETDEV.store(true, Ordering::Relaxed);
                 netdev = false;
             }
-            Err(source) => {
-                return Err(LabError::Kernel {
-                    lab: lab.to_string(),
-                    node: Some(node.to_string()),
-                    source: Box::new(source),
-                })
+            Err(e) if !netdev && not_supported(&e) => NO_INET.store(true, Ordering::Relaxed),
+            Err(e) => return Err(kerr(e)),
+        }
+    }
+    apply_tc_faults(lab, net, node, ns).await?;
+    mark(net, node, rules_empty);
+    Ok(())
+}
+
+fn mark(net: &mut NetState, node: &str, empty: bool) {
+    let had = net.nft_nodes.iter().any(|n| n == node);
+    if empty {
+        net.nft_nodes.retain(|n| n != node);
+    } else if !had {
+        net.nft_nodes.push(node.to_string());
+    }
+}
+
+/// The tc form of [`ruleset`] (see [`apply_nft`]).
+async fn apply_tc_faults(lab: &str, net: &NetState, node: &str, ns: &str) -> Result<(), LabError> {
+    let kerr = |source: KernelError| LabError::Kernel {
+        lab: lab.to_string(),
+        node: Some(node.to_string()),
+        source: Box::new(source),
+    };
+    let tc_err = |ifindex: u32, e: tc::TcError| {
+        kerr(KernelError {
+            netns: ns.to_string(),
+            target: Some(format!("interface index {ifindex}")),
+            op: "tc filter".into(),
+            errno: None,
+            detail: Some(e.to_string()),
+        })
+    };
+    let rt = tokio::runtime::Handle::current();
+    let nl = Netlink::open_in(ns, &rt).map_err(kerr)?;
+    let handle = nl.handle();
+    let mut peers: Vec<Ipv4Addr> = Vec::new();
+    for p in &net.partitions {
+        let other = if p.left.iter().any(|n| n == node) {
+            &p.right
+        } else if p.right.iter().any(|n| n == node) {
+            &p.left
+        } else {
+            continue;
+        };
+        for n in other {
+            peers.extend(net.addrs.get(n).into_iter().flatten());
+        }
+    }
+    peers.sort();
+    peers.dedup();
+    let blocks: Vec<&Block> = net.blocks.iter().filter(|b| b.node == node).collect();
+    for link in &net.links {
+        for (me, index, incoming) in [
+            (
+                &link.a,
+                link.a_index,
+                link.shape.as_ref().map(|s| &s.b_to_a),
+            ),
+            (
+                &link.b,
+                link.b_index,
+                link.shape.as_ref().map(|s| &s.a_to_b),
+            ),
+        ] {
+            if me.node != node {
+                continue;
+            }
+            tc::delete_clsact(handle, index).await;
+            // (ingress, match, probability out of 10 000)
+            let mut filters: Vec<(bool, Option<tc::FlowerMatch>, Option<u16>)> = Vec::new();
+            if link.cut {
+                filters.push((true, None, None));
+            } else if let Some(dir) = incoming {
+                let loss = nft_loss(net.backend, dir);
+                if loss > 0 {
+                    // gact drops one packet in N: the nearest N (so 1 %, 10 %, 20 %, 25 %,
+                    // 50 % are exact; 30 % becomes one in 3).
+                    let one_in = (1_000_000.0 / f64::from(loss)).round();
+                    let one_in = u16::try_from(one_in as u64).unwrap_or(u16::MAX);
+                    filters.push((true, None, Some(one_in)));
+                }
+            }
+            for peer in &peers {
+                let src = tc::FlowerMatch {
+                    src: Some(*peer),
+                    ..Default::default()
+                };
+                let dst = tc::FlowerMatch {
+                    dst: Some(*peer),
+                    ..Default::default()
+                };
+                filters.push((true, Some(src), None));
+                filters.push((false, Some(dst), None));
+            }
+            for b in &blocks {
+                let proto = match b.proto {
+                    Proto::Tcp => 6,
+                    Proto::Udp => 17,
+                };
+                for ingress in [true, false] {
+                    for (sport, dport) in [(None, Some(b.port)), (Some(b.port), None)] {
+                        let m = tc::FlowerMatch {
+                            ip_proto: Some(proto),
+                            sport,
+                            dport,
+                            ..Default::default()
+                        };
+                        filters.push((ingress, Some(m), None));
+                    }
+                }
+            }
+            if filters.is_empty() {
+                continue;
+            }
+            tc::replace_clsact(handle, index)
+                .await
+                .map_err(|e| tc_err(index, e))?;
+            for (i, (ingress, m, prob)) in filters.iter().enumerate() {
+                let prio = u16::try_from(i + 1).unwrap_or(u16::MAX);
+                tc::add_drop_filter(handle, index, *ingress, prio, m.as_ref(), *prob)
+                    .await
+                    .map_err(|e| tc_err(index, e))?;
             }
         }
     }
+    Ok(())
 }
 
 /// The delay-line configuration of link `link` (rate and nftables' loss left out).
