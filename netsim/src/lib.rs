@@ -17,6 +17,7 @@
 
 pub mod caps;
 pub mod cli;
+pub mod delay_line;
 pub mod kernel;
 pub mod lab;
 pub mod measure;

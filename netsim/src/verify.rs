@@ -42,6 +42,9 @@ pub struct Report {
     pub topology: String,
     /// Every check, in the file's order.
     pub checks: Vec<Check>,
+    /// The backend that shaped the lab's links, when any link is shaped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shaping: Option<String>,
 }
 
 impl Report {
@@ -66,6 +69,9 @@ impl Report {
             self.checks.len() - failed,
             failed
         );
+        if let Some(backend) = &self.shaping {
+            let _ = writeln!(out, "  links shaped by the {backend} backend");
+        }
         for check in &self.checks {
             let verdict = match check.verdict {
                 Verdict::Pass => "PASS",
@@ -87,9 +93,14 @@ impl Report {
 /// Checks every expectation of the lab's plan, concurrently.
 pub async fn check(lab: &Lab) -> Report {
     let checks = lab.plan().expects.iter().map(|e| check_one(lab, e));
+    let shaped = lab.plan().links.iter().any(|l| l.shape.is_some());
     Report {
         topology: lab.plan().name.clone(),
         checks: join_all(checks).await,
+        shaping: lab
+            .backend()
+            .filter(|_| shaped)
+            .map(|b| b.name().to_string()),
     }
 }
 

@@ -150,6 +150,24 @@ fn diagnose(src: &str) -> String {
 #[case::several_shape_errors_at_once(
     "[[switch]]\nname = \"sw1\"\nmtu = \"x\"\n\n[[host]]\nnmae = \"h1\"\n\n[overlay]\nrange = \"198.19.0.0/16\"\ncolour = \"blue\"\n"
 )]
+#[case::shape_bad_units(
+    "[[host]]\nname = \"h1\"\n[[host]]\nname = \"h2\"\n[[link]]\nendpoints = [\"h1\", \"h2\"]\nsubnet = \"198.18.1.0/30\"\nshape = { rate = \"100mb\", delay = \"10 sec\", loss = \"1\" }\n"
+)]
+#[case::shape_unknown_key(
+    "[[host]]\nname = \"h1\"\n[[host]]\nname = \"h2\"\n[[link]]\nendpoints = [\"h1\", \"h2\"]\nsubnet = \"198.18.1.0/30\"\nshape = { rate = \"1mbit\", latency = \"10ms\" }\n"
+)]
+#[case::shape_unknown_key_in_direction(
+    "[[host]]\nname = \"h1\"\n[[host]]\nname = \"h2\"\n[[link]]\nendpoints = [\"h1\", \"h2\"]\nsubnet = \"198.18.1.0/30\"\nshape = { a_to_b = { dealy = \"10ms\" } }\n"
+)]
+#[case::shape_impossible_combination(
+    "[[host]]\nname = \"h1\"\n[[host]]\nname = \"h2\"\n[[link]]\nendpoints = [\"h1\", \"h2\"]\nsubnet = \"198.18.1.0/30\"\nshape = { loss = \"1%\", b_to_a = { reorder = \"25%\" } }\n"
+)]
+#[case::shape_loss_over_100(
+    "[[host]]\nname = \"h1\"\n[[host]]\nname = \"h2\"\n[[link]]\nendpoints = [\"h1\", \"h2\"]\nsubnet = \"198.18.1.0/30\"\nshape = { loss = \"150%\", distribution = \"gaussian\" }\n"
+)]
+#[case::unknown_profile(
+    "[[host]]\nname = \"h1\"\n[[host]]\nname = \"h2\"\n[[link]]\nendpoints = [\"h1\", \"h2\"]\nsubnet = \"198.18.1.0/30\"\nprofile = \"azure-d3\"\n"
+)]
 fn bad_topologies(#[case] src: &str) {
     // rstest names the thread `..::case_07_wrong_type`; the snapshot keeps `wrong_type` so
     // adding a case does not renumber the others.

@@ -67,6 +67,12 @@ pub(super) fn labs_table(labs: &[LabInfo], guests: &[crate::uml::labs::GuestLab]
                     (Some(pid), false) => format!("pid {pid} (gone: `netsim clean`)"),
                 },
                 "host".to_string(),
+                l.backend.map_or("-", |b| b.name()).to_string(),
+                if l.faults.is_empty() {
+                    "-".to_string()
+                } else {
+                    l.faults.join("; ")
+                },
                 l.file
                     .as_ref()
                     .map(|p| p.display().to_string())
@@ -91,7 +97,7 @@ pub(super) fn labs_table(labs: &[LabInfo], guests: &[crate::uml::labs::GuestLab]
     }));
     table(
         &[
-            "ID", "TOPOLOGY", "NODES", "PHASE", "OWNER", "KERNEL", "FILE",
+            "ID", "TOPOLOGY", "NODES", "PHASE", "OWNER", "KERNEL", "SHAPING", "FAULTS", "FILE",
         ],
         &rows,
     )

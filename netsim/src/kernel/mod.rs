@@ -2,6 +2,8 @@
 
 pub mod error;
 pub mod netns;
+pub mod nft;
+pub mod packet;
 pub mod process;
 pub mod rtnl;
 pub mod sysctl;

@@ -118,6 +118,11 @@ impl Netlink {
         netns::run_in(netns, move || Self::open_here(&name, &rt))?
     }
 
+    /// The underlying rtnetlink handle (for requests this module does not wrap, e.g. qdiscs).
+    pub fn handle(&self) -> &rtnetlink::Handle {
+        &self.handle
+    }
+
     /// The namespace this connection talks to.
     pub fn netns(&self) -> &str {
         &self.netns

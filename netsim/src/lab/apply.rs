@@ -9,6 +9,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use ipnet::Ipv4Net;
 
 use super::error::LabError;
+use super::shaping::{WIRE_A_INDEX, WIRE_B_INDEX};
 use super::{Progress, UpPhase};
 use crate::kernel::rtnl::{LinkSettings, Netlink, VethSpec};
 use crate::kernel::{netns, sysctl, KernelError};
@@ -190,6 +191,7 @@ impl Created {
 fn make_namespace(
     ns: String,
     forwarding: bool,
+    wire: bool,
     rt: tokio::runtime::Handle,
     created: &Mutex<Created>,
 ) -> Result<Made, KernelError> {
@@ -200,6 +202,17 @@ fn make_namespace(
             .map_err(|e| KernelError::io(&inner_ns, None, "open own netns", &e))?;
         if forwarding {
             sysctl::write_here(&inner_ns, "net.ipv4.ip_forward", "1")?;
+        }
+        if wire {
+            // A wire only carries frames: no IPv6 link-local addresses, router or neighbour
+            // solicitations of its own leaking into the link. (Kernels without IPv6 have no
+            // such keys, and nothing to silence.)
+            for key in [
+                "net.ipv6.conf.default.disable_ipv6",
+                "net.ipv6.conf.all.disable_ipv6",
+            ] {
+                let _ = sysctl::write_here(&inner_ns, key, "1");
+            }
         }
         let nl = Netlink::open_here(&inner_ns, &rt)?;
         Ok(Made { fd, nl })
@@ -227,6 +240,7 @@ pub(crate) async fn apply(
     id: &str,
     plan: &Plan,
     namespaces: &[String],
+    wires: &[Option<String>],
     created: Arc<Mutex<Created>>,
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<(), LabError> {
@@ -251,9 +265,10 @@ pub(crate) async fn apply(
         let forwarding = node.forwarding;
         let name = node.name.clone();
         futs.push(async move {
-            let joined =
-                tokio::task::spawn_blocking(move || make_namespace(ns, forwarding, rt, &created))
-                    .await;
+            let joined = tokio::task::spawn_blocking(move || {
+                make_namespace(ns, forwarding, false, rt, &created)
+            })
+            .await;
             match joined {
                 Ok(Ok(made)) => Ok((name, made)),
                 Ok(Err(e)) => Err(kerr(&name, e)),
@@ -264,9 +279,30 @@ pub(crate) async fn apply(
             }
         });
     }
+    let mut wire_futs = Vec::new();
+    for (i, wire) in wires.iter().enumerate() {
+        let Some(ns) = wire.clone() else { continue };
+        let (rt, created) = (rt.clone(), created.clone());
+        let key = wire_key(i);
+        wire_futs.push(async move {
+            let joined =
+                tokio::task::spawn_blocking(move || make_namespace(ns, false, true, rt, &created))
+                    .await;
+            match joined {
+                Ok(Ok(made)) => Ok((key, made)),
+                Ok(Err(e)) => Err(kerr(&key, e)),
+                Err(e) => Err(LabError::Task {
+                    lab: id.to_string(),
+                    what: format!("creating wire namespace {key}: {e}"),
+                }),
+            }
+        });
+    }
+    let wires_made = bounded(wire_futs, NETNS_PARALLEL, UpPhase::Namespaces, progress).await?;
     let made: HashMap<String, Made> = bounded(futs, NETNS_PARALLEL, UpPhase::Namespaces, progress)
         .await?
         .into_iter()
+        .chain(wires_made)
         .collect();
     let made = &made;
     let get = |name: &str| {
@@ -307,8 +343,31 @@ pub(crate) async fn apply(
     // Phase 3: veth pairs, each sent from the `a` end's namespace with the peer placed
     // directly in the `b` end's.
     let mut futs = Vec::with_capacity(plan.links.len());
-    for link in &plan.links {
+    for (i, link) in plan.links.iter().enumerate() {
+        let wired = wires.get(i).is_some_and(Option::is_some);
         futs.push(async move {
+            if wired {
+                // A:eth0 <-> W:a and W:b <-> B:eth0, each sent from the node's namespace with
+                // the wire end placed directly in the wire namespace.
+                let wire_fd = get(&wire_key(i))?.fd.as_fd();
+                for (end, wname, windex) in
+                    [(&link.a, "a", WIRE_A_INDEX), (&link.b, "b", WIRE_B_INDEX)]
+                {
+                    let spec = VethSpec {
+                        name: end.iface.clone(),
+                        index: idx(&end.node, &end.iface)?,
+                        peer_name: wname.to_string(),
+                        peer_index: windex,
+                        mtu: link.mtu,
+                    };
+                    get(&end.node)?
+                        .nl
+                        .add_veth(&spec, wire_fd)
+                        .await
+                        .map_err(|e| kerr(&end.node, e))?;
+                }
+                return Ok(());
+            }
             let (local, peer) = (&link.a, &link.b);
             let spec = VethSpec {
                 name: local.iface.clone(),
@@ -375,6 +434,23 @@ pub(crate) async fn apply(
             Ok::<_, LabError>(())
         });
     }
+    for (i, wire) in wires.iter().enumerate() {
+        if wire.is_none() {
+            continue;
+        }
+        let key = wire_key(i);
+        let nl = &get(&key)?.nl;
+        let up = LinkSettings {
+            up: true,
+            alias: Some(tag.clone()),
+            ..Default::default()
+        };
+        for (index, name) in [(1, "lo"), (WIRE_A_INDEX, "a"), (WIRE_B_INDEX, "b")] {
+            nl.set_link(index, name, &up)
+                .await
+                .map_err(|e| kerr(&key, e))?;
+        }
+    }
     bounded(futs, NETLINK_PARALLEL, UpPhase::Configure, progress).await?;
 
     // Phase 5: wait until every planned interface (and bridge) is operationally up.
@@ -420,3 +496,8 @@ pub(crate) async fn apply(
 const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How often a node's interfaces are looked at while settling.
 const SETTLE_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The key of the wire namespace of link `i` among the namespaces bring-up made.
+fn wire_key(i: usize) -> String {
+    format!("_w{i}")
+}

@@ -102,6 +102,7 @@ pub fn star(name: &str, hosts: usize, mtu: u32) -> Plan {
             a: ep("sw", &port),
             b: ep(&h, "eth0"),
             mtu,
+            shape: None,
         });
         host_nodes.push(host);
     }
@@ -113,6 +114,7 @@ pub fn star(name: &str, hosts: usize, mtu: u32) -> Plan {
         links,
         overlay: None,
         expects: Vec::new(),
+        seed: 0,
     }
 }
 
@@ -209,6 +211,7 @@ pub fn line(name: &str, count: usize, mtu: u32) -> Plan {
             a: ep(&name_of(l), right_if(l)),
             b: ep(&name_of(l + 1), "eth0"),
             mtu,
+            shape: None,
         })
         .collect();
     Plan {
@@ -217,6 +220,7 @@ pub fn line(name: &str, count: usize, mtu: u32) -> Plan {
         links,
         overlay: None,
         expects: Vec::new(),
+        seed: 0,
     }
 }
 

@@ -126,6 +126,30 @@ pub enum LabError {
         /// What happened.
         what: String,
     },
+    /// A link asks for an impairment no available backend can give.
+    #[error(
+        "lab {lab}, link {link}: {property} cannot be given by the {backend} backend: {reason}"
+    )]
+    Unsupported {
+        /// The lab id.
+        lab: String,
+        /// The link, `a -- b`.
+        link: String,
+        /// The property asked for (e.g. `delay 10ms`).
+        property: String,
+        /// The backend the lab uses.
+        backend: String,
+        /// Why, and what to do instead.
+        reason: String,
+    },
+    /// A runtime request names something the lab does not have, or makes no sense.
+    #[error("lab {lab}: {what}")]
+    Request {
+        /// The lab id.
+        lab: String,
+        /// What is wrong, and how to ask instead.
+        what: String,
+    },
 }
 
 #[cfg(test)]

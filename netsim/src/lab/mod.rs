@@ -8,6 +8,8 @@
 mod apply;
 pub mod bench;
 mod error;
+pub mod faults;
+pub mod shaping;
 pub mod state;
 
 use std::ffi::OsStr;
@@ -82,6 +84,9 @@ pub struct UpOptions {
     pub progress: Option<ProgressFn>,
     /// The topology file the plan came from, recorded for `netsim list`.
     pub file: Option<PathBuf>,
+    /// The shaping backend; by default chosen from the kernel's features
+    /// ([`shaping::Backend::choose`]).
+    pub backend: Option<shaping::Backend>,
 }
 
 impl std::fmt::Debug for UpOptions {
@@ -91,6 +96,7 @@ impl std::fmt::Debug for UpOptions {
             .field("persist", &self.persist)
             .field("progress", &self.progress.is_some())
             .field("file", &self.file)
+            .field("backend", &self.backend)
             .finish()
     }
 }
@@ -116,6 +122,11 @@ pub struct LabInfo {
     pub nodes: usize,
     /// Creation time, seconds since the Unix epoch.
     pub created: u64,
+    /// The link shaping backend.
+    pub backend: Option<shaping::Backend>,
+    /// Faults in force, one phrase each (`cut h1 -- h2`, `partition h1 | h2`, `block h1 udp
+    /// 6784`, `stopped pid 123`).
+    pub faults: Vec<String>,
 }
 
 impl From<&LabState> for LabInfo {
@@ -130,6 +141,8 @@ impl From<&LabState> for LabInfo {
             phase: s.phase,
             nodes: s.nodes.len(),
             created: s.created,
+            backend: s.net.as_ref().map(|n| n.backend),
+            faults: faults::fault_list(s),
         }
     }
 }
@@ -249,7 +262,12 @@ fn now_secs() -> u64 {
 /// best-effort: it goes on past failures and returns the first, with counts of what it did.
 fn teardown(state: &LabState, only: Option<&[String]>) -> (usize, usize, Option<LabError>) {
     let mut killed = 0;
-    for p in &state.pids {
+    let wires = state
+        .net
+        .iter()
+        .flat_map(|n| n.links.iter())
+        .filter_map(|l| l.wire.as_ref().and_then(|w| w.pid.as_ref()));
+    for p in state.pids.iter().chain(wires) {
         if process::kill_if_same(p.pid, p.start) {
             killed += 1;
         }
@@ -323,9 +341,27 @@ impl Lab {
         if let Err(e) = process::raise_nofile(want) {
             tracing::warn!("could not raise the open-file limit to {want}: {e}");
         }
+        let caps = crate::caps::probe();
+        let backend = opts
+            .backend
+            .unwrap_or_else(|| shaping::Backend::choose(caps));
+        let net = shaping::NetState::from_plan(&id, &plan, backend);
+        // A link is never silently left unshaped: refuse before anything is made.
+        for link in &net.links {
+            if let Some(shape) = &link.shape {
+                shaping::check_shape(&id, link, shape, backend, caps)?;
+            }
+        }
+        let wires: Vec<Option<String>> = net
+            .links
+            .iter()
+            .map(|l| l.wire.as_ref().map(|w| w.ns.clone()))
+            .collect();
         let path = state::state_path(&id);
         let nodes: Vec<String> = plan.nodes.iter().map(|n| n.name.clone()).collect();
-        let namespaces: Vec<String> = nodes.iter().map(|n| netns_name(&id, n)).collect();
+        let mut namespaces: Vec<String> = nodes.iter().map(|n| netns_name(&id, n)).collect();
+        // Wire namespaces follow the nodes' (the first `nodes.len()` entries stay one per node).
+        namespaces.extend(wires.iter().flatten().cloned());
         let state = LabState {
             id: id.clone(),
             plan: plan.name.clone(),
@@ -338,6 +374,7 @@ impl Lab {
             pids: Vec::new(),
             created: now_secs(),
             resolved: Some(plan.clone()),
+            net: Some(net),
         };
         // The state file comes first: whatever happens next, `clean` can find it.
         state.create(&path)?;
@@ -360,7 +397,13 @@ impl Lab {
             Some(f) => f.as_ref(),
             None => &noop,
         };
-        let result = apply::apply(&id, &inner.plan, &namespaces, created.clone(), progress).await;
+        let node_ns = &namespaces[..inner.plan.nodes.len()];
+        let result =
+            apply::apply(&id, &inner.plan, node_ns, &wires, created.clone(), progress).await;
+        let result = match result {
+            Ok(()) => faults::apply_initial(&inner).await,
+            Err(e) => Err(e),
+        };
         let result = match result {
             Ok(()) => {
                 let mut st = inner.state();
@@ -448,6 +491,96 @@ impl Lab {
                 name: n.name.clone(),
             })
             .collect()
+    }
+
+    /// The backend that shapes this lab's links.
+    pub fn backend(&self) -> Option<shaping::Backend> {
+        self.inner.state().net.as_ref().map(|n| n.backend)
+    }
+
+    /// Links, shaping, faults and processes as they are now.
+    pub fn status(&self) -> Result<faults::LabStatus, LabError> {
+        faults::status(&self.inner.id)
+    }
+
+    /// Changes the impairment of the link between `x` and `y` (both directions, or `x -> y`
+    /// only when `oneway`); see [`faults::set_link`].
+    pub async fn set_link(
+        &self,
+        x: &str,
+        y: &str,
+        update: &faults::ShapeUpdate,
+        oneway: bool,
+    ) -> Result<crate::model::plan::LinkShape, LabError> {
+        let r = faults::set_link(&self.inner.id, x, y, update, oneway).await;
+        faults::refresh(&self.inner);
+        r
+    }
+
+    /// Cuts the link between `x` and `y`, keeping its configuration.
+    pub async fn cut(&self, x: &str, y: &str) -> Result<(), LabError> {
+        let r = faults::cut_link(&self.inner.id, x, y, true).await;
+        faults::refresh(&self.inner);
+        r
+    }
+
+    /// Heals the link between `x` and `y`.
+    pub async fn heal_link(&self, x: &str, y: &str) -> Result<(), LabError> {
+        let r = faults::cut_link(&self.inner.id, x, y, false).await;
+        faults::refresh(&self.inner);
+        r
+    }
+
+    /// Partitions nodes `left` from nodes `right`.
+    pub async fn partition(&self, left: &[&str], right: &[&str]) -> Result<(), LabError> {
+        let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let r = faults::partition(&self.inner.id, &own(left), &own(right)).await;
+        faults::refresh(&self.inner);
+        r
+    }
+
+    /// Heals every partition and cut link.
+    pub async fn heal(&self) -> Result<(), LabError> {
+        let r = faults::heal(&self.inner.id).await;
+        faults::refresh(&self.inner);
+        r
+    }
+
+    /// Blocks `proto` traffic to or from `port` in and out of `node`.
+    pub async fn block(
+        &self,
+        node: &str,
+        proto: shaping::Proto,
+        port: u16,
+    ) -> Result<(), LabError> {
+        let r = faults::block(&self.inner.id, node, proto, port, true).await;
+        faults::refresh(&self.inner);
+        r
+    }
+
+    /// Lifts a [`Lab::block`].
+    pub async fn unblock(
+        &self,
+        node: &str,
+        proto: shaping::Proto,
+        port: u16,
+    ) -> Result<(), LabError> {
+        let r = faults::block(&self.inner.id, node, proto, port, false).await;
+        faults::refresh(&self.inner);
+        r
+    }
+
+    /// Stops, continues, kills or restarts a process started in `node`; see
+    /// [`faults::proc_action`].
+    pub async fn proc_action(
+        &self,
+        node: &str,
+        pid: u32,
+        action: faults::ProcAction,
+    ) -> Result<Option<u32>, LabError> {
+        let r = faults::proc_action(&self.inner.id, node, pid, action).await;
+        faults::refresh(&self.inner);
+        r
     }
 
     /// What `netsim list` would show of this lab.
@@ -550,7 +683,7 @@ impl std::fmt::Debug for NodeHandle {
 }
 
 /// Builds a command that enters namespace file `path` before exec.
-fn command_in(path: &std::path::Path, program: &OsStr) -> Command {
+pub(crate) fn command_in(path: &std::path::Path, program: &OsStr) -> Command {
     let mut cmd = Command::new(program);
     let fd: Result<OwnedFd, i32> = std::fs::File::open(path)
         .map(OwnedFd::from)
@@ -628,7 +761,22 @@ impl NodeHandle {
         let pid = child.id();
         if let Some(start) = process::start_time(pid) {
             let mut st = self.inner.state();
-            st.pids.push(ProcRecord { pid, start });
+            let argv: Vec<String> = std::iter::once(cmd.get_program())
+                .chain(cmd.get_args())
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            // Another process (`netsim link set`, ...) may have changed the file meanwhile.
+            if let Ok(on_disk) = LabState::read(&self.inner.path) {
+                st.net = on_disk.net;
+                st.pids = on_disk.pids;
+            }
+            st.pids.push(ProcRecord {
+                pid,
+                start,
+                node: Some(self.name.clone()),
+                argv,
+                stopped: false,
+            });
             st.write(&self.inner.path)?;
         }
         Ok(child)
@@ -836,6 +984,7 @@ mod tests {
             pids: Vec::new(),
             created: 0,
             resolved: None,
+            net: None,
         }
     }
 

@@ -39,12 +39,21 @@ pub enum Phase {
 }
 
 /// A process started in a lab, identified by PID and start time (against PID reuse).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcRecord {
     /// Process id.
     pub pid: u32,
     /// Start time in clock ticks since boot.
     pub start: u64,
+    /// The node it runs in, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Its command line, when known (for `restart`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub argv: Vec<String>,
+    /// Whether it was stopped (SIGSTOP) and not continued since.
+    #[serde(default)]
+    pub stopped: bool,
 }
 
 /// The owner of a lab: the process whose death makes the lab sweepable.
@@ -98,6 +107,9 @@ pub struct LabState {
     /// The resolved plan, so another process can attach to the lab (`netsim ping LAB ...`).
     #[serde(default)]
     pub resolved: Option<crate::model::Plan>,
+    /// Links, shaping and faults in force (absent in state files of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<super::shaping::NetState>,
 }
 
 impl LabState {

@@ -7,3 +7,4 @@ pub mod matrix;
 pub mod mtu;
 pub mod pair;
 pub mod perf;
+pub mod shaping_bench;

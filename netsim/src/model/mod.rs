@@ -17,6 +17,7 @@ pub mod names;
 pub mod plan;
 mod planner;
 mod render;
+pub mod shape;
 pub mod topology;
 
 pub use diag::{Diagnostic, Diagnostics};

@@ -34,6 +34,10 @@ pub struct Plan {
     pub overlay: Option<OverlayPlan>,
     /// Declarative assertions (`[[expect]]`) checked after `up`, in file order.
     pub expects: Vec<Expectation>,
+    /// Seed of every random choice shaping makes (loss, jitter, reordering...), so runs
+    /// repeat: `[lab] seed`, default 0.
+    #[serde(default)]
+    pub seed: u64,
 }
 
 /// One declarative assertion from a topology's `[[expect]]` table.
@@ -129,6 +133,92 @@ pub struct LinkPlan {
     pub b: Endpoint,
     /// MTU of both ends.
     pub mtu: u32,
+    /// How the link is impaired, per direction; `None` for a plain veth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<LinkShape>,
+}
+
+/// The impairment of a link, one [`Shape`] per direction.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LinkShape {
+    /// The named profile the shape started from, if any (e.g. `azure-d2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// Traffic sent by the `a` end to the `b` end.
+    pub a_to_b: Shape,
+    /// Traffic sent by the `b` end to the `a` end.
+    pub b_to_a: Shape,
+}
+
+/// How a delay varies around its mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Distribution {
+    /// Uniform within delay ± jitter.
+    #[default]
+    Uniform,
+    /// Normal with standard deviation `jitter`.
+    Normal,
+    /// Pareto (heavy tail) scaled by `jitter`.
+    Pareto,
+}
+
+impl Distribution {
+    /// The name used in topology files and plans.
+    pub fn name(self) -> &'static str {
+        match self {
+            Distribution::Uniform => "uniform",
+            Distribution::Normal => "normal",
+            Distribution::Pareto => "pareto",
+        }
+    }
+}
+
+/// One direction of a link's impairment. Probabilities are in parts per million
+/// (10 000 ppm = 1 %), so plans compare exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Shape {
+    /// Rate limit in bits per second (`None`: unlimited).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_bps: Option<u64>,
+    /// Added one-way delay, nanoseconds.
+    pub delay_ns: u64,
+    /// Variation of the delay, nanoseconds.
+    pub jitter_ns: u64,
+    /// How the delay varies.
+    pub distribution: Distribution,
+    /// Random loss, ppm.
+    pub loss_ppm: u32,
+    /// Correlation of each loss decision with the previous one, ppm.
+    pub loss_correlation_ppm: u32,
+    /// Share of packets sent at once instead of delayed (reordering them), ppm.
+    pub reorder_ppm: u32,
+    /// Share of packets duplicated, ppm.
+    pub duplicate_ppm: u32,
+    /// Share of packets with one bit flipped, ppm.
+    pub corrupt_ppm: u32,
+    /// Queue limit in packets (`None`: the backend's default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+impl Shape {
+    /// Whether this direction is impaired at all.
+    pub fn is_clear(&self) -> bool {
+        *self == Shape::default()
+    }
+
+    /// Whether anything beyond a rate limit and random loss is asked for: delay, jitter,
+    /// reordering, duplication, corruption or correlated loss.
+    pub fn needs_delay_line(&self) -> bool {
+        self.delay_ns > 0
+            || self.jitter_ns > 0
+            || self.reorder_ppm > 0
+            || self.duplicate_ppm > 0
+            || self.corrupt_ppm > 0
+            || self.loss_correlation_ppm > 0
+    }
 }
 
 /// A static route in a node.

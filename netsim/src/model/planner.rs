@@ -24,7 +24,9 @@ use super::plan::{
     BridgePlan, Endpoint, Expectation, IfacePlan, LinkPlan, NodeKind, NodePlan, OverlayPlan, Plan,
     RoutePlan, DEFAULT_MTU, MAX_MTU, MIN_MTU,
 };
-use super::topology::{ExpectKind, OverlayMtu, Topology};
+use super::plan::{LinkShape, Shape};
+use super::shape;
+use super::topology::{self as topo_types, ExpectKind, OverlayMtu, Topology};
 
 /// Where lab underlay addresses must lie.
 pub const UNDERLAY: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(198, 18, 0, 0), 16);
@@ -92,6 +94,8 @@ struct LinkDecl {
     /// The subnet of a link between two nodes.
     subnet: Option<(Ipv4Net, Range<usize>)>,
     mtu: Option<u32>,
+    /// Shaping of a `[[link]]` that asks for it.
+    shape: Option<LinkShape>,
 }
 
 impl LinkDecl {
@@ -146,8 +150,10 @@ pub(crate) fn plan(topo: &Topology) -> Result<Plan, Diagnostics> {
                 iface: l.ends[1].iface.clone(),
             },
             mtu: p.link_mtu(l),
+            shape: l.shape.clone(),
         })
         .collect();
+    let seed = topo.lab.as_ref().and_then(|l| l.seed).unwrap_or(0);
     p.r.finish()?;
     Ok(Plan {
         name,
@@ -155,6 +161,7 @@ pub(crate) fn plan(topo: &Topology) -> Result<Plan, Diagnostics> {
         links: link_plans,
         overlay,
         expects,
+        seed,
     })
 }
 
@@ -242,6 +249,152 @@ impl<'t> Planner<'t> {
             for c in &host.containers {
                 self.add_node(c, Kind::Container(host.name.get_ref().clone()));
             }
+        }
+    }
+
+    /// The shaping a `[[link]]` asks for (profile, then `shape`, then per-direction
+    /// overrides), and the MTU its profile implies.
+    fn link_shape(&mut self, link: &topo_types::Link) -> (Option<LinkShape>, Option<u32>) {
+        let mut base = Shape::default();
+        let mut profile_name = None;
+        let mut profile_mtu = None;
+        if let Some(name) = &link.profile {
+            match shape::profile_named(name.get_ref()) {
+                Some(p) => {
+                    base.rate_bps = Some(p.rate_bps);
+                    base.delay_ns = p.delay_ns;
+                    profile_name = Some(p.name.to_string());
+                    profile_mtu = p.mtu;
+                }
+                None => {
+                    let names: Vec<&str> = shape::PROFILES.iter().map(|p| p.name).collect();
+                    let help = match closest(name.get_ref(), names.iter().copied()) {
+                        Some(c) => format!("did you mean `{c}`? Profiles: {}", names.join(", ")),
+                        None => format!("use one of: {}", names.join(", ")),
+                    };
+                    self.r.error(
+                        name.span(),
+                        format!("unknown link profile {:?}", name.get_ref()),
+                        help,
+                    );
+                }
+            }
+        }
+        let Some(spec) = &link.shape else {
+            if profile_name.is_none() {
+                return (None, profile_mtu);
+            }
+            let shape = LinkShape {
+                profile: profile_name,
+                a_to_b: base.clone(),
+                b_to_a: base,
+            };
+            return (Some(shape), profile_mtu);
+        };
+        let both = ShapeKeys::of_link(spec);
+        self.apply_shape_keys(&mut base, &both);
+        let mut a_to_b = base.clone();
+        let mut b_to_a = base;
+        if let Some(o) = &spec.a_to_b {
+            self.apply_shape_keys(&mut a_to_b, &ShapeKeys::of_spec(o));
+        }
+        if let Some(o) = &spec.b_to_a {
+            self.apply_shape_keys(&mut b_to_a, &ShapeKeys::of_spec(o));
+        }
+        let mut reported = Vec::new();
+        for (dir, over) in [(&a_to_b, &spec.a_to_b), (&b_to_a, &spec.b_to_a)] {
+            let Err(problem) = dir.check() else { continue };
+            // Point at the key that makes the combination impossible, in the override first.
+            let pick = |k: &ShapeKeys<'_>| {
+                k.reorder
+                    .clone()
+                    .or(k.loss_correlation.clone())
+                    .or(k.distribution.clone())
+                    .or(k.limit_span.clone())
+                    .or(k.any.clone())
+            };
+            let at = over
+                .as_ref()
+                .and_then(|o| pick(&ShapeKeys::of_spec(o)))
+                .or_else(|| pick(&both));
+            let Some(span) = at else { continue };
+            if reported.contains(&span) {
+                continue;
+            }
+            reported.push(span.clone());
+            self.r.error(
+                span,
+                format!("impossible link shape: {problem}"),
+                "reorder needs a delay, loss_correlation needs a loss, a distribution needs a \
+                 jitter, and limit is at least 1 (see docs/shaping.md)",
+            );
+        }
+        let shape = LinkShape {
+            profile: profile_name,
+            a_to_b,
+            b_to_a,
+        };
+        (Some(shape), profile_mtu)
+    }
+
+    fn apply_shape_keys(&mut self, into: &mut Shape, keys: &ShapeKeys<'_>) {
+        let mut parse = |v: Option<&Spanned<String>>,
+                         f: fn(&str) -> Result<u64, String>,
+                         help: &str|
+         -> Option<u64> {
+            let v = v?;
+            match f(v.get_ref()) {
+                Ok(x) => Some(x),
+                Err(problem) => {
+                    self.r.error(v.span(), problem, help.to_string());
+                    None
+                }
+            }
+        };
+        let pct = |t: &str| shape::parse_percent(t).map(u64::from);
+        const PCT: &str = "a percentage from 0% to 100%, e.g. \"1%\" or \"0.5%\"";
+        const TIME: &str = "a duration: a number and ns, us, ms or s, e.g. \"10ms\"";
+        if let Some(r) = parse(
+            keys.rate,
+            shape::parse_rate,
+            "a rate: a number and bit, kbit, \
+            mbit or gbit (powers of 1000), e.g. \"100mbit\"",
+        ) {
+            into.rate_bps = Some(r);
+        }
+        if let Some(d) = parse(keys.delay, shape::parse_duration, TIME) {
+            into.delay_ns = d;
+        }
+        if let Some(d) = parse(keys.jitter, shape::parse_duration, TIME) {
+            into.jitter_ns = d;
+        }
+        let to32 = |x: u64| u32::try_from(x).unwrap_or(u32::MAX);
+        if let Some(x) = parse(keys.loss, pct, PCT) {
+            into.loss_ppm = to32(x);
+        }
+        if let Some(x) = parse(keys.loss_correlation_v, pct, PCT) {
+            into.loss_correlation_ppm = to32(x);
+        }
+        if let Some(x) = parse(keys.reorder_v, pct, PCT) {
+            into.reorder_ppm = to32(x);
+        }
+        if let Some(x) = parse(keys.duplicate, pct, PCT) {
+            into.duplicate_ppm = to32(x);
+        }
+        if let Some(x) = parse(keys.corrupt, pct, PCT) {
+            into.corrupt_ppm = to32(x);
+        }
+        if let Some(d) = keys.distribution_v {
+            match shape::parse_distribution(d.get_ref()) {
+                Ok(d) => into.distribution = d,
+                Err(problem) => {
+                    self.r
+                        .error(d.span(), problem, "use uniform, normal or pareto");
+                }
+            }
+        }
+        if let Some(l) = keys.limit {
+            into.limit = Some(*l.get_ref());
         }
     }
 
@@ -400,7 +553,11 @@ impl<'t> Planner<'t> {
             }
             let a = self.node_ref(&eps[0], "link endpoint");
             let b = self.node_ref(&eps[1], "link endpoint");
-            let mtu = link.mtu.as_ref().and_then(|m| self.mtu(m));
+            let mut mtu = link.mtu.as_ref().and_then(|m| self.mtu(m));
+            let (shape, profile_mtu) = self.link_shape(link);
+            if link.mtu.is_none() {
+                mtu = mtu.or(profile_mtu);
+            }
             let (Some(a), Some(b)) = (a, b) else {
                 self.broken.extend(a.into_iter().chain(b));
                 continue;
@@ -520,6 +677,7 @@ impl<'t> Planner<'t> {
                 ],
                 subnet,
                 mtu,
+                shape,
             });
         }
         // The `switches = [...]` shorthand on hosts and routers.
@@ -578,6 +736,7 @@ impl<'t> Planner<'t> {
                     ],
                     subnet: None,
                     mtu: None,
+                    shape: None,
                 });
             }
         }
@@ -1210,5 +1369,73 @@ impl<'t> Planner<'t> {
             );
         }
         found
+    }
+}
+
+/// The keys of a `shape` table or of one of its per-direction overrides, with where they are.
+struct ShapeKeys<'a> {
+    rate: Option<&'a Spanned<String>>,
+    delay: Option<&'a Spanned<String>>,
+    jitter: Option<&'a Spanned<String>>,
+    distribution_v: Option<&'a Spanned<String>>,
+    loss: Option<&'a Spanned<String>>,
+    loss_correlation_v: Option<&'a Spanned<String>>,
+    reorder_v: Option<&'a Spanned<String>>,
+    duplicate: Option<&'a Spanned<String>>,
+    corrupt: Option<&'a Spanned<String>>,
+    limit: Option<&'a Spanned<u32>>,
+    /// Spans of the keys a failed combination check points at.
+    reorder: Option<Range<usize>>,
+    loss_correlation: Option<Range<usize>>,
+    distribution: Option<Range<usize>>,
+    limit_span: Option<Range<usize>>,
+    any: Option<Range<usize>>,
+}
+
+macro_rules! shape_keys {
+    ($s:expr) => {{
+        let s = $s;
+        let any = [
+            &s.rate,
+            &s.delay,
+            &s.jitter,
+            &s.distribution,
+            &s.loss,
+            &s.loss_correlation,
+            &s.reorder,
+            &s.duplicate,
+            &s.corrupt,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|v| v.span())
+        .next();
+        ShapeKeys {
+            rate: s.rate.as_ref(),
+            delay: s.delay.as_ref(),
+            jitter: s.jitter.as_ref(),
+            distribution_v: s.distribution.as_ref(),
+            loss: s.loss.as_ref(),
+            loss_correlation_v: s.loss_correlation.as_ref(),
+            reorder_v: s.reorder.as_ref(),
+            duplicate: s.duplicate.as_ref(),
+            corrupt: s.corrupt.as_ref(),
+            limit: s.limit.as_ref(),
+            reorder: s.reorder.as_ref().map(|v| v.span()),
+            loss_correlation: s.loss_correlation.as_ref().map(|v| v.span()),
+            distribution: s.distribution.as_ref().map(|v| v.span()),
+            limit_span: s.limit.as_ref().map(|v| v.span()),
+            any,
+        }
+    }};
+}
+
+impl<'a> ShapeKeys<'a> {
+    fn of_link(s: &'a topo_types::LinkShape) -> Self {
+        shape_keys!(s)
+    }
+
+    fn of_spec(s: &'a topo_types::ShapeSpec) -> Self {
+        shape_keys!(s)
     }
 }

@@ -17,6 +17,9 @@ impl Plan {
 
     fn write(&self, out: &mut String) -> std::fmt::Result {
         writeln!(out, "lab {}", self.name)?;
+        if self.seed != 0 {
+            writeln!(out, "seed {}", self.seed)?;
+        }
         writeln!(out)?;
         writeln!(out, "nodes:")?;
         for node in &self.nodes {
@@ -55,6 +58,25 @@ impl Plan {
                 "  {}:{} -- {}:{} mtu {}",
                 link.a.node, link.a.iface, link.b.node, link.b.iface, link.mtu
             )?;
+            if let Some(shape) = &link.shape {
+                if let Some(profile) = &shape.profile {
+                    writeln!(out, "    profile {profile}")?;
+                }
+                writeln!(
+                    out,
+                    "    {} -> {}: {}",
+                    link.a.node,
+                    link.b.node,
+                    shape.a_to_b.describe()
+                )?;
+                writeln!(
+                    out,
+                    "    {} -> {}: {}",
+                    link.b.node,
+                    link.a.node,
+                    shape.b_to_a.describe()
+                )?;
+            }
         }
         writeln!(out)?;
         match &self.overlay {

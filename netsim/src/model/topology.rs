@@ -73,6 +73,9 @@ pub struct Lab {
         pattern(r"^[a-z][a-z0-9-]*$")
     )]
     pub name: Option<Spanned<String>>,
+    /// Seed of the random choices link shaping makes (loss, jitter, reordering), so runs
+    /// repeat. Default 0.
+    pub seed: Option<u64>,
 }
 
 /// `[[switch]]`: a Linux bridge in a namespace of its own.
@@ -186,6 +189,90 @@ pub struct Link {
     /// MTU of both ends (default: the switch's MTU, else 1500).
     #[schemars(with = "Option<u32>", range(min = 68, max = 65535))]
     pub mtu: Option<Spanned<u32>>,
+    /// A named link profile measured on a public cloud (rate and one-way delay), e.g.
+    /// `"azure-d2"`; `shape` overrides its values. See docs/shaping.md for the list.
+    #[schemars(with = "Option<String>")]
+    pub profile: Option<Spanned<String>>,
+    /// How the link is impaired: applies to both directions; `a_to_b` and `b_to_a` override
+    /// it per direction (`a` is the first of `endpoints`). See docs/shaping.md.
+    pub shape: Option<LinkShape>,
+}
+
+/// `shape = { ... }` of a `[[link]]`: impairments of both directions, with per-direction
+/// overrides.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkShape {
+    /// Rate limit: a number and `bit`, `kbit`, `mbit` or `gbit`, e.g. `"100mbit"`.
+    #[schemars(with = "Option<String>", pattern(r"^[0-9.]+ *([kKmMgGtT]?bit|bps)$"))]
+    pub rate: Option<Spanned<String>>,
+    /// Added one-way delay: a number and `ns`, `us`, `ms` or `s`, e.g. `"10ms"`.
+    #[schemars(with = "Option<String>", pattern(r"^[0-9.]+ *(ns|us|ms|s)$"))]
+    pub delay: Option<Spanned<String>>,
+    /// Variation of the delay, e.g. `"2ms"`.
+    #[schemars(with = "Option<String>", pattern(r"^[0-9.]+ *(ns|us|ms|s)$"))]
+    pub jitter: Option<Spanned<String>>,
+    /// How the delay varies: `uniform` (default), `normal` or `pareto`.
+    #[schemars(with = "Option<String>", pattern(r"^(uniform|normal|pareto)$"))]
+    pub distribution: Option<Spanned<String>>,
+    /// Random loss, e.g. `"1%"`.
+    #[schemars(with = "Option<String>", pattern(r"^[0-9.]+ *%$"))]
+    pub loss: Option<Spanned<String>>,
+    /// Correlation of each loss decision with the previous one (bursty loss), e.g. `"25%"`.
+    #[schemars(with = "Option<String>", pattern(r"^[0-9.]+ *%$"))]
+    pub loss_correlation: Option<Spanned<String>>,
+    /// Share of packets sent without the delay, so they overtake others, e.g. `"25%"`.
+    #[schemars(with = "Option<String>", pattern(r"^[0-9.]+ *%$"))]
+    pub reorder: Option<Spanned<String>>,
+    /// Share of packets duplicated, e.g. `"1%"`.
+    #[schemars(with = "Option<String>", pattern(r"^[0-9.]+ *%$"))]
+    pub duplicate: Option<Spanned<String>>,
+    /// Share of packets with a bit flipped, e.g. `"0.1%"`.
+    #[schemars(with = "Option<String>", pattern(r"^[0-9.]+ *%$"))]
+    pub corrupt: Option<Spanned<String>>,
+    /// Queue limit in packets.
+    #[schemars(with = "Option<u32>", range(min = 1))]
+    pub limit: Option<Spanned<u32>>,
+    /// Overrides for traffic from the first endpoint to the second.
+    pub a_to_b: Option<ShapeSpec>,
+    /// Overrides for traffic from the second endpoint to the first.
+    pub b_to_a: Option<ShapeSpec>,
+}
+
+/// The impairments of one direction of a link (every key optional).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShapeSpec {
+    /// Rate limit: a number and `bit`, `kbit`, `mbit` or `gbit`, e.g. `"100mbit"`.
+    #[schemars(with = "Option<String>", pattern(r"^[0-9.]+ *([kKmMgGtT]?bit|bps)$"))]
+    pub rate: Option<Spanned<String>>,
+    /// Added one-way delay: a number and `ns`, `us`, `ms` or `s`, e.g. `"10ms"`.
+    #[schemars(with = "Option<String>", pattern(r"^[0-9.]+ *(ns|us|ms|s)$"))]
+    pub delay: Option<Spanned<String>>,
+    /// Variation of the delay, e.g. `"2ms"`.
+    #[schemars(with = "Option<String>", pattern(r"^[0-9.]+ *(ns|us|ms|s)$"))]
+    pub jitter: Option<Spanned<String>>,
+    /// How the delay varies: `uniform` (default), `normal` or `pareto`.
+    #[schemars(with = "Option<String>", pattern(r"^(uniform|normal|pareto)$"))]
+    pub distribution: Option<Spanned<String>>,
+    /// Random loss, e.g. `"1%"`.
+    #[schemars(with = "Option<String>", pattern(r"^[0-9.]+ *%$"))]
+    pub loss: Option<Spanned<String>>,
+    /// Correlation of each loss decision with the previous one (bursty loss), e.g. `"25%"`.
+    #[schemars(with = "Option<String>", pattern(r"^[0-9.]+ *%$"))]
+    pub loss_correlation: Option<Spanned<String>>,
+    /// Share of packets sent without the delay, so they overtake others, e.g. `"25%"`.
+    #[schemars(with = "Option<String>", pattern(r"^[0-9.]+ *%$"))]
+    pub reorder: Option<Spanned<String>>,
+    /// Share of packets duplicated, e.g. `"1%"`.
+    #[schemars(with = "Option<String>", pattern(r"^[0-9.]+ *%$"))]
+    pub duplicate: Option<Spanned<String>>,
+    /// Share of packets with a bit flipped, e.g. `"0.1%"`.
+    #[schemars(with = "Option<String>", pattern(r"^[0-9.]+ *%$"))]
+    pub corrupt: Option<Spanned<String>>,
+    /// Queue limit in packets.
+    #[schemars(with = "Option<u32>", range(min = 1))]
+    pub limit: Option<Spanned<u32>>,
 }
 
 /// `[overlay]`: the overlay network (reserved for the overlay; validated and carried).
@@ -507,6 +594,17 @@ fn key_help(key: &str) -> String {
         "to" => "a node name, \"node:iface\" or an address",
         "reachable" => "true or false",
         "password" => "a string",
+        "rate" => "a rate like \"100mbit\" (bit, kbit, mbit, gbit)",
+        "delay" | "jitter" => "a duration like \"10ms\" (ns, us, ms, s)",
+        "loss" | "loss_correlation" | "reorder" | "duplicate" | "corrupt" => {
+            "a percentage like \"1%\""
+        }
+        "distribution" => "uniform, normal or pareto",
+        "limit" => "a queue limit in packets, e.g. 1000",
+        "profile" => "a profile name like \"azure-d2\" (see docs/shaping.md)",
+        "shape" => "a table like { rate = \"100mbit\", delay = \"10ms\", loss = \"1%\" }",
+        "a_to_b" | "b_to_a" => "a table of the same keys as `shape`, e.g. { delay = \"5ms\" }",
+        "seed" => "an integer seed, e.g. 42",
         _ => "see docs/topology.md",
     }
     .to_string()
