@@ -1,0 +1,688 @@
+//! Sleeve: the userspace datapath. Frames the overlay bridge sends to a TAP port are packed,
+//! several per datagram when they fit, into sleeve datagrams (UDP 6783) to the peer that owns
+//! the destination MAC (learned from received frames) or, for broadcast and unknown unicast,
+//! to every peer once; received datagrams are opened and their frames written back into the
+//! bridge. With a password each datagram is sealed with the connection's keys.
+//!
+//! Two blocking threads do the work (TAP to UDP, UDP to TAP); the router changes the peer set
+//! under a lock they take for reading. Anything malformed, unauthenticated or replayed is
+//! dropped and counted, never a panic.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::crypto::sleeve::{Opener, Sealer};
+use crate::crypto::CryptoError;
+use crate::datapath::{Datapath, DatapathStats, PeerSpec, PeerStats};
+use crate::wire::sleeve::{self as wire, FrameIter, FrameWriter, HEADER_LEN, TAG_LEN};
+use crate::wire::{heartbeat, icmp};
+
+/// IPv4 + UDP header bytes in front of a sleeve datagram.
+const IP_UDP: usize = 28;
+/// Largest datagram handled.
+const MAX_DATAGRAM: usize = 65_535;
+/// Frames read from the TAP before the batch is flushed.
+const BATCH: usize = 64;
+
+/// A heartbeat that arrived: the router acknowledges it over the control connection.
+#[derive(Debug, Clone, Copy)]
+pub struct HeartbeatSeen {
+    /// The sending peer's underlay address.
+    pub ip: IpAddr,
+    /// The heartbeat as received (its padding length is what arrived).
+    pub heartbeat: heartbeat::Repr,
+}
+
+#[derive(Default)]
+struct Counters {
+    tx_frames: AtomicU64,
+    tx_datagrams: AtomicU64,
+    tx_bytes: AtomicU64,
+    rx_frames: AtomicU64,
+    rx_bytes: AtomicU64,
+    tx_flooded: AtomicU64,
+    acked: AtomicU64,
+    frag_needed: AtomicU64,
+    replayed: AtomicU64,
+    auth_failures: AtomicU64,
+    unauthenticated: AtomicU64,
+}
+
+struct Peer {
+    name: String,
+    ip: IpAddr,
+    short_id: u16,
+    connection_id: u64,
+    sealer: Option<Mutex<Sealer>>,
+    opener: Option<Mutex<Opener>>,
+    /// Largest acked datagram in the newest acked round, and that round.
+    path_mtu: AtomicU32,
+    best_round: AtomicU64,
+    last_ack_round: AtomicU64,
+    c: Counters,
+}
+
+impl Peer {
+    fn encrypted(&self) -> bool {
+        self.sealer.is_some()
+    }
+
+    /// Container IP bytes that fit one datagram to this peer.
+    fn inner_mtu(&self) -> usize {
+        wire::overlay_mtu(self.path_mtu.load(Relaxed) as usize, self.encrypted())
+    }
+}
+
+struct Shared {
+    local_short_id: AtomicU32,
+    underlay_mtu: u32,
+    sock: UdpSocket,
+    probe_sock: UdpSocket,
+    tap: OwnedFd,
+    peers: RwLock<HashMap<IpAddr, Arc<Peer>>>,
+    macs: RwLock<HashMap<[u8; 6], IpAddr>>,
+    heartbeats: Mutex<Option<tokio::sync::mpsc::UnboundedSender<HeartbeatSeen>>>,
+    probe_round: AtomicU64,
+    stop: AtomicBool,
+    unknown_peer: AtomicU64,
+    malformed: AtomicU64,
+    tx_dropped: AtomicU64,
+    injected: AtomicU64,
+}
+
+/// The sleeve datapath of one router.
+pub struct Sleeve {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Sleeve {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sleeve").finish_non_exhaustive()
+    }
+}
+
+fn set_int_opt(sock: &UdpSocket, level: i32, name: i32, value: i32) -> std::io::Result<()> {
+    // SAFETY: setsockopt with a pointer to a live c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own; flags are read then written back with O_NONBLOCK.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn wait_readable(fd: i32, timeout_ms: i32) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll on one valid pollfd for the given timeout.
+    let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+    rc > 0
+}
+
+/// Probe sizes (underlay IP bytes) tried each heartbeat round, largest first.
+pub fn probe_sizes(underlay_mtu: u32) -> Vec<usize> {
+    let mut sizes: Vec<usize> = [
+        9000, 4000, 1500, 1480, 1460, 1440, 1420, 1400, 1380, 1360, 1340, 1320, 1300, 1280, 1200,
+        1100, 1000, 800, 576,
+    ]
+    .into_iter()
+    .filter(|s| *s <= underlay_mtu as usize)
+    .collect();
+    if !sizes.contains(&(underlay_mtu as usize)) {
+        sizes.insert(0, underlay_mtu as usize);
+    }
+    sizes
+}
+
+/// The underlay IP size of a heartbeat datagram carrying `padding` bytes of padding.
+pub fn heartbeat_size(padding: u16, encrypted: bool) -> usize {
+    IP_UDP
+        + HEADER_LEN
+        + wire::FRAME_PREFIX_LEN
+        + heartbeat::HEADER_LEN
+        + usize::from(padding)
+        + if encrypted { TAG_LEN } else { 0 }
+}
+
+impl Sleeve {
+    /// Starts sleeve on `tap`, listening on UDP `port` of every underlay address. Heartbeats
+    /// that arrive are handed to `heartbeats`.
+    pub fn start(
+        tap: OwnedFd,
+        port: u16,
+        underlay_mtu: u32,
+        local_short_id: u16,
+        heartbeats: tokio::sync::mpsc::UnboundedSender<HeartbeatSeen>,
+    ) -> std::io::Result<Self> {
+        let sock = UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))?;
+        // Frames too big for the path still cross: the underlay fragments them.
+        set_int_opt(
+            &sock,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DONT,
+        )?;
+        let _ = set_int_opt(&sock, libc::SOL_SOCKET, libc::SO_RCVBUF, 4 << 20);
+        let _ = set_int_opt(&sock, libc::SOL_SOCKET, libc::SO_SNDBUF, 4 << 20);
+        let probe_sock = UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))?;
+        // Probes carry DF and ignore the cached path MTU: only what really crosses is acked.
+        set_int_opt(
+            &probe_sock,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_PROBE,
+        )?;
+        set_nonblocking(&tap)?;
+        let shared = Arc::new(Shared {
+            local_short_id: AtomicU32::new(u32::from(local_short_id)),
+            underlay_mtu,
+            sock,
+            probe_sock,
+            tap,
+            peers: RwLock::new(HashMap::new()),
+            macs: RwLock::new(HashMap::new()),
+            heartbeats: Mutex::new(Some(heartbeats)),
+            probe_round: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            unknown_peer: AtomicU64::new(0),
+            malformed: AtomicU64::new(0),
+            tx_dropped: AtomicU64::new(0),
+            injected: AtomicU64::new(0),
+        });
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name("sleeve-tx".into())
+            .spawn(move || tap_to_udp(&s))?;
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name("sleeve-rx".into())
+            .spawn(move || udp_to_tap(&s))?;
+        Ok(Sleeve { shared })
+    }
+
+    /// Changes the short id put in sent headers.
+    pub fn set_short_id(&self, id: u16) {
+        self.shared.local_short_id.store(u32::from(id), Relaxed);
+    }
+
+    /// Stops the threads (they notice within a second).
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Relaxed);
+    }
+}
+
+impl Drop for Sleeve {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Datapath for Sleeve {
+    fn kind(&self) -> &'static str {
+        "sleeve"
+    }
+
+    fn add_peer(&self, spec: PeerSpec) {
+        let peer = Peer {
+            name: spec.name,
+            ip: spec.ip,
+            short_id: spec.short_id,
+            connection_id: spec.connection_id,
+            sealer: spec.keys.as_ref().map(|k| Mutex::new(k.sealer())),
+            opener: spec.keys.as_ref().map(|k| Mutex::new(k.opener())),
+            // Optimistic until the first acked probe round says otherwise.
+            path_mtu: AtomicU32::new(self.shared.underlay_mtu),
+            best_round: AtomicU64::new(0),
+            last_ack_round: AtomicU64::new(0),
+            c: Counters::default(),
+        };
+        let mut peers = self.shared.peers.write().unwrap_or_else(|e| e.into_inner());
+        peers.insert(spec.ip, Arc::new(peer));
+    }
+
+    fn remove_peer(&self, name: &str) {
+        let mut peers = self.shared.peers.write().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<IpAddr> = peers
+            .values()
+            .filter(|p| p.name == name)
+            .map(|p| p.ip)
+            .collect();
+        for ip in &gone {
+            peers.remove(ip);
+        }
+        drop(peers);
+        let mut macs = self.shared.macs.write().unwrap_or_else(|e| e.into_inner());
+        macs.retain(|_, ip| !gone.contains(ip));
+    }
+
+    fn peer_stats(&self, name: &str) -> Option<PeerStats> {
+        let peers = self.shared.peers.read().unwrap_or_else(|e| e.into_inner());
+        let p = peers.values().find(|p| p.name == name)?;
+        let round = self.shared.probe_round.load(Relaxed);
+        Some(PeerStats {
+            tx_frames: p.c.tx_frames.load(Relaxed),
+            tx_datagrams: p.c.tx_datagrams.load(Relaxed),
+            tx_bytes: p.c.tx_bytes.load(Relaxed),
+            rx_frames: p.c.rx_frames.load(Relaxed),
+            rx_bytes: p.c.rx_bytes.load(Relaxed),
+            tx_flooded: p.c.tx_flooded.load(Relaxed),
+            heartbeats_acked: p.c.acked.load(Relaxed),
+            path_mtu: p.path_mtu.load(Relaxed),
+            overlay_mtu: p.inner_mtu() as u32,
+            frag_needed_sent: p.c.frag_needed.load(Relaxed),
+            replayed: p.c.replayed.load(Relaxed),
+            auth_failures: p.c.auth_failures.load(Relaxed),
+            unauthenticated: p.c.unauthenticated.load(Relaxed),
+            healthy: p.last_ack_round.load(Relaxed) + 3 >= round,
+        })
+    }
+
+    fn stats(&self) -> DatapathStats {
+        let s = &self.shared;
+        DatapathStats {
+            unknown_peer: s.unknown_peer.load(Relaxed),
+            malformed: s.malformed.load(Relaxed),
+            tx_dropped: s.tx_dropped.load(Relaxed),
+            injected: s.injected.load(Relaxed),
+        }
+    }
+
+    fn probe(&self, round: u64) {
+        self.shared.probe_round.store(round, Relaxed);
+        let peers: Vec<Arc<Peer>> = {
+            let peers = self.shared.peers.read().unwrap_or_else(|e| e.into_inner());
+            peers.values().cloned().collect()
+        };
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        for p in peers {
+            for size in probe_sizes(self.shared.underlay_mtu) {
+                let padding = heartbeat::Repr::padding_for(
+                    size - IP_UDP - HEADER_LEN - if p.encrypted() { TAG_LEN } else { 0 },
+                    wire::FRAME_PREFIX_LEN,
+                );
+                let hb = heartbeat::Repr {
+                    kind: heartbeat::Kind::Heartbeat,
+                    connection_id: p.connection_id,
+                    sequence: round,
+                    timestamp_ns: 0,
+                    padding_len: padding,
+                };
+                let mut frame = vec![0u8; hb.buffer_len()];
+                if hb
+                    .emit(&mut heartbeat::Packet::new_unchecked(&mut frame[..]))
+                    .is_err()
+                {
+                    continue;
+                }
+                if let Some(len) = self.shared.build(&p, &mut buf, &[&frame], true) {
+                    let _ = self
+                        .shared
+                        .probe_sock
+                        .send_to(&buf[..len], SocketAddr::new(p.ip, crate::CONTROL_PORT));
+                }
+            }
+        }
+    }
+
+    fn acked(&self, name: &str, round: u64, size: usize) {
+        let peers = self.shared.peers.read().unwrap_or_else(|e| e.into_inner());
+        let Some(p) = peers.values().find(|p| p.name == name) else {
+            return;
+        };
+        p.c.acked.fetch_add(1, Relaxed);
+        p.last_ack_round.fetch_max(round, Relaxed);
+        let size = size.min(self.shared.underlay_mtu as usize) as u32;
+        let best = p.best_round.load(Relaxed);
+        if round > best {
+            p.best_round.store(round, Relaxed);
+            p.path_mtu.store(size, Relaxed);
+        } else if round == best {
+            p.path_mtu.fetch_max(size, Relaxed);
+        }
+    }
+}
+
+impl Shared {
+    /// Packs `frames` into one datagram to `p` in `buf`, sealed when the session is encrypted.
+    fn build(&self, p: &Peer, buf: &mut [u8], frames: &[&[u8]], heartbeat: bool) -> Option<usize> {
+        let reserve = if p.encrypted() { TAG_LEN } else { 0 };
+        let mut w = FrameWriter::new(buf, reserve).ok()?;
+        for f in frames {
+            w.push(f).ok()?;
+        }
+        let body = w.body_len();
+        let repr = wire::Repr {
+            encrypted: false,
+            heartbeat,
+            src_short_id: self.local_short_id.load(Relaxed) as u16,
+            dst_short_id: p.short_id,
+            counter: 0,
+        };
+        repr.emit(&mut wire::Packet::new_unchecked(&mut *buf))
+            .ok()?;
+        match &p.sealer {
+            Some(s) => s
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .seal(buf, body)
+                .ok(),
+            None => Some(HEADER_LEN + body),
+        }
+    }
+
+    fn send_frames(&self, p: &Peer, frames: &[&[u8]], buf: &mut [u8]) {
+        let reserve = if p.encrypted() { TAG_LEN } else { 0 };
+        let limit = (p.path_mtu.load(Relaxed) as usize)
+            .saturating_sub(IP_UDP)
+            .max(HEADER_LEN + reserve + 64);
+        let mut start = 0;
+        while start < frames.len() {
+            // Take as many frames as fit under the path MTU (at least one: an oversized non-DF
+            // frame goes alone and the underlay fragments it).
+            let mut used = HEADER_LEN + reserve;
+            let mut end = start;
+            while end < frames.len() {
+                let need = wire::FRAME_PREFIX_LEN + frames[end].len();
+                if end > start && used + need > limit {
+                    break;
+                }
+                used += need;
+                end += 1;
+            }
+            match self.build(p, buf, &frames[start..end], false) {
+                Some(len) => match self
+                    .sock
+                    .send_to(&buf[..len], SocketAddr::new(p.ip, crate::CONTROL_PORT))
+                {
+                    Ok(_) => {
+                        p.c.tx_datagrams.fetch_add(1, Relaxed);
+                        p.c.tx_frames.fetch_add((end - start) as u64, Relaxed);
+                        let bytes: usize = frames[start..end].iter().map(|f| f.len()).sum();
+                        p.c.tx_bytes.fetch_add(bytes as u64, Relaxed);
+                    }
+                    Err(_) => {
+                        self.tx_dropped.fetch_add((end - start) as u64, Relaxed);
+                    }
+                },
+                None => {
+                    self.tx_dropped.fetch_add((end - start) as u64, Relaxed);
+                }
+            }
+            start = end;
+        }
+    }
+
+    fn write_tap(&self, frame: &[u8]) -> bool {
+        // SAFETY: write(2) of an initialised buffer to our TAP descriptor.
+        let n = unsafe { libc::write(self.tap.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
+        n >= 0
+    }
+}
+
+fn is_multicast(mac: &[u8]) -> bool {
+    mac.first().is_some_and(|b| b & 1 == 1)
+}
+
+fn tap_to_udp(s: &Shared) {
+    let mut arena = vec![0u8; BATCH * MAX_DATAGRAM.min(16_384)];
+    let mut out = vec![0u8; MAX_DATAGRAM + 64];
+    let mut icmp_buf = [0u8; 256];
+    let fd = s.tap.as_raw_fd();
+    while !s.stop.load(Relaxed) {
+        if !wait_readable(fd, 500) {
+            continue;
+        }
+        // Read up to BATCH frames into the arena.
+        let mut frames: Vec<(usize, usize)> = Vec::with_capacity(BATCH);
+        let mut pos = 0;
+        while frames.len() < BATCH {
+            if arena.len() - pos < MAX_DATAGRAM {
+                if frames.is_empty() {
+                    arena.resize(pos + MAX_DATAGRAM, 0);
+                } else {
+                    break;
+                }
+            }
+            let room = &mut arena[pos..];
+            // SAFETY: read(2) into a live, writable buffer of `room.len()` bytes.
+            let n = unsafe { libc::read(fd, room.as_mut_ptr().cast(), room.len()) };
+            if n <= 0 {
+                break;
+            }
+            let n = n as usize;
+            frames.push((pos, n));
+            pos += n;
+        }
+        if frames.is_empty() {
+            continue;
+        }
+        let peers = s.peers.read().unwrap_or_else(|e| e.into_inner());
+        if peers.is_empty() {
+            s.tx_dropped.fetch_add(frames.len() as u64, Relaxed);
+            continue;
+        }
+        let macs = s.macs.read().unwrap_or_else(|e| e.into_inner());
+        let mut per_peer: HashMap<IpAddr, Vec<&[u8]>> = HashMap::new();
+        for &(off, len) in &frames {
+            let frame = &arena[off..off + len];
+            if len < 14 {
+                s.malformed.fetch_add(1, Relaxed);
+                continue;
+            }
+            let mut dst_mac = [0u8; 6];
+            dst_mac.copy_from_slice(&frame[..6]);
+            let known = if is_multicast(&dst_mac) {
+                None
+            } else {
+                macs.get(&dst_mac).and_then(|ip| peers.get(ip))
+            };
+            let targets: Vec<&Arc<Peer>> = match known {
+                Some(p) => vec![p],
+                None => peers.values().collect(),
+            };
+            let flooded = known.is_none();
+            for p in targets {
+                if icmp::needs_frag_needed(frame, p.inner_mtu()) {
+                    let mtu = u16::try_from(p.inner_mtu()).unwrap_or(u16::MAX);
+                    // The ICMP comes "from" the original destination, so reverse-path checks
+                    // in the container accept it.
+                    let src = frame_dst_ip(frame).unwrap_or(Ipv4Addr::UNSPECIFIED);
+                    if let Ok(n) = icmp::frag_needed(frame, mtu, src, &mut icmp_buf) {
+                        if s.write_tap(&icmp_buf[..n]) {
+                            p.c.frag_needed.fetch_add(1, Relaxed);
+                        }
+                    }
+                    continue;
+                }
+                if flooded {
+                    p.c.tx_flooded.fetch_add(1, Relaxed);
+                }
+                per_peer.entry(p.ip).or_default().push(frame);
+            }
+        }
+        for (ip, list) in &per_peer {
+            if let Some(p) = peers.get(ip) {
+                s.send_frames(p, list, &mut out);
+            }
+        }
+    }
+}
+
+fn frame_dst_ip(frame: &[u8]) -> Option<Ipv4Addr> {
+    let ip = frame.get(14..)?;
+    let d = ip.get(16..20)?;
+    Some(Ipv4Addr::new(d[0], d[1], d[2], d[3]))
+}
+
+fn udp_to_tap(s: &Shared) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let fd = s.sock.as_raw_fd();
+    while !s.stop.load(Relaxed) {
+        if !wait_readable(fd, 500) {
+            continue;
+        }
+        let (n, from) = match s.sock.recv_from(&mut buf) {
+            Ok(r) => r,
+            Err(_) => continue,
+        };
+        let peer = {
+            let peers = s.peers.read().unwrap_or_else(|e| e.into_inner());
+            peers.get(&from.ip()).cloned()
+        };
+        let Some(p) = peer else {
+            s.unknown_peer.fetch_add(1, Relaxed);
+            continue;
+        };
+        let datagram = &mut buf[..n];
+        let repr = match wire::Packet::new_checked(&*datagram).and_then(|pk| wire::Repr::parse(&pk))
+        {
+            Ok(r) => r,
+            Err(_) => {
+                s.malformed.fetch_add(1, Relaxed);
+                continue;
+            }
+        };
+        if repr.encrypted != p.encrypted() {
+            p.c.unauthenticated.fetch_add(1, Relaxed);
+            continue;
+        }
+        let body: &[u8] = match &p.opener {
+            Some(o) => {
+                let mut o = o.lock().unwrap_or_else(|e| e.into_inner());
+                match o.open(datagram) {
+                    Ok(b) => b,
+                    Err(CryptoError::Duplicate(_)) | Err(CryptoError::TooOld(_)) => {
+                        p.c.replayed.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                    Err(CryptoError::Authentication) => {
+                        p.c.auth_failures.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                    Err(_) => {
+                        s.malformed.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                }
+            }
+            None => &datagram[HEADER_LEN..],
+        };
+        if repr.heartbeat {
+            for f in FrameIter::new(body) {
+                let Ok(f) = f else {
+                    s.malformed.fetch_add(1, Relaxed);
+                    break;
+                };
+                match heartbeat::Packet::new_checked(f).and_then(|pk| heartbeat::Repr::parse(&pk)) {
+                    Ok(hb) if hb.kind == heartbeat::Kind::Heartbeat => {
+                        let received =
+                            u16::try_from(f.len() - heartbeat::HEADER_LEN).unwrap_or(u16::MAX);
+                        let seen = HeartbeatSeen {
+                            ip: p.ip,
+                            heartbeat: heartbeat::Repr {
+                                padding_len: received,
+                                ..hb
+                            },
+                        };
+                        if let Some(tx) = s
+                            .heartbeats
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .as_ref()
+                        {
+                            let _ = tx.send(seen);
+                        }
+                    }
+                    _ => {
+                        s.malformed.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+            continue;
+        }
+        let mut learned: Option<[u8; 6]> = None;
+        for f in FrameIter::new(body) {
+            let Ok(f) = f else {
+                s.malformed.fetch_add(1, Relaxed);
+                break;
+            };
+            if f.len() < 14 {
+                s.malformed.fetch_add(1, Relaxed);
+                continue;
+            }
+            let mut src = [0u8; 6];
+            src.copy_from_slice(&f[6..12]);
+            if !is_multicast(&src) && learned != Some(src) {
+                let known = s
+                    .macs
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&src)
+                    .copied();
+                if known != Some(p.ip) {
+                    s.macs
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(src, p.ip);
+                }
+                learned = Some(src);
+            }
+            p.c.rx_frames.fetch_add(1, Relaxed);
+            p.c.rx_bytes.fetch_add(f.len() as u64, Relaxed);
+            if s.write_tap(f) {
+                s.injected.fetch_add(1, Relaxed);
+            } else {
+                s.tx_dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_sizes_start_at_the_underlay_mtu() {
+        assert_eq!(probe_sizes(1500)[0], 1500);
+        assert_eq!(probe_sizes(1450)[0], 1450);
+        assert!(probe_sizes(1400).iter().all(|s| *s <= 1400));
+        assert_eq!(*probe_sizes(1400).last().unwrap_or(&0), 576);
+    }
+
+    #[test]
+    fn heartbeat_size_round_trips_padding() {
+        for enc in [false, true] {
+            let pad = heartbeat::Repr::padding_for(
+                1400 - IP_UDP - HEADER_LEN - if enc { TAG_LEN } else { 0 },
+                wire::FRAME_PREFIX_LEN,
+            );
+            assert_eq!(heartbeat_size(pad, enc), 1400);
+        }
+    }
+}
