@@ -314,6 +314,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let rt = runtime()?;
             rt.block_on(async {
                 let lab = bring_up(plan, name, &absolute(&file)).await?;
+                let overlay = if lab.plan().overlay.is_some() {
+                    match crate::overlay_run::Overlay::start(&lab, &Default::default()).await {
+                        Ok(o) => Some(o),
+                        Err(e) => {
+                            let _ = lab.down().await;
+                            return Err(anyhow::Error::new(e).context("starting the overlay"));
+                        }
+                    }
+                } else {
+                    None
+                };
                 let report = verify::check(&lab).await;
                 if json {
                     output::print_json(&report)?;
@@ -321,6 +332,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     print!("{}", report.render());
                 }
                 let passed = report.passed();
+                if let Some(o) = overlay {
+                    if keep {
+                        o.leave_running();
+                    } else {
+                        o.stop();
+                    }
+                }
                 if keep {
                     let info = lab.persist()?;
                     eprintln!(
