@@ -12,6 +12,7 @@ pub mod config;
 pub mod crypto;
 pub mod daemon;
 pub mod datapath;
+pub mod ipam;
 pub mod netdev;
 pub mod router;
 pub mod sleeve;
