@@ -143,7 +143,18 @@ async fn a_killed_router_rejoins_after_restart() {
         o.address_of("c5").unwrap(),
     );
     assert!(ping_until(&lab, "c3", c1).await);
-    let old_uid = o.status("h2").await.unwrap()["router"]["uid"].clone();
+    let before = o.status("h2").await.unwrap();
+    let own_version = |st: &serde_json::Value| {
+        st["router"]["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "h2")
+            .unwrap()["version"]
+            .as_u64()
+            .unwrap()
+    };
+    let old_version = own_version(&before);
 
     o.kill("h2").unwrap();
     eventually("h1 notices h2 is gone", || async {
@@ -155,9 +166,28 @@ async fn a_killed_router_rejoins_after_restart() {
     o.wait_connected("h1", 2).await.unwrap();
     o.wait_connected("h3", 2).await.unwrap();
     let st = o.status("h2").await.unwrap();
-    assert_ne!(st["router"]["uid"], old_uid, "a new incarnation");
-    // The restarted router kept its containers' addresses on record.
-    assert_eq!(st["containers"].as_array().unwrap().len(), 2);
+    // The same identity (its IPAM claims stay its own), gossiped under a newer version.
+    assert_eq!(st["router"]["uid"], before["router"]["uid"]);
+    assert!(own_version(&st) > old_version);
+    // The restarted router kept its containers' addresses on record, and hands out new ones
+    // elsewhere.
+    assert_eq!(st["containers"], before["containers"]);
+    let c4_ns = node(&lab, "c4").netns_path().display().to_string();
+    let again = netsim::overlay_run::api_call(
+        &o.api_path("h2").unwrap(),
+        &serde_json::json!({"cmd": "attach", "netns": c4_ns}),
+    )
+    .await;
+    assert!(again.is_ok(), "re-attaching c4 is idempotent: {again:?}");
+    assert_eq!(
+        again.unwrap()["addr"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap(),
+        c4.to_string()
+    );
 
     assert!(ping_until(&lab, "c3", c1).await, "c3 -> c1 after restart");
     assert!(ping_until(&lab, "c1", c4).await, "c1 -> c4 after restart");

@@ -1,16 +1,13 @@
-//! Container addresses, behind a small trait so the IPAM (its own module, merged separately)
-//! can replace the stand-in here without touching the router.
-//!
-//! The stand-in gives each router a block of 256 addresses chosen by a hash of its name, and
-//! remembers what it handed out in its state directory so a restarted router does not give an
-//! address twice. It does not coordinate with other routers: two names hashing to the same
-//! block would collide, which the real IPAM resolves through gossip.
+//! Container addresses for the daemon: the [`crate::ipam::Ipam`] behind a small trait, saved to
+//! the state directory after every change so a restarted router neither loses its containers'
+//! addresses nor hands one out twice.
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use crate::config::Range;
+use crate::ipam::{Conflict, Ipam, IpamError, MergeOutcome};
+use crate::wire::ipam::Repr;
 
 /// Where container addresses come from.
 pub trait AddressSource: Send {
@@ -23,100 +20,99 @@ pub trait AddressSource: Send {
     fn held(&self) -> Vec<(String, Ipv4Addr)>;
 }
 
-/// The stand-in: a per-router block derived from the router's name.
+/// The IPAM with its state file.
 #[derive(Debug)]
-pub struct BlockAllocator {
-    range: Range,
-    base: u32,
-    size: u32,
-    held: BTreeMap<String, Ipv4Addr>,
+pub struct IpamSource {
+    ipam: Ipam,
     path: Option<PathBuf>,
+    /// Claim conflicts seen (containers whose block another router won).
+    pub conflicts: Vec<Conflict>,
 }
 
-impl BlockAllocator {
-    /// The block of router `name` in `range`, remembering holdings in `path` (loaded now).
-    pub fn new(range: Range, name: &str, path: Option<PathBuf>) -> Self {
-        let span: u32 = 1u32 << (32 - u32::from(range.len));
-        let size = span.min(256);
-        let blocks = (span / size).max(1);
-        let block = crate::netdev::fnv32(name.as_bytes()) % blocks;
-        let base = u32::from(range.addr) + block * size;
-        let held = path
-            .as_ref()
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .and_then(|s| serde_json::from_str::<BTreeMap<String, Ipv4Addr>>(&s).ok())
-            .unwrap_or_default();
-        BlockAllocator {
-            range,
-            base,
-            size,
-            held,
-            path,
+impl IpamSource {
+    /// The uid a router restarting from `state_dir` must reuse to keep its claims, if any.
+    pub fn saved_uid(state_dir: Option<&PathBuf>) -> Result<Option<u64>, IpamError> {
+        match state_dir {
+            Some(d) => crate::ipam::state_uid(&d.join("ipam.json")),
+            None => Ok(None),
         }
+    }
+
+    /// Loads (or starts) the IPAM of router `uid` over `range`, kept in `state_dir/ipam.json`.
+    pub fn open(range: Range, uid: u64, state_dir: Option<&PathBuf>) -> Result<Self, IpamError> {
+        let path = state_dir.map(|d| d.join("ipam.json"));
+        let ipam = match &path {
+            Some(p) => Ipam::load(p, range, uid)?,
+            None => Ipam::new(range, uid)?,
+        };
+        Ok(IpamSource {
+            ipam,
+            path,
+            conflicts: Vec::new(),
+        })
     }
 
     fn save(&self) {
         if let Some(p) = &self.path {
-            if let Ok(s) = serde_json::to_string(&self.held) {
-                let tmp = p.with_extension("tmp");
-                if std::fs::write(&tmp, s).is_ok() {
-                    let _ = std::fs::rename(&tmp, p);
-                }
+            if let Err(e) = self.ipam.save(p) {
+                tracing::warn!("cannot save the IPAM state: {e}");
             }
         }
     }
 
-    fn in_range(&self, a: Ipv4Addr) -> bool {
-        let mask = u32::MAX << (32 - u32::from(self.range.len));
-        u32::from(a) & mask == u32::from(self.range.addr) & mask
+    /// The claims to gossip, and the generation they belong to.
+    pub fn claims(&self) -> (u64, Repr) {
+        (self.ipam.generation(), self.ipam.claims())
+    }
+
+    /// Merges claims heard from a peer.
+    pub fn merge(&mut self, claims: &Repr) -> MergeOutcome {
+        let out = self.ipam.merge(&claims.claims);
+        if !out.conflicts.is_empty() {
+            for c in &out.conflicts {
+                tracing::warn!(
+                    "IPAM: container {} lost {} to router {:016x}; re-attach it for a new address",
+                    c.container,
+                    c.addr,
+                    c.winner
+                );
+            }
+            self.conflicts.extend(out.conflicts.iter().cloned());
+        }
+        if out.changed {
+            self.save();
+        }
+        out
+    }
+
+    /// The IPAM's status.
+    pub fn status(&self) -> crate::ipam::Status {
+        self.ipam.status()
     }
 }
 
-impl AddressSource for BlockAllocator {
+impl AddressSource for IpamSource {
     fn allocate(&mut self, container: &str, wanted: Option<Ipv4Addr>) -> Result<Ipv4Addr, String> {
-        if let Some(a) = self.held.get(container) {
-            if wanted.is_none() || wanted == Some(*a) {
-                return Ok(*a);
-            }
+        let lease = match wanted {
+            Some(a) => self.ipam.allocate_specific(container, a),
+            None => self.ipam.allocate(container),
         }
-        let taken = |a: &Ipv4Addr, held: &BTreeMap<String, Ipv4Addr>| {
-            held.iter().any(|(c, h)| h == a && c != container)
-        };
-        let addr = match wanted {
-            Some(a) => {
-                if !self.in_range(a) {
-                    return Err(format!(
-                        "{a} is outside the overlay range {}/{}",
-                        self.range.addr, self.range.len
-                    ));
-                }
-                if taken(&a, &self.held) {
-                    return Err(format!("{a} is already in use on this router"));
-                }
-                a
-            }
-            None => (1..self.size.saturating_sub(1))
-                .map(|i| Ipv4Addr::from(self.base + i))
-                .find(|a| {
-                    !taken(a, &self.held)
-                        && u32::from(*a) & 0xff != 0
-                        && u32::from(*a) & 0xff != 255
-                })
-                .ok_or_else(|| "this router's address block is exhausted".to_string())?,
-        };
-        self.held.insert(container.to_string(), addr);
+        .map_err(|e| e.to_string())?;
         self.save();
-        Ok(addr)
+        Ok(lease.addr)
     }
 
     fn release(&mut self, container: &str) -> Option<Ipv4Addr> {
-        let a = self.held.remove(container);
+        let a = self.ipam.release(container);
         self.save();
         a
     }
 
     fn held(&self) -> Vec<(String, Ipv4Addr)> {
-        self.held.iter().map(|(c, a)| (c.clone(), *a)).collect()
+        self.ipam
+            .allocations()
+            .map(|(c, l)| (c.to_string(), l.addr))
+            .collect()
     }
 }
 
@@ -126,30 +122,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn blocks_hand_out_distinct_addresses_and_remember_them() {
+    fn addresses_survive_a_restart_with_the_saved_uid() {
         let dir = std::env::temp_dir().join(format!("overlay-alloc-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("addrs.json");
         let range: Range = "198.19.0.0/16".parse().unwrap();
-        let mut a = BlockAllocator::new(range, "h1", Some(path.clone()));
+        let mut a = IpamSource::open(range, 42, Some(&dir)).unwrap();
         let x = a.allocate("c1", None).unwrap();
         let y = a.allocate("c2", None).unwrap();
         assert_ne!(x, y);
         assert_eq!(a.allocate("c1", None).unwrap(), x);
-        let mut b = BlockAllocator::new(range, "h1", Some(path));
-        assert_ne!(b.allocate("c3", None).unwrap(), x);
-        assert_eq!(b.held().len(), 3);
-        assert!(b.allocate("c4", Some(x)).is_err());
+        drop(a);
+        assert_eq!(IpamSource::saved_uid(Some(&dir)).unwrap(), Some(42));
+        let mut b = IpamSource::open(range, 42, Some(&dir)).unwrap();
+        assert_eq!(b.held().len(), 2);
+        let z = b.allocate("c3", None).unwrap();
+        assert!(z != x && z != y);
+        assert!(b.allocate("c4", Some(x)).is_err(), "x is still in use");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
-    fn the_three_host_names_get_different_blocks() {
+    fn two_routers_merging_claims_hand_out_distinct_addresses() {
         let range: Range = "198.19.0.0/16".parse().unwrap();
-        let bases: std::collections::BTreeSet<u32> = ["h1", "h2", "h3"]
-            .iter()
-            .map(|n| BlockAllocator::new(range, n, None).base)
-            .collect();
-        assert_eq!(bases.len(), 3);
+        let mut a = IpamSource::open(range, 1, None).unwrap();
+        let mut b = IpamSource::open(range, 2, None).unwrap();
+        let xa = a.allocate("a1", None).unwrap();
+        b.merge(&a.claims().1);
+        let xb = b.allocate("b1", None).unwrap();
+        a.merge(&b.claims().1);
+        assert_ne!(xa, xb);
+        assert!(a.conflicts.is_empty() && b.conflicts.is_empty());
     }
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use crate::alloc::{AddressSource, BlockAllocator};
+use crate::alloc::{AddressSource, IpamSource};
 use crate::api::{self, Handler, PeerOp, Request};
 use crate::config::{Mtu, Range};
 use crate::datapath::Datapath;
@@ -58,7 +58,7 @@ pub struct Daemon {
     bridge: u32,
     mtu: u32,
     underlay_mtu: u32,
-    alloc: Mutex<Box<dyn AddressSource>>,
+    alloc: Arc<Mutex<IpamSource>>,
     rt: tokio::runtime::Handle,
 }
 
@@ -99,6 +99,16 @@ impl Daemon {
             .await
             .context("attach the TAP to the bridge")?;
 
+        if let Some(dir) = &opts.state_dir {
+            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        }
+        // A restarted router takes its saved uid back, so its IPAM claims stay its own.
+        let uid = IpamSource::saved_uid(opts.state_dir.as_ref())
+            .context("read the IPAM state")?
+            .unwrap_or_else(Router::random_uid);
+        let ipam = Arc::new(Mutex::new(
+            IpamSource::open(opts.range, uid, opts.state_dir.as_ref()).context("open the IPAM")?,
+        ));
         let router = Router::new(
             Settings {
                 name: opts.name.clone(),
@@ -106,7 +116,9 @@ impl Daemon {
                 port: opts.listen.port(),
             },
             &opts.peers,
+            uid,
         );
+        router.set_ipam(ipam.clone());
         let (hb_tx, mut hb_rx) = tokio::sync::mpsc::unbounded_channel();
         let sleeve = Arc::new(
             Sleeve::start(
@@ -129,14 +141,6 @@ impl Daemon {
             .start(opts.listen)
             .await
             .with_context(|| format!("listen on {}", opts.listen))?;
-        if let Some(dir) = &opts.state_dir {
-            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-        }
-        let alloc = BlockAllocator::new(
-            opts.range,
-            &opts.name,
-            opts.state_dir.as_ref().map(|d| d.join("addresses.json")),
-        );
         let daemon = Arc::new(Daemon {
             opts: opts.clone(),
             router,
@@ -145,7 +149,7 @@ impl Daemon {
             bridge,
             mtu,
             underlay_mtu,
-            alloc: Mutex::new(Box::new(alloc)),
+            alloc: ipam,
             rt,
         });
         api::serve(&opts.api, daemon.clone())
@@ -191,6 +195,8 @@ impl Daemon {
             "datapath": self.sleeve.kind(),
             "datapath_stats": self.sleeve.stats(),
             "containers": containers,
+            "ipam": alloc.status(),
+            "ipam_conflicts": alloc.conflicts.len(),
         })
     }
 

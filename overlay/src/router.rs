@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 
+use crate::alloc::IpamSource;
 use crate::crypto::handshake::{self, LocalOffer, Session};
 use crate::datapath::{Datapath, PeerSpec, PeerStats};
 use crate::wire::auth::{self, Role};
@@ -90,6 +91,7 @@ pub struct Router {
     state: Mutex<State>,
     gossip: Notify,
     datapath: Mutex<Option<Arc<dyn Datapath>>>,
+    ipam: Mutex<Option<Arc<Mutex<IpamSource>>>>,
 }
 
 impl std::fmt::Debug for Router {
@@ -281,9 +283,13 @@ enum Refusal {
 }
 
 impl Router {
-    /// A router with a fresh uid and short id, dialling `peers`.
-    pub fn new(settings: Settings, peers: &[IpAddr]) -> Arc<Self> {
-        let uid = random_u64();
+    /// A fresh uid (never 0).
+    pub fn random_uid() -> u64 {
+        random_u64().max(1)
+    }
+
+    /// A router with uid `uid` and a fresh short id, dialling `peers`.
+    pub fn new(settings: Settings, peers: &[IpAddr], uid: u64) -> Arc<Self> {
         let st = State {
             short_id: (random_u64() % u64::from(MAX_SHORT_ID)) as u16 + 1,
             version: now_micros(),
@@ -297,6 +303,7 @@ impl Router {
             state: Mutex::new(st),
             gossip: Notify::new(),
             datapath: Mutex::new(None),
+            ipam: Mutex::new(None),
         })
     }
 
@@ -314,6 +321,36 @@ impl Router {
     /// Sets the datapath new connections are handed to.
     pub fn set_datapath(&self, dp: Arc<dyn Datapath>) {
         *self.datapath.lock().unwrap_or_else(|e| e.into_inner()) = Some(dp);
+    }
+
+    /// Sets the IPAM whose claims this router gossips and merges.
+    pub fn set_ipam(&self, ipam: Arc<Mutex<IpamSource>>) {
+        *self.ipam.lock().unwrap_or_else(|e| e.into_inner()) = Some(ipam);
+    }
+
+    fn ipam(&self) -> Option<Arc<Mutex<IpamSource>>> {
+        self.ipam.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The IPAM claims as a control frame (empty when there is no IPAM).
+    fn claims_frame(&self) -> Vec<u8> {
+        let Some(ipam) = self.ipam() else {
+            return Vec::new();
+        };
+        let (_, repr) = ipam.lock().unwrap_or_else(|e| e.into_inner()).claims();
+        let mut buf = vec![0u8; repr.buffer_len()];
+        if repr
+            .emit(&mut crate::wire::ipam::Packet::new_unchecked(&mut buf[..]))
+            .is_err()
+        {
+            return Vec::new();
+        }
+        frame(MessageType::IpamClaims, &buf)
+    }
+
+    /// The router's unique id.
+    pub fn uid(&self) -> u64 {
+        self.uid
     }
 
     /// The router's name.
@@ -594,6 +631,7 @@ impl Router {
             let _ = wr.shutdown().await;
         });
         let _ = tx.send(self.gossip_frame());
+        let _ = tx.send(self.claims_frame());
         let mut tick = tokio::time::interval(GOSSIP_PERIOD);
         let mut last_rx = Instant::now();
         let reason = loop {
@@ -613,12 +651,14 @@ impl Router {
                 },
                 _ = self.gossip.notified() => {
                     let _ = tx.send(self.gossip_frame());
+                    let _ = tx.send(self.claims_frame());
                 }
                 _ = tick.tick() => {
                     if last_rx.elapsed() > DEAD_AFTER {
                         break "peer silent".to_string();
                     }
                     let _ = tx.send(self.gossip_frame());
+                    let _ = tx.send(self.claims_frame());
                 }
             }
         };
@@ -786,7 +826,24 @@ impl Router {
             MessageType::Close => {
                 return Err(format!("peer closed: {}", String::from_utf8_lossy(payload)));
             }
-            // IPAM claims arrive with the IPAM; unknown types are skipped.
+            MessageType::IpamClaims => {
+                let repr = match crate::wire::ipam::Packet::new_checked(payload)
+                    .and_then(|p| crate::wire::ipam::Repr::parse(&p))
+                {
+                    Ok(r) => r,
+                    Err(_) => {
+                        self.st().malformed_control += 1;
+                        return Ok(());
+                    }
+                };
+                if let Some(ipam) = self.ipam() {
+                    let out = ipam.lock().unwrap_or_else(|e| e.into_inner()).merge(&repr);
+                    if out.changed {
+                        self.gossip.notify_waiters();
+                    }
+                }
+            }
+            // Unknown types are skipped.
             _ => {}
         }
         Ok(())
