@@ -49,6 +49,10 @@ async fn every_container_reaches_every_other(#[case] password: Option<&str>) {
     for st in ["h1", "h2", "h3"] {
         let s = o.status(st).await.unwrap();
         assert_eq!(s["router"]["encrypted"], password.is_some());
+        assert_eq!(
+            s["ipam_conflicts"], 0,
+            "IPAM claims converged without conflicts"
+        );
         for c in s["router"]["connections"].as_array().unwrap() {
             assert_eq!(c["encrypted"], password.is_some(), "{c}");
             assert_eq!(c["datapath"], "sleeve");

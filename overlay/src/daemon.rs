@@ -210,6 +210,8 @@ impl Daemon {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .allocate(netns, wanted)?;
+        // Spread a new block claim at once, before another router picks the same block.
+        self.router.announce();
         match netdev::attach(
             &self.netdev,
             self.bridge,

@@ -348,6 +348,11 @@ impl Router {
         frame(MessageType::IpamClaims, &buf)
     }
 
+    /// Gossips topology and IPAM claims to every peer now (e.g. after a new address claim).
+    pub fn announce(&self) {
+        self.gossip.notify_waiters();
+    }
+
     /// The router's unique id.
     pub fn uid(&self) -> u64 {
         self.uid

@@ -17,13 +17,23 @@ use std::sync::{Arc, Mutex, RwLock};
 use crate::crypto::sleeve::{Opener, Sealer};
 use crate::crypto::CryptoError;
 use crate::datapath::{Datapath, DatapathStats, PeerSpec, PeerStats};
-use crate::wire::sleeve::{self as wire, FrameIter, FrameWriter, HEADER_LEN, TAG_LEN};
+use crate::wire::sleeve::{
+    self as wire, FrameIter, FrameWriter, FLAG_VNET_HDR, HEADER_LEN, TAG_LEN,
+};
 use crate::wire::{heartbeat, icmp};
 
 /// IPv4 + UDP header bytes in front of a sleeve datagram.
 const IP_UDP: usize = 28;
 /// Largest datagram handled.
 const MAX_DATAGRAM: usize = 65_535;
+/// Largest UDP payload over IPv4.
+const MAX_UDP: usize = 65_507;
+/// The `virtio_net_hdr` in front of every frame on the TAP (and on the wire).
+const VNET: usize = wire::VNET_HDR_LEN;
+/// `virtio_net_hdr.gso_type` of a plain frame.
+const GSO_NONE: u8 = 0;
+/// `virtio_net_hdr.flags`: the checksum from `csum_start` is left to fill.
+const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
 /// Frames read from the TAP before the batch is flushed.
 const BATCH: usize = 64;
 
@@ -339,7 +349,7 @@ impl Datapath for Sleeve {
                 {
                     continue;
                 }
-                if let Some(len) = self.shared.build(&p, &mut buf, &[&frame], true) {
+                if let Some(len) = self.shared.build(&p, &mut buf, &[&frame], true, false) {
                     let _ = self
                         .shared
                         .probe_sock
@@ -369,8 +379,17 @@ impl Datapath for Sleeve {
 
 impl Shared {
     /// Packs `frames` into one datagram to `p` in `buf`, sealed when the session is encrypted.
-    fn build(&self, p: &Peer, buf: &mut [u8], frames: &[&[u8]], heartbeat: bool) -> Option<usize> {
+    fn build(
+        &self,
+        p: &Peer,
+        buf: &mut [u8],
+        frames: &[&[u8]],
+        heartbeat: bool,
+        vnet: bool,
+    ) -> Option<usize> {
         let reserve = if p.encrypted() { TAG_LEN } else { 0 };
+        let end = buf.len().min(MAX_UDP);
+        let buf = &mut buf[..end];
         let mut w = FrameWriter::new(buf, reserve).ok()?;
         for f in frames {
             w.push(f).ok()?;
@@ -395,7 +414,7 @@ impl Shared {
         }
     }
 
-    fn send_frames(&self, p: &Peer, frames: &[&[u8]], buf: &mut [u8]) {
+    fn send_frames(&self, p: &Peer, frames: &[&[u8]], buf: &mut [u8], vnet: bool) {
         let reserve = if p.encrypted() { TAG_LEN } else { 0 };
         let limit = (p.path_mtu.load(Relaxed) as usize)
             .saturating_sub(IP_UDP)
@@ -414,7 +433,7 @@ impl Shared {
                 used += need;
                 end += 1;
             }
-            match self.build(p, buf, &frames[start..end], false) {
+            match self.build(p, buf, &frames[start..end], false, vnet) {
                 Some(len) => match self
                     .sock
                     .send_to(&buf[..len], SocketAddr::new(p.ip, crate::CONTROL_PORT))
@@ -437,9 +456,29 @@ impl Shared {
         }
     }
 
+    /// Writes a frame that starts with its virtio_net_hdr.
     fn write_tap(&self, frame: &[u8]) -> bool {
         // SAFETY: write(2) of an initialised buffer to our TAP descriptor.
         let n = unsafe { libc::write(self.tap.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
+        n >= 0
+    }
+
+    /// Writes a bare Ethernet frame behind an empty virtio_net_hdr.
+    fn write_tap_plain(&self, frame: &[u8]) -> bool {
+        let hdr = [0u8; VNET];
+        let iov = [
+            libc::iovec {
+                iov_base: hdr.as_ptr() as *mut libc::c_void,
+                iov_len: hdr.len(),
+            },
+            libc::iovec {
+                iov_base: frame.as_ptr() as *mut libc::c_void,
+                iov_len: frame.len(),
+            },
+        ];
+        // SAFETY: writev(2) of two initialised buffers that outlive the call; the kernel only
+        // reads through the pointers.
+        let n = unsafe { libc::writev(self.tap.as_raw_fd(), iov.as_ptr(), 2) };
         n >= 0
     }
 }
@@ -481,21 +520,34 @@ fn tap_to_udp(s: &Shared) {
         if frames.is_empty() {
             continue;
         }
+        // Plain frames cross without their virtio_net_hdr, so finish any checksum the kernel
+        // left to the "hardware" (short frames: cheap).
+        for &(off, len) in &frames {
+            if len >= VNET + 14 {
+                let (hdr, eth) = arena[off..off + len].split_at_mut(VNET);
+                if hdr[1] == GSO_NONE && hdr[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
+                    finish_checksum(hdr, eth);
+                }
+            }
+        }
         let peers = s.peers.read().unwrap_or_else(|e| e.into_inner());
         if peers.is_empty() {
             s.tx_dropped.fetch_add(frames.len() as u64, Relaxed);
             continue;
         }
         let macs = s.macs.read().unwrap_or_else(|e| e.into_inner());
-        let mut per_peer: HashMap<IpAddr, Vec<&[u8]>> = HashMap::new();
+        // Per peer: plain Ethernet frames (packed), and GSO bursts with their header (one per
+        // datagram).
+        let mut per_peer: HashMap<IpAddr, (Vec<&[u8]>, Vec<&[u8]>)> = HashMap::new();
         for &(off, len) in &frames {
             let frame = &arena[off..off + len];
-            if len < 14 {
+            if len < VNET + 14 {
                 s.malformed.fetch_add(1, Relaxed);
                 continue;
             }
+            let (hdr, eth) = frame.split_at(VNET);
             let mut dst_mac = [0u8; 6];
-            dst_mac.copy_from_slice(&frame[..6]);
+            dst_mac.copy_from_slice(&eth[..6]);
             let known = if is_multicast(&dst_mac) {
                 None
             } else {
@@ -507,13 +559,12 @@ fn tap_to_udp(s: &Shared) {
             };
             let flooded = known.is_none();
             for p in targets {
-                if icmp::needs_frag_needed(frame, p.inner_mtu()) {
-                    let mtu = u16::try_from(p.inner_mtu()).unwrap_or(u16::MAX);
+                if let Some(mtu) = too_big(hdr, eth, p.inner_mtu()) {
                     // The ICMP comes "from" the original destination, so reverse-path checks
                     // in the container accept it.
-                    let src = frame_dst_ip(frame).unwrap_or(Ipv4Addr::UNSPECIFIED);
-                    if let Ok(n) = icmp::frag_needed(frame, mtu, src, &mut icmp_buf) {
-                        if s.write_tap(&icmp_buf[..n]) {
+                    let src = frame_dst_ip(eth).unwrap_or(Ipv4Addr::UNSPECIFIED);
+                    if let Ok(n) = icmp::frag_needed(eth, mtu, src, &mut icmp_buf) {
+                        if s.write_tap_plain(&icmp_buf[..n]) {
                             p.c.frag_needed.fetch_add(1, Relaxed);
                         }
                     }
@@ -522,15 +573,58 @@ fn tap_to_udp(s: &Shared) {
                 if flooded {
                     p.c.tx_flooded.fetch_add(1, Relaxed);
                 }
-                per_peer.entry(p.ip).or_default().push(frame);
+                let lists = per_peer.entry(p.ip).or_default();
+                if hdr[1] == GSO_NONE {
+                    lists.0.push(eth);
+                } else {
+                    lists.1.push(frame);
+                }
             }
         }
-        for (ip, list) in &per_peer {
+        for (ip, (plain, gso)) in &per_peer {
             if let Some(p) = peers.get(ip) {
-                s.send_frames(p, list, &mut out);
+                s.send_frames(p, plain, &mut out, false);
+                for g in gso {
+                    s.send_frames(p, std::slice::from_ref(g), &mut out, true);
+                }
             }
         }
     }
+}
+
+/// Fills the checksum a `virtio_net_hdr` with NEEDS_CSUM leaves open: the one's complement
+/// sum from `csum_start` to the end (the field already holds the pseudo-header sum), stored at
+/// `csum_start + csum_offset`. Out-of-range offsets leave the frame as it is.
+fn finish_checksum(hdr: &[u8], eth: &mut [u8]) {
+    let start = usize::from(u16::from_le_bytes([hdr[6], hdr[7]]));
+    let offset = usize::from(u16::from_le_bytes([hdr[8], hdr[9]]));
+    let at = start + offset;
+    if start >= eth.len() || at + 2 > eth.len() {
+        return;
+    }
+    let sum = crate::wire::ipv4::checksum(&eth[start..]);
+    eth[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// The MTU to advertise when a DF frame (or, for a GSO burst, each of its segments) is too big
+/// for a peer whose overlay MTU is `mtu`; `None` when it fits or must simply be carried.
+fn too_big(hdr: &[u8], eth: &[u8], mtu: usize) -> Option<u16> {
+    let advertise = u16::try_from(mtu).unwrap_or(u16::MAX);
+    let gso_type = hdr.get(1).copied().unwrap_or(GSO_NONE);
+    if gso_type == GSO_NONE {
+        return icmp::needs_frag_needed(eth, mtu).then_some(advertise);
+    }
+    // A TCP burst: the segments the receiving kernel cuts are IP header + TCP header +
+    // gso_size; they must fit the path when DF is set.
+    let gso_size = usize::from(u16::from_le_bytes([*hdr.get(4)?, *hdr.get(5)?]));
+    let ip = eth.get(14..)?;
+    if eth.get(12..14)? != [0x08, 0x00] || ip.len() < 20 {
+        return None;
+    }
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let df = ip[6] & 0x40 != 0;
+    let doff = usize::from(ip.get(ihl + 12)? >> 4) * 4;
+    (df && ihl + doff + gso_size > mtu).then_some(advertise)
 }
 
 fn frame_dst_ip(frame: &[u8]) -> Option<Ipv4Addr> {
@@ -567,6 +661,7 @@ fn udp_to_tap(s: &Shared) {
                 continue;
             }
         };
+        let datagram_flags = datagram[1];
         if repr.encrypted != p.encrypted() {
             p.c.unauthenticated.fetch_add(1, Relaxed);
             continue;
@@ -625,18 +720,24 @@ fn udp_to_tap(s: &Shared) {
             }
             continue;
         }
+        let vnet = repr_has_vnet(datagram_flags);
         let mut learned: Option<[u8; 6]> = None;
         for f in FrameIter::new(body) {
             let Ok(f) = f else {
                 s.malformed.fetch_add(1, Relaxed);
                 break;
             };
-            if f.len() < 14 {
+            let eth = if vnet {
+                f.get(VNET..).unwrap_or(&[])
+            } else {
+                f
+            };
+            if eth.len() < 14 {
                 s.malformed.fetch_add(1, Relaxed);
                 continue;
             }
             let mut src = [0u8; 6];
-            src.copy_from_slice(&f[6..12]);
+            src.copy_from_slice(&eth[6..12]);
             if !is_multicast(&src) && learned != Some(src) {
                 let known = s
                     .macs
@@ -653,14 +754,24 @@ fn udp_to_tap(s: &Shared) {
                 learned = Some(src);
             }
             p.c.rx_frames.fetch_add(1, Relaxed);
-            p.c.rx_bytes.fetch_add(f.len() as u64, Relaxed);
-            if s.write_tap(f) {
+            p.c.rx_bytes.fetch_add(eth.len() as u64, Relaxed);
+            let written = if vnet {
+                s.write_tap(f)
+            } else {
+                s.write_tap_plain(f)
+            };
+            if written {
                 s.injected.fetch_add(1, Relaxed);
             } else {
-                s.tx_dropped.fetch_add(1, Relaxed);
+                // The kernel refuses an inconsistent virtio_net_hdr (EINVAL).
+                s.malformed.fetch_add(1, Relaxed);
             }
         }
     }
+}
+
+fn repr_has_vnet(flags: u8) -> bool {
+    flags & FLAG_VNET_HDR != 0
 }
 
 #[cfg(test)]

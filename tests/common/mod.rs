@@ -102,8 +102,21 @@ pub async fn tcp_echo(lab: &Lab, from: &str, to: &str, addr: Ipv4Addr) -> Result
             }
         };
         let _ = tx.send(l.local_addr().map_err(|e| e.to_string()));
-        l.set_nonblocking(false).map_err(|e| e.to_string())?;
-        let (mut s, _) = l.accept().map_err(|e| e.to_string())?;
+        // Bounded accept: a client that never arrives must not hang the test.
+        l.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut s = loop {
+            match l.accept() {
+                Ok((s, _)) => break s,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(format!("accept: {e}")),
+            }
+        };
+        s.set_nonblocking(false).map_err(|e| e.to_string())?;
         s.set_read_timeout(Some(Duration::from_secs(10))).ok();
         let mut buf = [0u8; 4096];
         let n = std::io::Read::read(&mut s, &mut buf).map_err(|e| e.to_string())?;
