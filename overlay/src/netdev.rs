@@ -375,6 +375,14 @@ pub fn create_tap(name: &str) -> Result<Tap> {
             std::io::Error::last_os_error(),
         ));
     }
+    let offloads = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
+    // SAFETY: TUNSETOFFLOAD takes the offload bits as the ioctl's integer argument.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD, offloads) };
+    if rc < 0 {
+        return Err(io(format!("TUNSETOFFLOAD {name}"))(
+            std::io::Error::last_os_error(),
+        ));
+    }
     Ok(Tap {
         fd,
         name: name.to_string(),

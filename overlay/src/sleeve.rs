@@ -402,8 +402,12 @@ impl Shared {
             dst_short_id: p.short_id,
             counter: 0,
         };
-        repr.emit(&mut wire::Packet::new_unchecked(&mut *buf))
-            .ok()?;
+        let mut pkt = wire::Packet::new_unchecked(&mut *buf);
+        repr.emit(&mut pkt).ok()?;
+        if vnet {
+            // GSO bursts carry the TAP's virtio_net_hdr.
+            pkt.set_flags(pkt.flags() | FLAG_VNET_HDR);
+        }
         match &p.sealer {
             Some(s) => s
                 .lock()
@@ -483,6 +487,10 @@ impl Shared {
     }
 }
 
+/// Frames for one peer from one TAP batch: plain Ethernet frames (packed several per
+/// datagram) and GSO bursts with their virtio_net_hdr (one per datagram).
+type PeerBatch<'a> = (Vec<&'a [u8]>, Vec<&'a [u8]>);
+
 fn is_multicast(mac: &[u8]) -> bool {
     mac.first().is_some_and(|b| b & 1 == 1)
 }
@@ -538,7 +546,7 @@ fn tap_to_udp(s: &Shared) {
         let macs = s.macs.read().unwrap_or_else(|e| e.into_inner());
         // Per peer: plain Ethernet frames (packed), and GSO bursts with their header (one per
         // datagram).
-        let mut per_peer: HashMap<IpAddr, (Vec<&[u8]>, Vec<&[u8]>)> = HashMap::new();
+        let mut per_peer: HashMap<IpAddr, PeerBatch<'_>> = HashMap::new();
         for &(off, len) in &frames {
             let frame = &arena[off..off + len];
             if len < VNET + 14 {
