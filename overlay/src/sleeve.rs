@@ -794,6 +794,91 @@ mod tests {
         assert_eq!(*probe_sizes(1400).last().unwrap_or(&0), 576);
     }
 
+    /// An Ethernet/IPv4/TCP frame with `payload` bytes, DF set.
+    fn tcp_frame(payload: usize) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 20 + payload];
+        f[12] = 0x08;
+        f[14] = 0x45;
+        let total = (20 + 20 + payload) as u16;
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        f[20] = 0x40;
+        f[22] = 64;
+        f[23] = 6;
+        f[26..30].copy_from_slice(&[198, 19, 0, 1]);
+        f[30..34].copy_from_slice(&[198, 19, 0, 2]);
+        f[34 + 12] = 5 << 4;
+        f
+    }
+
+    fn vnet(gso_type: u8, gso_size: u16) -> [u8; VNET] {
+        let mut h = [0u8; VNET];
+        h[1] = gso_type;
+        h[4..6].copy_from_slice(&gso_size.to_le_bytes());
+        h
+    }
+
+    #[test]
+    fn plain_df_frames_over_the_mtu_get_frag_needed() {
+        let f = tcp_frame(1400);
+        assert_eq!(too_big(&vnet(GSO_NONE, 0), &f, 1440), None);
+        assert_eq!(too_big(&vnet(GSO_NONE, 0), &f, 1340), Some(1340));
+    }
+
+    #[test]
+    fn gso_bursts_are_judged_by_their_segment_size() {
+        // A 30 kB burst of 1388-byte segments: segments of 1428 bytes.
+        let f = tcp_frame(30_000);
+        assert_eq!(too_big(&vnet(1, 1388), &f, 1440), None);
+        assert_eq!(too_big(&vnet(1, 1388), &f, 1340), Some(1340));
+        // Without DF it is carried anyway.
+        let mut no_df = f.clone();
+        no_df[20] = 0;
+        assert_eq!(too_big(&vnet(1, 1388), &no_df, 1340), None);
+        // Garbage never panics.
+        assert_eq!(too_big(&vnet(1, 1388), &f[..20], 1340), None);
+        assert_eq!(
+            too_big(&[], &f, 1340),
+            icmp::needs_frag_needed(&f, 1340).then_some(1340)
+        );
+    }
+
+    #[test]
+    fn finished_checksums_verify() {
+        // A UDP datagram whose checksum field holds the pseudo-header sum, as the kernel
+        // leaves it with NEEDS_CSUM.
+        let mut f = tcp_frame(0);
+        f.truncate(14 + 20);
+        f[23] = 17;
+        f.extend_from_slice(&[
+            0x30, 0x39, 0x00, 0x35, 0x00, 0x0c, 0, 0, b'h', b'i', b'!', b'?',
+        ]);
+        let udp_len = 12u32;
+        let mut pseudo: u32 = 0xc613 + 0x0001 + 0xc613 + 0x0002 + 17 + udp_len;
+        while pseudo >> 16 != 0 {
+            pseudo = (pseudo & 0xffff) + (pseudo >> 16);
+        }
+        f[34 + 6..34 + 8].copy_from_slice(&(pseudo as u16).to_be_bytes());
+        let mut h = [0u8; VNET];
+        h[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+        h[6..8].copy_from_slice(&34u16.to_le_bytes());
+        h[8..10].copy_from_slice(&6u16.to_le_bytes());
+        finish_checksum(&h, &mut f);
+        // Verify: pseudo header + UDP segment sums to 0xffff.
+        let mut sum: u32 = 0xc613 + 0x0001 + 0xc613 + 0x0002 + 17 + udp_len;
+        for w in f[34..].chunks(2) {
+            sum += u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
+        }
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        assert_eq!(sum, 0xffff);
+        // Offsets past the frame leave it alone.
+        let before = f.clone();
+        h[6..8].copy_from_slice(&4000u16.to_le_bytes());
+        finish_checksum(&h, &mut f);
+        assert_eq!(f, before);
+    }
+
     #[test]
     fn heartbeat_size_round_trips_padding() {
         for enc in [false, true] {
