@@ -369,3 +369,50 @@ async fn a_smaller_path_mtu_is_learnt_and_df_traffic_gets_frag_needed() {
     lab.down().await.unwrap();
     assert!(leftovers(&id).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_healed_partition_re_addresses_the_container_that_lost_its_block() {
+    let id = unique("ovl-heal");
+    let lab = up("topologies/two-host.toml", &id).await;
+    // Partitioned: the two routers refuse each other, so neither hears the other's claims.
+    let mut opts = with_password(Some("one"));
+    opts.host_passwords.insert("h2".into(), Some("two".into()));
+    opts.no_attach = true;
+    let mut o = overlay(&lab, opts).await;
+    let same = "198.19.77.10";
+    for (host, c) in [("h1", "c1"), ("h2", "c2")] {
+        let ns = node(&lab, c).netns_path().display().to_string();
+        netsim::overlay_run::api_call(
+            &o.api_path(host).unwrap(),
+            &serde_json::json!({"cmd": "attach", "netns": ns, "addr": same}),
+        )
+        .await
+        .unwrap();
+    }
+    // Heal: h2 restarts with the right password (same state, same claims).
+    o.set_password("h2", Some("one".into()));
+    o.restart(&lab, "h2").await.unwrap();
+    o.wait_connected("h1", 1).await.unwrap();
+    eventually("one side sees the conflict and re-addresses", || async {
+        let a = netsim::verify::overlay_address(&node(&lab, "c1")).await;
+        let b = netsim::verify::overlay_address(&node(&lab, "c2")).await;
+        matches!((a, b), (Ok(a), Ok(b)) if a != b)
+    })
+    .await;
+    let conflicts: u64 = [o.status("h1").await.unwrap(), o.status("h2").await.unwrap()]
+        .iter()
+        .map(|s| s["ipam_conflicts"].as_u64().unwrap())
+        .sum();
+    assert!(conflicts >= 1);
+    let c2 = netsim::verify::overlay_address(&node(&lab, "c2"))
+        .await
+        .unwrap();
+    let c1 = netsim::verify::overlay_address(&node(&lab, "c1"))
+        .await
+        .unwrap();
+    assert!(ping_until(&lab, "c1", c2).await);
+    assert!(ping_until(&lab, "c2", c1).await);
+    o.stop();
+    lab.down().await.unwrap();
+    assert!(leftovers(&id).is_empty());
+}

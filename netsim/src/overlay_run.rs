@@ -393,6 +393,13 @@ impl Overlay {
             .unwrap_or_default()
     }
 
+    /// Changes the password `host`'s router gets at its next (re)start.
+    pub fn set_password(&mut self, host: &str, password: Option<String>) {
+        if let Some(r) = self.routers.get_mut(host) {
+            r.password = password;
+        }
+    }
+
     /// Kills `host`'s router with SIGKILL (as a crash would) and reaps it.
     pub fn kill(&mut self, host: &str) -> Result<(), OverlayError> {
         if let Some(mut c) = self.routers.get_mut(host).and_then(|r| r.child.take()) {

@@ -25,8 +25,10 @@ pub trait AddressSource: Send {
 pub struct IpamSource {
     ipam: Ipam,
     path: Option<PathBuf>,
-    /// Claim conflicts seen (containers whose block another router won).
+    /// Claim conflicts not yet handled (containers whose block another router won).
     pub conflicts: Vec<Conflict>,
+    /// Conflicts seen since start.
+    pub conflicts_total: u64,
 }
 
 impl IpamSource {
@@ -49,6 +51,7 @@ impl IpamSource {
             ipam,
             path,
             conflicts: Vec::new(),
+            conflicts_total: 0,
         })
     }
 
@@ -78,11 +81,17 @@ impl IpamSource {
                 );
             }
             self.conflicts.extend(out.conflicts.iter().cloned());
+            self.conflicts_total += out.conflicts.len() as u64;
         }
         if out.changed {
             self.save();
         }
         out
+    }
+
+    /// Takes the conflicts to handle (the containers to re-address).
+    pub fn take_conflicts(&mut self) -> Vec<Conflict> {
+        std::mem::take(&mut self.conflicts)
     }
 
     /// The IPAM's status.

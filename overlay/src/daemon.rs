@@ -155,13 +155,30 @@ impl Daemon {
         api::serve(&opts.api, daemon.clone())
             .await
             .with_context(|| format!("serve the API on {}", opts.api.display()))?;
-        // Keep sleeve's short id in step with the control plane's.
+        // Keep sleeve's short id in step with the control plane's, and re-address containers
+        // whose address block another router won.
         let d = daemon.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
             loop {
                 tick.tick().await;
                 d.sleeve.set_short_id(d.router.short_id());
+                let conflicts = d
+                    .alloc
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take_conflicts();
+                for c in conflicts {
+                    match d.attach(&c.container, None).await {
+                        Ok(v) => tracing::warn!(
+                            "re-addressed {} from {} to {} (its block went to another router)",
+                            c.container,
+                            c.addr,
+                            v["addr"].as_str().unwrap_or("?")
+                        ),
+                        Err(e) => tracing::warn!("cannot re-address {}: {e}", c.container),
+                    }
+                }
             }
         });
         tracing::info!(
@@ -196,7 +213,7 @@ impl Daemon {
             "datapath_stats": self.sleeve.stats(),
             "containers": containers,
             "ipam": alloc.status(),
-            "ipam_conflicts": alloc.conflicts.len(),
+            "ipam_conflicts": alloc.conflicts_total,
         })
     }
 
