@@ -416,3 +416,71 @@ async fn a_healed_partition_re_addresses_the_container_that_lost_its_block() {
     lab.down().await.unwrap();
     assert!(leftovers(&id).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn garbage_on_both_ports_is_dropped_and_counted() {
+    let id = unique("ovl-junk");
+    let lab = up(THREE, &id).await;
+    let o = overlay(&lab, with_password(Some("junk secret"))).await;
+    let c1 = o.address_of("c1").unwrap();
+    let h1_ip = Ipv4Addr::new(198, 18, 1, 1);
+    let h2_ip = Ipv4Addr::new(198, 18, 1, 2);
+    // Datagrams from a connected peer's address: empty, truncated, bad version, random.
+    node(&lab, "h2")
+        .run(move || async move {
+            let s = std::net::UdpSocket::bind((h2_ip, 0)).unwrap();
+            let mut seed: u32 = 12345;
+            let mut junk: Vec<Vec<u8>> = vec![vec![], vec![1], vec![1, 0, 0, 1, 0, 2], vec![9; 40]];
+            for n in 0..200 {
+                let mut d = vec![0u8; (n * 7) % 1500];
+                for b in &mut d {
+                    seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    *b = (seed >> 16) as u8;
+                }
+                if let Some(v) = d.first_mut() {
+                    *v = 1; // the right version, so deeper checks run
+                }
+                junk.push(d);
+            }
+            for d in &junk {
+                let _ = s.send_to(d, (h1_ip, 6783));
+            }
+        })
+        .await
+        .unwrap();
+    // A TCP client that speaks garbage is dropped, not kept.
+    let closed = node(&lab, "h3")
+        .run(move || async move {
+            use std::io::{Read, Write};
+            let mut t = std::net::TcpStream::connect((h1_ip, 6783)).unwrap();
+            t.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let _ = t.write_all(&[0, 0, 0, 9, 77, 1, 2, 3, 4, 5, 6, 7, 8]);
+            let mut buf = [0u8; 4096];
+            loop {
+                match t.read(&mut buf) {
+                    Ok(0) | Err(_) => return true,
+                    Ok(_) => continue,
+                }
+            }
+        })
+        .await
+        .unwrap();
+    assert!(closed, "h1 closed the garbage connection");
+    eventually("h1 counts the junk", || async {
+        let s = o.status("h1").await.unwrap();
+        let dp = &s["datapath_stats"];
+        let conn = conn_status(&o, "h1", "h2").await.unwrap();
+        let dropped = dp["malformed"].as_u64().unwrap()
+            + conn["stats"]["unauthenticated"].as_u64().unwrap()
+            + conn["stats"]["auth_failures"].as_u64().unwrap()
+            + conn["stats"]["replayed"].as_u64().unwrap();
+        dropped >= 200 && s["router"]["handshake_failures"].as_u64().unwrap() >= 1
+    })
+    .await;
+    // Everything still works.
+    assert!(ping_until(&lab, "c3", c1).await);
+    assert!(ping_until(&lab, "c5", c1).await);
+    o.stop();
+    lab.down().await.unwrap();
+    assert!(leftovers(&id).is_empty());
+}
