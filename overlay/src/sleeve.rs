@@ -197,8 +197,13 @@ impl Sleeve {
             libc::IP_MTU_DISCOVER,
             libc::IP_PMTUDISC_DONT,
         )?;
-        let _ = set_int_opt(&sock, libc::SOL_SOCKET, libc::SO_RCVBUF, 4 << 20);
-        let _ = set_int_opt(&sock, libc::SOL_SOCKET, libc::SO_SNDBUF, 4 << 20);
+        // Room for dozens of 60 kB bursts; the FORCE variants pass net.core.*mem_max (root).
+        if set_int_opt(&sock, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 4 << 20).is_err() {
+            let _ = set_int_opt(&sock, libc::SOL_SOCKET, libc::SO_RCVBUF, 4 << 20);
+        }
+        if set_int_opt(&sock, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 4 << 20).is_err() {
+            let _ = set_int_opt(&sock, libc::SOL_SOCKET, libc::SO_SNDBUF, 4 << 20);
+        }
         let probe_sock = UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))?;
         // Probes carry DF and ignore the cached path MTU: only what really crosses is acked.
         set_int_opt(
