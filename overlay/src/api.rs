@@ -172,9 +172,125 @@ pub fn call_blocking(path: &Path, req: &Request) -> Result<serde_json::Value, Cl
     rt.block_on(call(path, req))
 }
 
+/// Renders a status answer for people: the router, its connections with their counters, the
+/// peers it knows, refusals and containers.
+pub fn render_status(v: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let r = &v["router"];
+    let text = |x: &serde_json::Value| x.as_str().unwrap_or("?").to_string();
+    let _ = writeln!(
+        out,
+        "router {} (short id {}, {}), MTU {} (underlay {}), range {}, datapath {}",
+        text(&r["name"]),
+        r["short_id"],
+        if r["encrypted"].as_bool() == Some(true) {
+            "encrypted"
+        } else {
+            "unencrypted"
+        },
+        v["mtu"],
+        v["underlay_mtu"],
+        text(&v["range"]),
+        text(&v["datapath"]),
+    );
+    let _ = writeln!(out, "connections:");
+    for c in r["connections"].as_array().into_iter().flatten() {
+        let s = &c["stats"];
+        let _ = writeln!(
+            out,
+            "  {:<10} {:<15} {:<7} {:<9} path MTU {} (overlay {}), tx {} rx {} frames, \
+             replayed {}, auth failures {}, frag-needed {}{}",
+            text(&c["peer"]),
+            text(&c["address"]),
+            text(&c["datapath"]),
+            if c["encrypted"].as_bool() == Some(true) {
+                "encrypted"
+            } else {
+                "plain"
+            },
+            s["path_mtu"],
+            s["overlay_mtu"],
+            s["tx_frames"],
+            s["rx_frames"],
+            s["replayed"],
+            s["auth_failures"],
+            s["frag_needed_sent"],
+            if s["healthy"].as_bool() == Some(true) {
+                ""
+            } else {
+                ", UNHEALTHY"
+            },
+        );
+    }
+    let _ = writeln!(out, "peers:");
+    for p in r["peers"].as_array().into_iter().flatten() {
+        let conns: Vec<&str> = p["connections"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {:<10} short id {:<5} connected to {}",
+            text(&p["name"]),
+            p["short_id"],
+            if conns.is_empty() {
+                "nobody".to_string()
+            } else {
+                conns.join(", ")
+            }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "refused {} (last: {}), handshake failures {}",
+        r["refused"],
+        r["last_refusal"].as_str().unwrap_or("none"),
+        r["handshake_failures"],
+    );
+    let dp = &v["datapath_stats"];
+    let _ = writeln!(
+        out,
+        "dropped: {} from unknown peers, {} malformed",
+        dp["unknown_peer"], dp["malformed"]
+    );
+    let _ = writeln!(out, "containers:");
+    for c in v["containers"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "  {} {}", text(&c["netns"]), text(&c["addr"]));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_renders_for_people() {
+        let v = serde_json::json!({
+            "ok": true, "ready": true, "mtu": 1424, "underlay_mtu": 1500,
+            "range": "198.19.0.0/16", "datapath": "sleeve",
+            "datapath_stats": {"unknown_peer": 0, "malformed": 2, "tx_dropped": 0, "injected": 9},
+            "containers": [{"netns": "/run/netns/c1", "addr": "198.19.32.0/16"}],
+            "router": {
+                "name": "h1", "short_id": 17, "encrypted": true, "refused": 1,
+                "last_refusal": "198.18.1.3: the peer's password proof does not verify",
+                "handshake_failures": 0,
+                "peers": [
+                    {"name": "h1", "short_id": 17, "connections": ["h2"]},
+                    {"name": "h2", "short_id": 4, "connections": ["h1"]},
+                    {"name": "h3", "short_id": 9, "connections": []}
+                ],
+                "connections": [{
+                    "peer": "h2", "address": "198.18.1.2", "datapath": "sleeve", "encrypted": true,
+                    "stats": {"path_mtu": 1500, "overlay_mtu": 1424, "tx_frames": 10,
+                              "rx_frames": 12, "replayed": 0, "auth_failures": 0,
+                              "frag_needed_sent": 0, "healthy": true}
+                }]
+            }
+        });
+        insta::assert_snapshot!(render_status(&v));
+    }
 
     #[test]
     fn requests_have_stable_json() {

@@ -141,7 +141,7 @@ fn main() -> ExitCode {
             if *json {
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {
-                print_status(&v);
+                print!("{}", api::render_status(&v));
             }
         }),
         Cmd::Attach { netns, addr, name } => client(
@@ -174,73 +174,6 @@ fn main() -> ExitCode {
             eprintln!("overlay-router: error: {e}");
             ExitCode::from(1)
         }
-    }
-}
-
-fn print_status(v: &serde_json::Value) {
-    let r = &v["router"];
-    println!(
-        "router {} (short id {}, {}), MTU {} (underlay {}), range {}, datapath {}",
-        r["name"].as_str().unwrap_or("?"),
-        r["short_id"],
-        if r["encrypted"].as_bool() == Some(true) {
-            "encrypted"
-        } else {
-            "unencrypted"
-        },
-        v["mtu"],
-        v["underlay_mtu"],
-        v["range"].as_str().unwrap_or("?"),
-        v["datapath"].as_str().unwrap_or("?"),
-    );
-    println!("connections:");
-    for c in r["connections"].as_array().into_iter().flatten() {
-        let s = &c["stats"];
-        println!(
-            "  {:<12} {:<15} {:<7} {} pmtu {} tx {} rx {} frames, replayed {}, auth failures {}",
-            c["peer"].as_str().unwrap_or("?"),
-            c["address"].as_str().unwrap_or("?"),
-            c["datapath"].as_str().unwrap_or("?"),
-            if c["encrypted"].as_bool() == Some(true) {
-                "encrypted"
-            } else {
-                "plain"
-            },
-            s["path_mtu"],
-            s["tx_frames"],
-            s["rx_frames"],
-            s["replayed"],
-            s["auth_failures"],
-        );
-    }
-    println!("peers:");
-    for p in r["peers"].as_array().into_iter().flatten() {
-        println!(
-            "  {:<12} short id {:<5} connected to {}",
-            p["name"].as_str().unwrap_or("?"),
-            p["short_id"],
-            p["connections"]
-                .as_array()
-                .map(|a| a
-                    .iter()
-                    .filter_map(|x| x.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "))
-                .unwrap_or_default()
-        );
-    }
-    println!(
-        "refused {}, last refusal {}",
-        r["refused"],
-        r["last_refusal"].as_str().unwrap_or("none")
-    );
-    println!("containers:");
-    for c in v["containers"].as_array().into_iter().flatten() {
-        println!(
-            "  {} {}",
-            c["netns"].as_str().unwrap_or("?"),
-            c["addr"].as_str().unwrap_or("?")
-        );
     }
 }
 
