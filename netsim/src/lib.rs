@@ -22,6 +22,7 @@ pub mod kernel;
 pub mod lab;
 pub mod measure;
 pub mod model;
+pub mod overlay_run;
 pub mod testing;
 pub mod uml;
 pub mod verify;

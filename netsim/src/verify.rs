@@ -5,6 +5,8 @@
 
 use std::fmt::Write as _;
 
+use std::net::Ipv4Addr;
+
 use futures::future::join_all;
 use serde::Serialize;
 
@@ -117,40 +119,95 @@ async fn check_one(lab: &Lab, expectation: &Expectation) -> Check {
             } else {
                 format!("no reach {from} -> {to} ({addr})")
             };
-            let Some(node) = lab.node(from) else {
-                return fail(what, format!("node {from} is not in the lab"));
-            };
-            let addr = *addr;
-            let opts = PingOptions::default();
-            let count = opts.count;
-            let outcome = node
-                .run(move || async move { icmp::ping(addr, &opts) })
-                .await;
-            let result = match outcome {
-                Ok(Ok(result)) => result,
-                Ok(Err(e)) => return fail(what, format!("ping failed: {e}")),
-                Err(e) => return fail(what, format!("cannot run in {from}: {e}")),
-            };
-            let min_rtt_us = result.min_rtt().map(|d| d.as_micros() as u64);
-            let answered = result.received > 0;
-            let (verdict, reason) = match (answered, *reachable) {
-                (true, true) | (false, false) => (Verdict::Pass, None),
-                (false, true) => (
-                    Verdict::Fail,
-                    Some(format!("no reply to {count} echo requests")),
-                ),
-                (true, false) => (
-                    Verdict::Fail,
-                    Some("answered, but must be unreachable".to_string()),
-                ),
-            };
-            Check {
-                what,
-                verdict,
-                reason,
-                min_rtt_us,
-            }
+            ping_check(lab, what, from, *addr, *reachable).await
         }
+        Expectation::OverlayReach {
+            from,
+            to,
+            reachable,
+        } => {
+            let verb = if *reachable { "reach" } else { "no reach" };
+            let Some(target) = lab.node(to) else {
+                return fail(
+                    format!("{verb} {from} -> {to} (overlay)"),
+                    format!("node {to} is not in the lab"),
+                );
+            };
+            let addr = match overlay_address(&target).await {
+                Ok(a) => a,
+                Err(e) => return fail(format!("{verb} {from} -> {to} (overlay)"), e),
+            };
+            ping_check(
+                lab,
+                format!("{verb} {from} -> {to} ({addr})"),
+                from,
+                addr,
+                *reachable,
+            )
+            .await
+        }
+    }
+}
+
+/// The overlay address of a container: the first IPv4 address of an interface other than
+/// loopback, read inside its namespace.
+pub async fn overlay_address(node: &crate::lab::NodeHandle) -> Result<Ipv4Addr, String> {
+    let name = node.name().to_string();
+    let found = node
+        .run(move || async move {
+            let nl =
+                crate::kernel::rtnl::Netlink::open_here(&name, &tokio::runtime::Handle::current())
+                    .map_err(|e| e.to_string())?;
+            let addrs = nl.addrs().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(
+                addrs
+                    .into_iter()
+                    .map(|(_, net)| net.addr())
+                    .find(|a| !a.is_loopback()),
+            )
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+    found.ok_or_else(|| {
+        format!(
+            "{} has no overlay address: is the overlay running and the container attached?",
+            node.name()
+        )
+    })
+}
+
+async fn ping_check(lab: &Lab, what: String, from: &str, addr: Ipv4Addr, reachable: bool) -> Check {
+    let Some(node) = lab.node(from) else {
+        return fail(what, format!("node {from} is not in the lab"));
+    };
+    let opts = PingOptions::default();
+    let count = opts.count;
+    let outcome = node
+        .run(move || async move { icmp::ping(addr, &opts) })
+        .await;
+    let result = match outcome {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => return fail(what, format!("ping failed: {e}")),
+        Err(e) => return fail(what, format!("cannot run in {from}: {e}")),
+    };
+    let min_rtt_us = result.min_rtt().map(|d| d.as_micros() as u64);
+    let answered = result.received > 0;
+    let (verdict, reason) = match (answered, reachable) {
+        (true, true) | (false, false) => (Verdict::Pass, None),
+        (false, true) => (
+            Verdict::Fail,
+            Some(format!("no reply to {count} echo requests")),
+        ),
+        (true, false) => (
+            Verdict::Fail,
+            Some("answered, but must be unreachable".to_string()),
+        ),
+    };
+    Check {
+        what,
+        verdict,
+        reason,
+        min_rtt_us,
     }
 }
 

@@ -1,33 +1,119 @@
-//! `overlay-router`: the overlay's per-host daemon.
-//!
-//! This is the daemon's skeleton: it validates its configuration and runs until SIGINT or
-//! SIGTERM. The control plane (TCP 6783) and the datapaths arrive with their own issues.
+//! `overlay-router`: the overlay's per-host daemon (`run`) and its client verbs, which talk to
+//! a running daemon's API socket.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
-use overlay::config::{self, Mtu, Range, RouterConfig};
+use clap::{Parser, Subcommand};
+use overlay::api::{self, PeerOp, Request};
+use overlay::config::{self, Mtu, Range};
+use overlay::daemon::{Daemon, Options};
 
 /// A Weave-Net-style overlay router for one host.
 #[derive(Debug, Parser)]
 #[command(name = "overlay-router", version, about)]
-struct Args {
+struct Cli {
+    /// The API socket (default /run/overlay/<name>.sock).
+    #[arg(long, global = true)]
+    api: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the router in this namespace until SIGINT or SIGTERM.
+    Run(RunArgs),
+    /// Show the router's status.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The router's name (to find its default API socket).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Attach a container namespace (a name under /run/netns, or a path).
+    Attach {
+        /// The namespace.
+        netns: String,
+        /// A specific overlay address.
+        addr: Option<std::net::Ipv4Addr>,
+        /// The router's name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Detach a container namespace.
+    Detach {
+        /// The namespace.
+        netns: String,
+        /// The router's name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Add or remove a peer.
+    Peers {
+        /// `add` or `remove`.
+        op: String,
+        /// The peer's underlay address.
+        addr: IpAddr,
+        /// The router's name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
     /// This router's name, unique in the overlay.
     #[arg(long)]
     name: String,
-    /// A peer to connect to (repeatable), as address:port.
+    /// Control-plane listen address (the sleeve UDP port is the same).
+    #[arg(long, default_value = "0.0.0.0:6783")]
+    listen: SocketAddr,
+    /// A peer to connect to (repeatable): an address, optionally with :port (ignored).
     #[arg(long = "peer")]
-    peers: Vec<SocketAddr>,
+    peers: Vec<String>,
     /// The overlay address range.
     #[arg(long, default_value = "198.19.0.0/16")]
     range: String,
     /// The overlay MTU: `auto` (underlay minus datapath overhead) or a number.
     #[arg(long, default_value = "auto")]
     mtu: String,
-    /// Encrypt with this password (prefer the environment variable to the command line).
+    /// Encrypt with this password (set it through the environment, not the command line).
     #[arg(long, env = "OVERLAY_PASSWORD", hide_env_values = true)]
     password: Option<String>,
+    /// Where the router keeps state (address holdings).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+}
+
+fn parse_peer(s: &str) -> Result<IpAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a.ip());
+    }
+    s.parse::<IpAddr>()
+        .map_err(|_| format!("peer {s:?} is not an address (write 198.18.1.2 or 198.18.1.2:6783)"))
+}
+
+fn options(args: &RunArgs, api: Option<PathBuf>) -> Result<Options, String> {
+    config::validate_name(&args.name).map_err(|e| e.to_string())?;
+    let peers = args
+        .peers
+        .iter()
+        .map(|p| parse_peer(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Options {
+        name: args.name.clone(),
+        listen: args.listen,
+        peers,
+        range: args.range.parse::<Range>().map_err(|e| e.to_string())?,
+        password: args.password.clone().filter(|p| !p.is_empty()),
+        mtu: args.mtu.parse::<Mtu>().map_err(|e| e.to_string())?,
+        api: api.unwrap_or_else(|| api::default_path(&args.name)),
+        state_dir: args.state_dir.clone(),
+    })
 }
 
 fn main() -> ExitCode {
@@ -37,15 +123,70 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
-    let args = Args::parse();
-    let config = match build_config(&args) {
-        Ok(config) => config,
+    let cli = Cli::parse();
+    let api_for = |name: &Option<String>| -> Result<PathBuf, String> {
+        match (&cli.api, name) {
+            (Some(p), _) => Ok(p.clone()),
+            (None, Some(n)) => Ok(api::default_path(n)),
+            (None, None) => Err("say which router: --api PATH or --name NAME".into()),
+        }
+    };
+    let client = |name: &Option<String>, req: Request| -> Result<serde_json::Value, String> {
+        let path = api_for(name)?;
+        api::call_blocking(&path, &req).map_err(|e| e.to_string())
+    };
+    let result = match &cli.cmd {
+        Cmd::Run(args) => return run(args, cli.api.clone()),
+        Cmd::Status { json, name } => client(name, Request::Status).map(|v| {
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print!("{}", api::render_status(&v));
+            }
+        }),
+        Cmd::Attach { netns, addr, name } => client(
+            name,
+            Request::Attach {
+                netns: netns.clone(),
+                addr: *addr,
+            },
+        )
+        .map(|v| println!("{}", v["addr"].as_str().unwrap_or("?"))),
+        Cmd::Detach { netns, name } => client(
+            name,
+            Request::Detach {
+                netns: netns.clone(),
+            },
+        )
+        .map(|_| ()),
+        Cmd::Peers { op, addr, name } => {
+            let op = match op.as_str() {
+                "add" => Ok(PeerOp::Add),
+                "remove" => Ok(PeerOp::Remove),
+                other => Err(format!("peers {other:?}: use `add` or `remove`")),
+            };
+            op.and_then(|op| client(name, Request::Peers { op, addr: *addr }).map(|_| ()))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("overlay-router: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: &RunArgs, api: Option<PathBuf>) -> ExitCode {
+    let opts = match options(args, api) {
+        Ok(o) => o,
         Err(e) => {
             eprintln!("overlay-router: error: {e}");
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
     {
@@ -55,36 +196,30 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(run(config))
-}
-
-fn build_config(args: &Args) -> Result<RouterConfig, config::ConfigError> {
-    config::validate_name(&args.name)?;
-    Ok(RouterConfig {
-        name: args.name.clone(),
-        peers: args.peers.clone(),
-        range: args.range.parse::<Range>()?,
-        encrypted: args.password.is_some(),
-        mtu: args.mtu.parse::<Mtu>()?,
-    })
-}
-
-async fn run(config: RouterConfig) -> ExitCode {
-    tracing::info!(
-        ?config,
-        "router started (skeleton: no control plane or datapath yet)"
-    );
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("overlay-router: error: cannot watch SIGTERM: {e}");
-            return ExitCode::from(1);
+    runtime.block_on(async move {
+        let api_path = opts.api.clone();
+        let daemon = match Daemon::start(opts).await {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("overlay-router: error: {e:#}");
+                return ExitCode::from(1);
+            }
+        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("overlay-router: error: cannot watch SIGTERM: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("router stopped");
-    ExitCode::SUCCESS
+        let _ = std::fs::remove_file(&api_path);
+        drop(daemon);
+        tracing::info!("router stopped");
+        ExitCode::SUCCESS
+    })
 }

@@ -608,6 +608,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let backend = parse_backend(backend.as_deref())?;
             let rt = runtime()?;
             let lab = rt.block_on(bring_up(plan, name, backend, &absolute(&file)))?;
+            if lab.plan().overlay.is_some() {
+                // The routers outlive this command: `netsim down` kills them with the lab.
+                match rt.block_on(crate::overlay_run::Overlay::start(
+                    &lab,
+                    &Default::default(),
+                )) {
+                    Ok(overlay) => overlay.leave_running(),
+                    Err(e) => {
+                        let _ = rt.block_on(lab.down());
+                        return Err(anyhow::Error::new(e).context("starting the overlay"));
+                    }
+                }
+            }
             let info = lab.persist()?;
             if json {
                 output::print_json(&info)?;
@@ -672,6 +685,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 if let Some(b) = lab.backend() {
                     eprintln!("lab {}: link shaping backend {b}", lab.id());
                 }
+                let overlay = if lab.plan().overlay.is_some() {
+                    match crate::overlay_run::Overlay::start(&lab, &Default::default()).await {
+                        Ok(o) => Some(o),
+                        Err(e) => {
+                            let _ = lab.down().await;
+                            return Err(anyhow::Error::new(e).context("starting the overlay"));
+                        }
+                    }
+                } else {
+                    None
+                };
                 let report = verify::check(&lab).await;
                 if json {
                     output::print_json(&report)?;
@@ -679,6 +703,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     print!("{}", report.render());
                 }
                 let passed = report.passed();
+                if let Some(o) = overlay {
+                    if keep {
+                        o.leave_running();
+                    } else {
+                        o.stop();
+                    }
+                }
                 if keep {
                     let info = lab.persist()?;
                     eprintln!(

@@ -314,6 +314,10 @@ fn teardown(state: &LabState, only: Option<&[String]>) -> (usize, usize, Option<
 
 /// Removes a state file, ignoring one already gone.
 fn remove_state(id: &str, path: &std::path::Path) -> Result<(), LabError> {
+    // Files of processes the lab ran (e.g. overlay routers' sockets and state) go with it.
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::remove_dir_all(dir.join(format!("{id}-overlay")));
+    }
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

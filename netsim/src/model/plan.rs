@@ -55,6 +55,16 @@ pub enum Expectation {
         /// Whether the target must answer (`true`) or must not (`false`).
         reachable: bool,
     },
+    /// `from` can (or cannot) reach container `to` over the overlay: the target's address is
+    /// the one the overlay gave it, read from the container when the check runs.
+    OverlayReach {
+        /// Node the probe runs in.
+        from: String,
+        /// The target container.
+        to: String,
+        /// Whether the target must answer (`true`) or must not (`false`).
+        reachable: bool,
+    },
 }
 
 /// What a node is; it decides how the engine sets it up.
@@ -241,6 +251,9 @@ pub struct OverlayPlan {
     pub encrypted: bool,
     /// Overlay MTU if fixed, `None` for automatic detection.
     pub mtu: Option<u32>,
+    /// The password itself, handed to the routers; never serialized nor rendered.
+    #[serde(skip)]
+    pub password: Option<String>,
 }
 
 impl Plan {

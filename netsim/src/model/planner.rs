@@ -1270,6 +1270,7 @@ impl<'t> Planner<'t> {
             range: range?,
             encrypted: o.password.is_some(),
             mtu,
+            password: o.password.as_ref().map(|p| p.get_ref().clone()),
         })
     }
 
@@ -1293,6 +1294,24 @@ impl<'t> Planner<'t> {
                         "probe from a host, router or container",
                     );
                 }
+            }
+            // A container under an overlay gets its address when the overlay attaches it: the
+            // check reads it then.
+            let to_container = self.topo.overlay.is_some()
+                && self
+                    .nodes
+                    .iter()
+                    .position(|n| n.name == *e.to.get_ref().trim())
+                    .is_some_and(|i| matches!(plans[i].kind, NodeKind::Container { .. }));
+            if to_container {
+                if from.is_some() {
+                    out.push(Expectation::OverlayReach {
+                        from: e.from.get_ref().clone(),
+                        to: e.to.get_ref().trim().to_string(),
+                        reachable: e.reachable.unwrap_or(true),
+                    });
+                }
+                continue;
             }
             let addr = self.target(&e.to, plans);
             if let (Some(_), Some(addr)) = (from, addr) {

@@ -115,6 +115,18 @@ impl Plan {
                         writeln!(out, "  {from} {verb} {to} ({addr})")?;
                     }
                 }
+                Expectation::OverlayReach {
+                    from,
+                    to,
+                    reachable,
+                } => {
+                    let verb = if *reachable {
+                        "reaches"
+                    } else {
+                        "does not reach"
+                    };
+                    writeln!(out, "  {from} {verb} {to} (overlay address)")?;
+                }
             }
         }
         Ok(())

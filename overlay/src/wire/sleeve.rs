@@ -40,7 +40,13 @@ pub const VERSION: u8 = 1;
 pub const FLAG_ENCRYPTED: u8 = 0x01;
 /// Flag: the frames are heartbeats ([`super::heartbeat`]), not Ethernet.
 pub const FLAG_HEARTBEAT: u8 = 0x02;
-const KNOWN_FLAGS: u8 = FLAG_ENCRYPTED | FLAG_HEARTBEAT;
+/// Flag: every frame starts with a [`VNET_HDR_LEN`]-byte `virtio_net_hdr` (the segmentation
+/// and checksum metadata of a TAP with offloads), so one frame may be a whole TCP segment
+/// burst of up to 64 KiB that the receiving kernel segments.
+pub const FLAG_VNET_HDR: u8 = 0x04;
+/// Bytes of the `virtio_net_hdr` in front of each frame under [`FLAG_VNET_HDR`].
+pub const VNET_HDR_LEN: usize = 10;
+const KNOWN_FLAGS: u8 = FLAG_ENCRYPTED | FLAG_HEARTBEAT | FLAG_VNET_HDR;
 
 /// Bytes sleeve adds around one frame on an IPv4 underlay: IPv4 (20) + UDP
 /// (8) + header + length prefix, plus the tag when encrypted. The overlay

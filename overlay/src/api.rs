@@ -1,0 +1,323 @@
+//! The router's local API: a Unix socket speaking JSON lines, one request per line, one
+//! answer per line.
+//!
+//! Requests: `{"cmd":"status"}`, `{"cmd":"attach","netns":"NAME|PATH","addr":"A.B.C.D"?}`,
+//! `{"cmd":"detach","netns":"..."}`, `{"cmd":"peers","op":"add"|"remove","addr":"IP"}`.
+//! Answers: `{"ok":true,...}` or `{"ok":false,"error":"..."}`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+/// A request to the API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// The router's status.
+    Status,
+    /// Attach a container namespace.
+    Attach {
+        /// Namespace name (under /run/netns) or path.
+        netns: String,
+        /// A specific address, else one from IPAM.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        addr: Option<std::net::Ipv4Addr>,
+    },
+    /// Detach a container namespace.
+    Detach {
+        /// Namespace name or path.
+        netns: String,
+    },
+    /// Add or remove a peer address.
+    Peers {
+        /// `add` or `remove`.
+        op: PeerOp,
+        /// The peer's underlay address.
+        addr: std::net::IpAddr,
+    },
+}
+
+/// Peer operation.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerOp {
+    /// Start dialling.
+    Add,
+    /// Stop dialling and disconnect.
+    Remove,
+}
+
+/// Something that answers API requests.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request with a JSON value (an object with `ok`).
+    fn handle(&self, req: Request) -> impl std::future::Future<Output = serde_json::Value> + Send;
+}
+
+/// The default socket path of router `name`.
+pub fn default_path(name: &str) -> PathBuf {
+    Path::new("/run/overlay").join(format!("{name}.sock"))
+}
+
+/// Serves the API on `path` (replacing a stale socket file) until the task is dropped.
+pub async fn serve<H: Handler>(
+    path: &Path,
+    handler: std::sync::Arc<H>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let (rd, mut wr) = stream.into_split();
+                let mut lines = BufReader::new(rd).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let answer = match serde_json::from_str::<Request>(&line) {
+                        Ok(req) => handler.handle(req).await,
+                        Err(e) => {
+                            serde_json::json!({"ok": false, "error": format!("bad request: {e}")})
+                        }
+                    };
+                    let mut out = answer.to_string();
+                    out.push('\n');
+                    if wr.write_all(out.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    }))
+}
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The socket could not be reached.
+    #[error(
+        "cannot reach the router's API at {path}: {source} (is the router running? pass --api)"
+    )]
+    Connect {
+        /// Socket path.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The exchange failed.
+    #[error("API exchange on {path} failed: {what}")]
+    Exchange {
+        /// Socket path.
+        path: PathBuf,
+        /// What went wrong.
+        what: String,
+    },
+    /// The router answered with an error.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Sends one request and returns the answer (an error when `ok` is false).
+pub async fn call(path: &Path, req: &Request) -> Result<serde_json::Value, ClientError> {
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|source| ClientError::Connect {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let ex = |what: String| ClientError::Exchange {
+        path: path.to_path_buf(),
+        what,
+    };
+    let (rd, mut wr) = stream.into_split();
+    let mut line = serde_json::to_string(req).map_err(|e| ex(e.to_string()))?;
+    line.push('\n');
+    wr.write_all(line.as_bytes())
+        .await
+        .map_err(|e| ex(e.to_string()))?;
+    let mut lines = BufReader::new(rd).lines();
+    let answer = lines
+        .next_line()
+        .await
+        .map_err(|e| ex(e.to_string()))?
+        .ok_or_else(|| ex("the router closed without answering".into()))?;
+    let v: serde_json::Value = serde_json::from_str(&answer).map_err(|e| ex(e.to_string()))?;
+    if v.get("ok").and_then(|o| o.as_bool()) == Some(true) {
+        Ok(v)
+    } else {
+        Err(ClientError::Refused(
+            v.get("error")
+                .and_then(|e| e.as_str())
+                .unwrap_or("the router refused without a reason")
+                .to_string(),
+        ))
+    }
+}
+
+/// [`call`] from synchronous code (its own current-thread runtime).
+pub fn call_blocking(path: &Path, req: &Request) -> Result<serde_json::Value, ClientError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ClientError::Exchange {
+            path: path.to_path_buf(),
+            what: format!("runtime: {e}"),
+        })?;
+    rt.block_on(call(path, req))
+}
+
+/// Renders a status answer for people: the router, its connections with their counters, the
+/// peers it knows, refusals and containers.
+pub fn render_status(v: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let r = &v["router"];
+    let text = |x: &serde_json::Value| x.as_str().unwrap_or("?").to_string();
+    let _ = writeln!(
+        out,
+        "router {} (short id {}, {}), MTU {} (underlay {}), range {}, datapath {}",
+        text(&r["name"]),
+        r["short_id"],
+        if r["encrypted"].as_bool() == Some(true) {
+            "encrypted"
+        } else {
+            "unencrypted"
+        },
+        v["mtu"],
+        v["underlay_mtu"],
+        text(&v["range"]),
+        text(&v["datapath"]),
+    );
+    let _ = writeln!(out, "connections:");
+    for c in r["connections"].as_array().into_iter().flatten() {
+        let s = &c["stats"];
+        let _ = writeln!(
+            out,
+            "  {:<10} {:<15} {:<7} {:<9} path MTU {} (overlay {}), tx {} rx {} frames, \
+             replayed {}, auth failures {}, frag-needed {}{}",
+            text(&c["peer"]),
+            text(&c["address"]),
+            text(&c["datapath"]),
+            if c["encrypted"].as_bool() == Some(true) {
+                "encrypted"
+            } else {
+                "plain"
+            },
+            s["path_mtu"],
+            s["overlay_mtu"],
+            s["tx_frames"],
+            s["rx_frames"],
+            s["replayed"],
+            s["auth_failures"],
+            s["frag_needed_sent"],
+            if s["healthy"].as_bool() == Some(true) {
+                ""
+            } else {
+                ", UNHEALTHY"
+            },
+        );
+    }
+    let _ = writeln!(out, "peers:");
+    for p in r["peers"].as_array().into_iter().flatten() {
+        let conns: Vec<&str> = p["connections"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {:<10} short id {:<5} connected to {}",
+            text(&p["name"]),
+            p["short_id"],
+            if conns.is_empty() {
+                "nobody".to_string()
+            } else {
+                conns.join(", ")
+            }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "refused {} (last: {}), handshake failures {}",
+        r["refused"],
+        r["last_refusal"].as_str().unwrap_or("none"),
+        r["handshake_failures"],
+    );
+    let dp = &v["datapath_stats"];
+    let _ = writeln!(
+        out,
+        "dropped: {} from unknown peers, {} malformed",
+        dp["unknown_peer"], dp["malformed"]
+    );
+    let _ = writeln!(out, "containers:");
+    for c in v["containers"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "  {} {}", text(&c["netns"]), text(&c["addr"]));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_renders_for_people() {
+        let v = serde_json::json!({
+            "ok": true, "ready": true, "mtu": 1424, "underlay_mtu": 1500,
+            "range": "198.19.0.0/16", "datapath": "sleeve",
+            "datapath_stats": {"unknown_peer": 0, "malformed": 2, "tx_dropped": 0, "injected": 9},
+            "containers": [{"netns": "/run/netns/c1", "addr": "198.19.32.0/16"}],
+            "router": {
+                "name": "h1", "short_id": 17, "encrypted": true, "refused": 1,
+                "last_refusal": "198.18.1.3: the peer's password proof does not verify",
+                "handshake_failures": 0,
+                "peers": [
+                    {"name": "h1", "short_id": 17, "connections": ["h2"]},
+                    {"name": "h2", "short_id": 4, "connections": ["h1"]},
+                    {"name": "h3", "short_id": 9, "connections": []}
+                ],
+                "connections": [{
+                    "peer": "h2", "address": "198.18.1.2", "datapath": "sleeve", "encrypted": true,
+                    "stats": {"path_mtu": 1500, "overlay_mtu": 1424, "tx_frames": 10,
+                              "rx_frames": 12, "replayed": 0, "auth_failures": 0,
+                              "frag_needed_sent": 0, "healthy": true}
+                }]
+            }
+        });
+        insta::assert_snapshot!(render_status(&v));
+    }
+
+    #[test]
+    fn requests_have_stable_json() {
+        let reqs = [
+            Request::Status,
+            Request::Attach {
+                netns: "c1".into(),
+                addr: None,
+            },
+            Request::Attach {
+                netns: "/run/netns/c2".into(),
+                addr: Some(
+                    "198.19.1.2"
+                        .parse()
+                        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+                ),
+            },
+            Request::Detach { netns: "c1".into() },
+            Request::Peers {
+                op: PeerOp::Add,
+                addr: std::net::IpAddr::from([198, 18, 1, 2]),
+            },
+        ];
+        let text: Vec<String> = reqs
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap_or_default())
+            .collect();
+        insta::assert_snapshot!(text.join("\n"));
+    }
+}

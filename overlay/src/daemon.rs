@@ -1,0 +1,293 @@
+//! The daemon: wires the overlay bridge, sleeve, the control plane and the API together.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+
+use crate::alloc::{AddressSource, IpamSource};
+use crate::api::{self, Handler, PeerOp, Request};
+use crate::config::{Mtu, Range};
+use crate::datapath::Datapath;
+use crate::netdev::{self, Netdev};
+use crate::router::{Router, Settings};
+use crate::sleeve::Sleeve;
+
+/// Everything `overlay-router run` needs.
+#[derive(Clone)]
+pub struct Options {
+    /// Router name.
+    pub name: String,
+    /// Control-plane listen address (the sleeve UDP port is the same number).
+    pub listen: SocketAddr,
+    /// Peers to dial.
+    pub peers: Vec<IpAddr>,
+    /// Overlay range.
+    pub range: Range,
+    /// Password.
+    pub password: Option<String>,
+    /// MTU setting.
+    pub mtu: Mtu,
+    /// API socket path.
+    pub api: PathBuf,
+    /// State directory (address holdings).
+    pub state_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("name", &self.name)
+            .field("listen", &self.listen)
+            .field("peers", &self.peers)
+            .field("range", &self.range)
+            .field("encrypted", &self.password.is_some())
+            .field("mtu", &self.mtu)
+            .field("api", &self.api)
+            .finish()
+    }
+}
+
+/// A running daemon.
+pub struct Daemon {
+    opts: Options,
+    router: Arc<Router>,
+    sleeve: Arc<Sleeve>,
+    netdev: Netdev,
+    bridge: u32,
+    mtu: u32,
+    underlay_mtu: u32,
+    alloc: Arc<Mutex<IpamSource>>,
+    rt: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Daemon {
+    /// Sets up devices, sleeve, the control plane and the API; returns once all listen.
+    pub async fn start(opts: Options) -> anyhow::Result<Arc<Self>> {
+        use anyhow::Context as _;
+        let rt = tokio::runtime::Handle::current();
+        let netdev = Netdev::open_here(&rt).context("open rtnetlink")?;
+        let underlay_mtu = netdev
+            .underlay_mtu()
+            .await
+            .context("read the underlay MTU")?;
+        let encrypted = opts.password.is_some();
+        let mtu = match opts.mtu {
+            Mtu::Auto => crate::wire::sleeve::overlay_mtu(underlay_mtu as usize, encrypted) as u32,
+            Mtu::Fixed(m) => m,
+        };
+        let bridge = netdev
+            .ensure_bridge(netdev::BRIDGE, mtu)
+            .await
+            .context("create the overlay bridge")?;
+        let tap = netdev::create_tap(netdev::TAP).context("create the sleeve TAP device")?;
+        let tap_link = netdev
+            .link(netdev::TAP)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("TAP {} vanished", netdev::TAP))?;
+        netdev
+            .set(tap_link.index, netdev::TAP, true, Some(bridge), Some(mtu))
+            .await
+            .context("attach the TAP to the bridge")?;
+
+        if let Some(dir) = &opts.state_dir {
+            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        }
+        // A restarted router takes its saved uid back, so its IPAM claims stay its own.
+        let uid = IpamSource::saved_uid(opts.state_dir.as_ref())
+            .context("read the IPAM state")?
+            .unwrap_or_else(Router::random_uid);
+        let ipam = Arc::new(Mutex::new(
+            IpamSource::open(opts.range, uid, opts.state_dir.as_ref()).context("open the IPAM")?,
+        ));
+        let router = Router::new(
+            Settings {
+                name: opts.name.clone(),
+                password: opts.password.as_ref().map(|p| p.as_bytes().to_vec()),
+                port: opts.listen.port(),
+            },
+            &opts.peers,
+            uid,
+        );
+        router.set_ipam(ipam.clone());
+        let (hb_tx, mut hb_rx) = tokio::sync::mpsc::unbounded_channel();
+        let sleeve = Arc::new(
+            Sleeve::start(
+                tap.fd,
+                opts.listen.port(),
+                underlay_mtu,
+                router.short_id(),
+                hb_tx,
+            )
+            .context("start sleeve on UDP")?,
+        );
+        router.set_datapath(sleeve.clone() as Arc<dyn Datapath>);
+        let r = router.clone();
+        tokio::spawn(async move {
+            while let Some(seen) = hb_rx.recv().await {
+                r.ack_heartbeat(seen.ip, seen.heartbeat);
+            }
+        });
+        router
+            .start(opts.listen)
+            .await
+            .with_context(|| format!("listen on {}", opts.listen))?;
+        let daemon = Arc::new(Daemon {
+            opts: opts.clone(),
+            router,
+            sleeve,
+            netdev,
+            bridge,
+            mtu,
+            underlay_mtu,
+            alloc: ipam,
+            rt,
+        });
+        api::serve(&opts.api, daemon.clone())
+            .await
+            .with_context(|| format!("serve the API on {}", opts.api.display()))?;
+        // Keep sleeve's short id in step with the control plane's, and re-address containers
+        // whose address block another router won.
+        let d = daemon.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                d.sleeve.set_short_id(d.router.short_id());
+                let conflicts = d
+                    .alloc
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take_conflicts();
+                for c in conflicts {
+                    match d.attach(&c.container, None).await {
+                        Ok(v) => tracing::warn!(
+                            "re-addressed {} from {} to {} (its block went to another router)",
+                            c.container,
+                            c.addr,
+                            v["addr"].as_str().unwrap_or("?")
+                        ),
+                        Err(e) => tracing::warn!("cannot re-address {}: {e}", c.container),
+                    }
+                }
+            }
+        });
+        tracing::info!(
+            "router {} ready: MTU {mtu} (underlay {underlay_mtu}), {}, API {}",
+            opts.name,
+            if encrypted {
+                "encrypted"
+            } else {
+                "unencrypted"
+            },
+            opts.api.display()
+        );
+        Ok(daemon)
+    }
+
+    /// Status as JSON.
+    pub fn status(&self) -> serde_json::Value {
+        let alloc = self.alloc.lock().unwrap_or_else(|e| e.into_inner());
+        let containers: Vec<_> = alloc
+            .held()
+            .into_iter()
+            .map(|(c, a)| json!({"netns": c, "addr": format!("{a}/{}", self.opts.range.len)}))
+            .collect();
+        json!({
+            "ok": true,
+            "ready": true,
+            "router": self.router.status(),
+            "mtu": self.mtu,
+            "underlay_mtu": self.underlay_mtu,
+            "range": format!("{}/{}", self.opts.range.addr, self.opts.range.len),
+            "datapath": self.sleeve.kind(),
+            "datapath_stats": self.sleeve.stats(),
+            "containers": containers,
+            "ipam": alloc.status(),
+            "ipam_conflicts": alloc.conflicts_total,
+        })
+    }
+
+    async fn attach(
+        &self,
+        netns: &str,
+        wanted: Option<Ipv4Addr>,
+    ) -> Result<serde_json::Value, String> {
+        let addr = self
+            .alloc
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .allocate(netns, wanted)?;
+        // Spread a new block claim at once, before another router picks the same block.
+        self.router.announce();
+        match netdev::attach(
+            &self.netdev,
+            self.bridge,
+            netns,
+            addr,
+            self.opts.range.len,
+            self.mtu,
+            &self.rt,
+        )
+        .await
+        {
+            Ok(iface) => Ok(json!({
+                "ok": true,
+                "addr": format!("{addr}/{}", self.opts.range.len),
+                "iface": iface,
+                "mtu": self.mtu,
+            })),
+            Err(e) => {
+                self.alloc
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .release(netns);
+                Err(format!("attach {netns}: {e}"))
+            }
+        }
+    }
+}
+
+impl Handler for Daemon {
+    async fn handle(&self, req: Request) -> serde_json::Value {
+        let err = |e: String| json!({"ok": false, "error": e});
+        match req {
+            Request::Status => self.status(),
+            Request::Attach { netns, addr } => self.attach(&netns, addr).await.unwrap_or_else(err),
+            Request::Detach { netns } => {
+                let removed = netdev::detach(&self.netdev, &netns).await;
+                let released = self
+                    .alloc
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .release(&netns);
+                match removed {
+                    Ok(found) => {
+                        json!({"ok": true, "removed": found, "released": released.map(|a| a.to_string())})
+                    }
+                    Err(e) => err(format!("detach {netns}: {e}")),
+                }
+            }
+            Request::Peers { op, addr } => {
+                match op {
+                    PeerOp::Add => self.router.add_peer(addr),
+                    PeerOp::Remove => {
+                        if !self.router.remove_peer(addr) {
+                            return err(format!("{addr} is not a peer of this router"));
+                        }
+                    }
+                }
+                json!({"ok": true})
+            }
+        }
+    }
+}

@@ -1,0 +1,1038 @@
+//! The control plane: peer connections over TCP 6783 (Hello, password proof, gossip,
+//! heartbeat acks), the peer table learnt through gossip, discovery of peers from others'
+//! connection lists, reconnection with exponential backoff and jitter, unique short ids.
+//!
+//! Pure decisions (which of two duplicate connections survives, how gossip merges, how a
+//! short-id conflict resolves, the backoff schedule) are plain functions with unit tests; the
+//! async plumbing around them only moves bytes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Notify};
+
+use crate::alloc::IpamSource;
+use crate::crypto::handshake::{self, LocalOffer, Session};
+use crate::datapath::{Datapath, PeerSpec, PeerStats};
+use crate::wire::auth::{self, Role};
+use crate::wire::control::{self, MessageType};
+use crate::wire::gossip::{self, ConnectionRepr, PeerRepr};
+use crate::wire::handshake::{self as hello, Features};
+use crate::wire::heartbeat;
+use crate::wire::MAX_SHORT_ID;
+
+/// How long a handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Gossip (and liveness) period on every connection.
+const GOSSIP_PERIOD: Duration = Duration::from_secs(1);
+/// A connection silent this long is dropped.
+const DEAD_AFTER: Duration = Duration::from_secs(10);
+
+/// Static settings of a router's control plane.
+#[derive(Clone)]
+pub struct Settings {
+    /// The router's name.
+    pub name: String,
+    /// The password, when the overlay is encrypted.
+    pub password: Option<Vec<u8>>,
+    /// TCP port peers listen on.
+    pub port: u16,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("name", &self.name)
+            .field("encrypted", &self.password.is_some())
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+#[derive(Debug)]
+struct Conn {
+    id: u64,
+    ip: IpAddr,
+    role: Role,
+    initiator: String,
+    uid: u64,
+    short_id: u16,
+    encrypted: bool,
+    since: Instant,
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    short_id: u16,
+    version: u64,
+    conns: HashMap<String, Conn>,
+    peers: BTreeMap<String, PeerRepr>,
+    targets: BTreeSet<IpAddr>,
+    configured: BTreeSet<IpAddr>,
+    dialing: BTreeSet<IpAddr>,
+    refused: u64,
+    handshake_failures: u64,
+    last_refusal: Option<String>,
+    malformed_control: u64,
+    next_conn_id: u64,
+    probe_round: u64,
+}
+
+/// The control plane of one router.
+pub struct Router {
+    settings: Settings,
+    uid: u64,
+    state: Mutex<State>,
+    gossip: Notify,
+    datapath: Mutex<Option<Arc<dyn Datapath>>>,
+    ipam: Mutex<Option<Arc<Mutex<IpamSource>>>>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("name", &self.settings.name)
+            .field("uid", &self.uid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One connection as status shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnStatus {
+    /// The peer's name.
+    pub peer: String,
+    /// Its underlay address.
+    pub address: IpAddr,
+    /// Who dialled.
+    pub initiator: String,
+    /// This side's role (`Initiator` dialled).
+    pub role: String,
+    /// The peer incarnation's unique id.
+    pub peer_uid: u64,
+    /// The peer's short id.
+    pub short_id: u16,
+    /// Whether sleeve datagrams are sealed.
+    pub encrypted: bool,
+    /// The datapath carrying this connection's frames.
+    pub datapath: String,
+    /// Seconds since it was established.
+    pub age_s: u64,
+    /// Datapath counters.
+    pub stats: Option<PeerStats>,
+}
+
+/// One known peer as status shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerStatus {
+    /// Name.
+    pub name: String,
+    /// Unique id of its current incarnation.
+    pub uid: u64,
+    /// Short id.
+    pub short_id: u16,
+    /// Gossip version.
+    pub version: u64,
+    /// Names of the peers it is connected to.
+    pub connections: Vec<String>,
+}
+
+/// The control plane part of status.
+#[derive(Debug, Clone, Serialize)]
+pub struct RouterStatus {
+    /// This router's name.
+    pub name: String,
+    /// Its unique id.
+    pub uid: u64,
+    /// Its short id.
+    pub short_id: u16,
+    /// Whether a password is set.
+    pub encrypted: bool,
+    /// Every peer known through gossip (this router included).
+    pub peers: Vec<PeerStatus>,
+    /// Established connections.
+    pub connections: Vec<ConnStatus>,
+    /// Addresses this router dials (configured and discovered).
+    pub targets: Vec<IpAddr>,
+    /// Connections refused for a password mismatch or a bad proof.
+    pub refused: u64,
+    /// Other handshake failures (timeouts, malformed Hellos, version mismatch).
+    pub handshake_failures: u64,
+    /// Why the last connection was refused.
+    pub last_refusal: Option<String>,
+    /// Control frames that did not parse.
+    pub malformed_control: u64,
+}
+
+/// Picks which of two connections between the same two peers survives, the same on both
+/// sides: the one dialled by the peer whose name sorts first. `true` keeps the new one.
+pub fn keep_new_connection(new_initiator: &str, old_initiator: &str) -> bool {
+    new_initiator < old_initiator
+}
+
+/// Whether a peer with `other_uid` claiming our short id makes us move: the larger uid moves.
+pub fn short_id_conflict_moves_us(our_uid: u64, other_uid: u64) -> bool {
+    our_uid > other_uid
+}
+
+/// The delay before reconnection attempt `attempt` (0-based): 250 ms doubling to 8 s, plus up
+/// to half of that again from `jitter` (a value in 0..1000).
+pub fn backoff(attempt: u32, jitter: u32) -> Duration {
+    let base = 250u64 << attempt.min(5);
+    Duration::from_millis(base + base * u64::from(jitter % 1000) / 2000)
+}
+
+/// Merges received gossip into `peers` (never touching `own`): newer versions replace older.
+/// Returns whether anything changed.
+pub fn merge_gossip(
+    peers: &mut BTreeMap<String, PeerRepr>,
+    own: &str,
+    received: Vec<PeerRepr>,
+) -> bool {
+    let mut changed = false;
+    for p in received {
+        if p.name == own {
+            continue;
+        }
+        match peers.get(&p.name) {
+            Some(old) if old.version >= p.version => {}
+            _ => {
+                peers.insert(p.name.clone(), p);
+                changed = true;
+            }
+        }
+    }
+    changed
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        // The clock is a poor but working fallback for ids (never for keys).
+        return std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+    }
+    u64::from_le_bytes(b)
+}
+
+fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(1)
+}
+
+fn frame(t: MessageType, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; control::HEADER_LEN + payload.len()];
+    let repr = control::Repr {
+        msg_type: t,
+        payload_len: payload.len(),
+    };
+    if repr
+        .emit(&mut control::Packet::new_unchecked(&mut out[..]))
+        .is_err()
+    {
+        return Vec::new();
+    }
+    out[control::HEADER_LEN..].copy_from_slice(payload);
+    out
+}
+
+/// Reads one control frame: (type, payload).
+async fn read_frame<R: AsyncReadExt + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<(MessageType, Vec<u8>)> {
+    loop {
+        match control::next_frame(buf) {
+            Ok(Some((pkt, rest))) => {
+                let t = pkt.msg_type();
+                let payload = pkt.payload().to_vec();
+                let consumed = buf.len() - rest.len();
+                buf.drain(..consumed);
+                return Ok((t, payload));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    e.to_string(),
+                ));
+            }
+        }
+        let mut chunk = [0u8; 16384];
+        let n = r.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+enum Refusal {
+    Refused(String),
+    Failed(String),
+}
+
+impl Router {
+    /// A fresh uid (never 0).
+    pub fn random_uid() -> u64 {
+        random_u64().max(1)
+    }
+
+    /// A router with uid `uid` and a fresh short id, dialling `peers`.
+    pub fn new(settings: Settings, peers: &[IpAddr], uid: u64) -> Arc<Self> {
+        let st = State {
+            short_id: (random_u64() % u64::from(MAX_SHORT_ID)) as u16 + 1,
+            version: now_micros(),
+            targets: peers.iter().copied().collect(),
+            configured: peers.iter().copied().collect(),
+            ..State::default()
+        };
+        Arc::new(Router {
+            settings,
+            uid,
+            state: Mutex::new(st),
+            gossip: Notify::new(),
+            datapath: Mutex::new(None),
+            ipam: Mutex::new(None),
+        })
+    }
+
+    fn st(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn dp(&self) -> Option<Arc<dyn Datapath>> {
+        self.datapath
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Sets the datapath new connections are handed to.
+    pub fn set_datapath(&self, dp: Arc<dyn Datapath>) {
+        *self.datapath.lock().unwrap_or_else(|e| e.into_inner()) = Some(dp);
+    }
+
+    /// Sets the IPAM whose claims this router gossips and merges.
+    pub fn set_ipam(&self, ipam: Arc<Mutex<IpamSource>>) {
+        *self.ipam.lock().unwrap_or_else(|e| e.into_inner()) = Some(ipam);
+    }
+
+    fn ipam(&self) -> Option<Arc<Mutex<IpamSource>>> {
+        self.ipam.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The IPAM claims as a control frame (empty when there is no IPAM).
+    fn claims_frame(&self) -> Vec<u8> {
+        let Some(ipam) = self.ipam() else {
+            return Vec::new();
+        };
+        let (_, repr) = ipam.lock().unwrap_or_else(|e| e.into_inner()).claims();
+        let mut buf = vec![0u8; repr.buffer_len()];
+        if repr
+            .emit(&mut crate::wire::ipam::Packet::new_unchecked(&mut buf[..]))
+            .is_err()
+        {
+            return Vec::new();
+        }
+        frame(MessageType::IpamClaims, &buf)
+    }
+
+    /// Gossips topology and IPAM claims to every peer now (e.g. after a new address claim).
+    pub fn announce(&self) {
+        self.gossip.notify_waiters();
+    }
+
+    /// The router's unique id.
+    pub fn uid(&self) -> u64 {
+        self.uid
+    }
+
+    /// The router's name.
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    /// The current short id.
+    pub fn short_id(&self) -> u16 {
+        self.st().short_id
+    }
+
+    /// Starts listening on `listen` and dialling every target; returns once listening.
+    pub async fn start(self: &Arc<Self>, listen: SocketAddr) -> std::io::Result<()> {
+        let listener = TcpListener::bind(listen).await?;
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, from)) => {
+                        let me = me.clone();
+                        tokio::spawn(async move {
+                            let _ = me.run_connection(stream, Role::Responder, from.ip()).await;
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+        let targets: Vec<IpAddr> = self.st().targets.iter().copied().collect();
+        for ip in targets {
+            self.ensure_dialer(ip);
+        }
+        let me = self.clone();
+        tokio::spawn(async move { me.probe_loop().await });
+        Ok(())
+    }
+
+    async fn probe_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(GOSSIP_PERIOD);
+        loop {
+            tick.tick().await;
+            let round = {
+                let mut st = self.st();
+                st.probe_round += 1;
+                st.probe_round
+            };
+            if let Some(dp) = self.dp() {
+                let _ = tokio::task::spawn_blocking(move || dp.probe(round)).await;
+            }
+        }
+    }
+
+    /// Adds a peer address to dial.
+    pub fn add_peer(self: &Arc<Self>, ip: IpAddr) {
+        {
+            let mut st = self.st();
+            st.targets.insert(ip);
+            st.configured.insert(ip);
+        }
+        self.ensure_dialer(ip);
+    }
+
+    /// Stops dialling a peer address and closes its connection. Returns whether it was known.
+    pub fn remove_peer(self: &Arc<Self>, ip: IpAddr) -> bool {
+        let mut st = self.st();
+        let known = st.targets.remove(&ip);
+        st.configured.remove(&ip);
+        let names: Vec<String> = st
+            .conns
+            .iter()
+            .filter(|(_, c)| c.ip == ip)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in &names {
+            st.conns.remove(n);
+        }
+        st.version += 1;
+        drop(st);
+        if let Some(dp) = self.dp() {
+            for n in &names {
+                dp.remove_peer(n);
+            }
+        }
+        self.gossip.notify_waiters();
+        known || !names.is_empty()
+    }
+
+    fn ensure_dialer(self: &Arc<Self>, ip: IpAddr) {
+        if !self.st().dialing.insert(ip) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.dial_loop(ip).await;
+            me.st().dialing.remove(&ip);
+        });
+    }
+
+    async fn dial_loop(self: &Arc<Self>, ip: IpAddr) {
+        let mut attempt = 0u32;
+        loop {
+            let (wanted, connected) = {
+                let st = self.st();
+                (
+                    st.targets.contains(&ip),
+                    st.conns.values().any(|c| c.ip == ip),
+                )
+            };
+            if !wanted {
+                return;
+            }
+            if connected {
+                attempt = 0;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            let addr = SocketAddr::new(ip, self.settings.port);
+            match tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => {
+                    if self.run_connection(stream, Role::Initiator, ip).await {
+                        attempt = 0;
+                    }
+                }
+                Ok(Err(e)) => tracing::debug!("dial {addr}: {e}"),
+                Err(_) => tracing::debug!("dial {addr}: timed out"),
+            }
+            let delay = backoff(attempt, (random_u64() % 1000) as u32);
+            attempt = attempt.saturating_add(1);
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    fn own_entry(&self, st: &State) -> PeerRepr {
+        let mut connections: Vec<ConnectionRepr> = st
+            .conns
+            .iter()
+            .map(|(name, c)| ConnectionRepr {
+                peer_name: name.clone(),
+                address: SocketAddr::new(c.ip, self.settings.port),
+                established: true,
+            })
+            .collect();
+        connections.sort_by(|a, b| a.peer_name.cmp(&b.peer_name));
+        PeerRepr {
+            name: self.settings.name.clone(),
+            uid: self.uid,
+            short_id: st.short_id,
+            version: st.version,
+            connections,
+        }
+    }
+
+    fn gossip_frame(&self) -> Vec<u8> {
+        let repr = {
+            let st = self.st();
+            let mut peers = vec![self.own_entry(&st)];
+            peers.extend(st.peers.values().cloned());
+            gossip::Repr { peers }
+        };
+        let mut buf = vec![0u8; repr.buffer_len()];
+        if repr
+            .emit(&mut gossip::Packet::new_unchecked(&mut buf[..]))
+            .is_err()
+        {
+            return Vec::new();
+        }
+        frame(MessageType::Topology, &buf)
+    }
+
+    /// Runs one connection to its end; returns whether it got established.
+    async fn run_connection(self: &Arc<Self>, stream: TcpStream, role: Role, ip: IpAddr) -> bool {
+        let _ = stream.set_nodelay(true);
+        let (mut rd, mut wr) = stream.into_split();
+        let mut buf = Vec::new();
+        let hs = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            self.handshake(&mut rd, &mut wr, &mut buf, role),
+        )
+        .await;
+        let (peer, session) = match hs {
+            Ok(Ok(x)) => x,
+            Ok(Err(Refusal::Refused(why))) => {
+                tracing::warn!("refused connection with {ip}: {why}");
+                let mut st = self.st();
+                st.refused += 1;
+                st.last_refusal = Some(format!("{ip}: {why}"));
+                return false;
+            }
+            Ok(Err(Refusal::Failed(why))) => {
+                tracing::info!("handshake with {ip} failed: {why}");
+                self.st().handshake_failures += 1;
+                return false;
+            }
+            Err(_) => {
+                tracing::info!("handshake with {ip} timed out");
+                self.st().handshake_failures += 1;
+                return false;
+            }
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let keys = match session {
+            Session::Open => None,
+            Session::Authenticated(k) => Some(k),
+        };
+        let initiator = match role {
+            Role::Initiator => self.settings.name.clone(),
+            Role::Responder => peer.name.clone(),
+        };
+        // Register, resolving a duplicate connection the same way on both sides.
+        let id = {
+            let mut st = self.st();
+            if let Some(old) = st.conns.get(&peer.name) {
+                if !keep_new_connection(&initiator, &old.initiator) {
+                    tracing::debug!("duplicate connection to {} dropped", peer.name);
+                    return false;
+                }
+            }
+            st.next_conn_id += 1;
+            let id = st.next_conn_id;
+            st.conns.insert(
+                peer.name.clone(),
+                Conn {
+                    id,
+                    ip,
+                    role,
+                    initiator: initiator.clone(),
+                    uid: peer.peer_uid,
+                    short_id: peer.short_id,
+                    encrypted: keys.is_some(),
+                    since: Instant::now(),
+                    tx: tx.clone(),
+                },
+            );
+            st.version += 1;
+            // The peer's own entry arrives with its gossip; remember at least who it is.
+            st.peers
+                .entry(peer.name.clone())
+                .or_insert_with(|| PeerRepr {
+                    name: peer.name.clone(),
+                    uid: peer.peer_uid,
+                    short_id: peer.short_id,
+                    version: 0,
+                    connections: Vec::new(),
+                });
+            id
+        };
+        tracing::info!(
+            "connected to {} at {ip} ({:?}, {})",
+            peer.name,
+            role,
+            if keys.is_some() {
+                "encrypted"
+            } else {
+                "unencrypted"
+            }
+        );
+        if let Some(dp) = self.dp() {
+            dp.add_peer(PeerSpec {
+                name: peer.name.clone(),
+                ip,
+                short_id: peer.short_id,
+                connection_id: id,
+                keys,
+            });
+        }
+        self.gossip.notify_waiters();
+
+        let writer = tokio::spawn(async move {
+            while let Some(f) = rx.recv().await {
+                if wr.write_all(&f).await.is_err() {
+                    break;
+                }
+            }
+            let _ = wr.shutdown().await;
+        });
+        let _ = tx.send(self.gossip_frame());
+        let _ = tx.send(self.claims_frame());
+        let mut tick = tokio::time::interval(GOSSIP_PERIOD);
+        let mut last_rx = Instant::now();
+        let reason = loop {
+            let still_ours = self.st().conns.get(&peer.name).is_some_and(|c| c.id == id);
+            if !still_ours {
+                break "replaced or removed".to_string();
+            }
+            tokio::select! {
+                r = read_frame(&mut rd, &mut buf) => match r {
+                    Ok((t, payload)) => {
+                        last_rx = Instant::now();
+                        if let Err(why) = self.handle(&peer.name, t, &payload) {
+                            break why;
+                        }
+                    }
+                    Err(e) => break format!("read: {e}"),
+                },
+                _ = self.gossip.notified() => {
+                    let _ = tx.send(self.gossip_frame());
+                    let _ = tx.send(self.claims_frame());
+                }
+                _ = tick.tick() => {
+                    if last_rx.elapsed() > DEAD_AFTER {
+                        break "peer silent".to_string();
+                    }
+                    let _ = tx.send(self.gossip_frame());
+                    let _ = tx.send(self.claims_frame());
+                }
+            }
+        };
+        tracing::info!("connection to {} closed: {reason}", peer.name);
+        let removed = {
+            let mut st = self.st();
+            if st.conns.get(&peer.name).is_some_and(|c| c.id == id) {
+                st.conns.remove(&peer.name);
+                st.version += 1;
+                true
+            } else {
+                false
+            }
+        };
+        if removed {
+            if let Some(dp) = self.dp() {
+                dp.remove_peer(&peer.name);
+            }
+            self.gossip.notify_waiters();
+        }
+        drop(tx);
+        writer.abort();
+        true
+    }
+
+    async fn handshake(
+        &self,
+        rd: &mut tokio::net::tcp::OwnedReadHalf,
+        wr: &mut tokio::net::tcp::OwnedWriteHalf,
+        buf: &mut Vec<u8>,
+        role: Role,
+    ) -> Result<(hello::Repr, Session), Refusal> {
+        let failed = |e: &dyn std::fmt::Display| Refusal::Failed(e.to_string());
+        let offer = LocalOffer::random().map_err(|e| failed(&e))?;
+        let short_id = self.st().short_id;
+        let mine = hello::Repr {
+            version_min: hello::PROTOCOL_VERSION_MIN,
+            version_max: hello::PROTOCOL_VERSION_MAX,
+            password: self.settings.password.is_some(),
+            features: Features::SLEEVE,
+            peer_uid: self.uid,
+            short_id,
+            nonce: offer.nonce(),
+            dh_public: offer.dh_public(),
+            name: self.settings.name.clone(),
+        };
+        let mut local = vec![0u8; mine.buffer_len()];
+        mine.emit(&mut hello::Packet::new_unchecked(&mut local[..]))
+            .map_err(|e| failed(&e))?;
+        wr.write_all(&frame(MessageType::Hello, &local))
+            .await
+            .map_err(|e| failed(&e))?;
+        let (t, peer_bytes) = read_frame(rd, buf).await.map_err(|e| failed(&e))?;
+        if t != MessageType::Hello {
+            return Err(Refusal::Failed(format!("expected Hello, got {t:?}")));
+        }
+        let peer = hello::Packet::new_checked(&peer_bytes[..])
+            .and_then(|p| hello::Repr::parse(&p))
+            .map_err(|e| failed(&e))?;
+        hello::negotiate(
+            (mine.version_min, mine.version_max),
+            (peer.version_min, peer.version_max),
+        )
+        .map_err(|e| failed(&e))?;
+        if peer.name == self.settings.name {
+            return Err(Refusal::Failed(if peer.peer_uid == self.uid {
+                "connected to itself".to_string()
+            } else {
+                format!("the peer uses this router's name {:?}", peer.name)
+            }));
+        }
+        let pending = match handshake::begin(
+            role,
+            self.settings.password.as_deref(),
+            offer,
+            &local,
+            &peer_bytes,
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                let why = e.to_string();
+                let _ = wr
+                    .write_all(&frame(MessageType::Close, why.as_bytes()))
+                    .await;
+                return Err(Refusal::Refused(why));
+            }
+        };
+        let proof = match pending.local_proof() {
+            Some(p) => {
+                let mut b = vec![0u8; auth::MESSAGE_LEN];
+                p.emit(&mut auth::Packet::new_unchecked(&mut b[..]))
+                    .map_err(|e| failed(&e))?;
+                wr.write_all(&frame(MessageType::AuthProof, &b))
+                    .await
+                    .map_err(|e| failed(&e))?;
+                let (t, pb) = read_frame(rd, buf).await.map_err(|e| {
+                    Refusal::Refused(format!(
+                        "the peer closed during authentication ({e}): its password differs"
+                    ))
+                })?;
+                match t {
+                    MessageType::AuthProof => Some(
+                        auth::Packet::new_checked(&pb[..])
+                            .and_then(|p| auth::Repr::parse(&p))
+                            .map_err(|e| Refusal::Refused(e.to_string()))?,
+                    ),
+                    MessageType::Close => {
+                        return Err(Refusal::Refused(format!(
+                            "the peer refused: {}",
+                            String::from_utf8_lossy(&pb)
+                        )))
+                    }
+                    other => {
+                        return Err(Refusal::Failed(format!(
+                            "expected AuthProof, got {other:?}"
+                        )))
+                    }
+                }
+            }
+            None => None,
+        };
+        match pending.finish(proof.as_ref()) {
+            Ok(s) => Ok((peer, s)),
+            Err(e) => {
+                let why = e.to_string();
+                let _ = wr
+                    .write_all(&frame(MessageType::Close, why.as_bytes()))
+                    .await;
+                Err(Refusal::Refused(why))
+            }
+        }
+    }
+
+    fn handle(self: &Arc<Self>, from: &str, t: MessageType, payload: &[u8]) -> Result<(), String> {
+        match t {
+            MessageType::Topology => {
+                let repr = match gossip::Packet::new_checked(payload)
+                    .and_then(|p| gossip::Repr::parse(&p))
+                {
+                    Ok(r) => r,
+                    Err(_) => {
+                        self.st().malformed_control += 1;
+                        return Ok(());
+                    }
+                };
+                self.merge(repr.peers);
+            }
+            MessageType::HeartbeatAck => {
+                match heartbeat::Packet::new_checked(payload)
+                    .and_then(|p| heartbeat::Repr::parse(&p))
+                {
+                    Ok(ack) if ack.kind == heartbeat::Kind::Ack => {
+                        let encrypted = self.st().conns.get(from).is_some_and(|c| c.encrypted);
+                        if let Some(dp) = self.dp() {
+                            dp.acked(
+                                from,
+                                ack.sequence,
+                                crate::sleeve::heartbeat_size(ack.padding_len, encrypted),
+                            );
+                        }
+                    }
+                    _ => self.st().malformed_control += 1,
+                }
+            }
+            MessageType::Close => {
+                return Err(format!("peer closed: {}", String::from_utf8_lossy(payload)));
+            }
+            MessageType::IpamClaims => {
+                let repr = match crate::wire::ipam::Packet::new_checked(payload)
+                    .and_then(|p| crate::wire::ipam::Repr::parse(&p))
+                {
+                    Ok(r) => r,
+                    Err(_) => {
+                        self.st().malformed_control += 1;
+                        return Ok(());
+                    }
+                };
+                if let Some(ipam) = self.ipam() {
+                    let out = ipam.lock().unwrap_or_else(|e| e.into_inner()).merge(&repr);
+                    if out.changed {
+                        self.gossip.notify_waiters();
+                    }
+                }
+            }
+            // Unknown types are skipped.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn merge(self: &Arc<Self>, received: Vec<PeerRepr>) {
+        let mut discovered = Vec::new();
+        let changed = {
+            let mut st = self.st();
+            let st = &mut *st;
+            let mut own_changed = false;
+            for p in &received {
+                if p.name == self.settings.name && p.uid != self.uid && p.version >= st.version {
+                    // An earlier incarnation of this router is still gossiped: outrank it.
+                    st.version = p.version + 1;
+                    own_changed = true;
+                }
+            }
+            let changed = merge_gossip(&mut st.peers, &self.settings.name, received);
+            let clash = st
+                .peers
+                .values()
+                .any(|p| p.short_id == st.short_id && short_id_conflict_moves_us(self.uid, p.uid));
+            if clash {
+                let used: BTreeSet<u16> = st.peers.values().map(|p| p.short_id).collect();
+                let start = (random_u64() % u64::from(MAX_SHORT_ID)) as u16;
+                if let Some(id) = (0..MAX_SHORT_ID)
+                    .map(|i| (start + i) % MAX_SHORT_ID + 1)
+                    .find(|id| !used.contains(id))
+                {
+                    tracing::info!("short id {} taken; now {id}", st.short_id);
+                    st.short_id = id;
+                    st.version += 1;
+                    own_changed = true;
+                }
+            }
+            for p in st.peers.values() {
+                for c in &p.connections {
+                    if c.peer_name != self.settings.name
+                        && !st.conns.contains_key(&c.peer_name)
+                        && !st.targets.contains(&c.address.ip())
+                    {
+                        discovered.push(c.address.ip());
+                    }
+                }
+            }
+            for ip in &discovered {
+                st.targets.insert(*ip);
+            }
+            changed || own_changed
+        };
+        for ip in discovered {
+            tracing::info!("discovered peer address {ip}");
+            self.ensure_dialer(ip);
+        }
+        if changed {
+            self.gossip.notify_waiters();
+        }
+    }
+
+    /// Answers a heartbeat that arrived from `ip` over that peer's control connection.
+    pub fn ack_heartbeat(&self, ip: IpAddr, hb: heartbeat::Repr) {
+        let st = self.st();
+        if let Some(c) = st.conns.values().find(|c| c.ip == ip) {
+            let ack = hb.ack(hb.padding_len);
+            let mut b = vec![0u8; ack.buffer_len()];
+            if ack
+                .emit(&mut heartbeat::Packet::new_unchecked(&mut b[..]))
+                .is_ok()
+            {
+                let _ = c.tx.send(frame(MessageType::HeartbeatAck, &b));
+            }
+        }
+    }
+
+    /// The control plane's status.
+    pub fn status(&self) -> RouterStatus {
+        let dp = self.dp();
+        let st = self.st();
+        let mut peers: Vec<PeerStatus> = std::iter::once(self.own_entry(&st))
+            .chain(st.peers.values().cloned())
+            .map(|p| PeerStatus {
+                name: p.name,
+                uid: p.uid,
+                short_id: p.short_id,
+                version: p.version,
+                connections: p.connections.into_iter().map(|c| c.peer_name).collect(),
+            })
+            .collect();
+        peers.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut connections: Vec<ConnStatus> = st
+            .conns
+            .iter()
+            .map(|(name, c)| ConnStatus {
+                peer: name.clone(),
+                address: c.ip,
+                initiator: c.initiator.clone(),
+                role: format!("{:?}", c.role),
+                peer_uid: c.uid,
+                short_id: c.short_id,
+                encrypted: c.encrypted,
+                datapath: dp.as_ref().map(|d| d.kind()).unwrap_or("none").to_string(),
+                age_s: c.since.elapsed().as_secs(),
+                stats: dp.as_ref().and_then(|d| d.peer_stats(name)),
+            })
+            .collect();
+        connections.sort_by(|a, b| a.peer.cmp(&b.peer));
+        RouterStatus {
+            name: self.settings.name.clone(),
+            uid: self.uid,
+            short_id: st.short_id,
+            encrypted: self.settings.password.is_some(),
+            peers,
+            connections,
+            targets: st.targets.iter().copied().collect(),
+            refused: st.refused,
+            handshake_failures: st.handshake_failures,
+            last_refusal: st.last_refusal.clone(),
+            malformed_control: st.malformed_control,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("h1", "h2", true)]
+    #[case("h2", "h1", false)]
+    fn duplicate_connections_resolve_the_same_on_both_sides(
+        #[case] new: &str,
+        #[case] old: &str,
+        #[case] keep: bool,
+    ) {
+        assert_eq!(keep_new_connection(new, old), keep);
+        // The other side sees the two connections in the other order and keeps the same one.
+        assert_eq!(keep_new_connection(old, new), !keep);
+    }
+
+    #[test]
+    fn exactly_one_side_of_a_short_id_conflict_moves() {
+        assert!(short_id_conflict_moves_us(9, 3));
+        assert!(!short_id_conflict_moves_us(3, 9));
+    }
+
+    #[test]
+    fn backoff_doubles_to_a_cap_with_bounded_jitter() {
+        assert_eq!(backoff(0, 0), Duration::from_millis(250));
+        assert_eq!(backoff(1, 0), Duration::from_millis(500));
+        assert_eq!(backoff(5, 0), Duration::from_millis(8000));
+        assert_eq!(backoff(40, 0), Duration::from_millis(8000));
+        assert!(backoff(5, 999) < Duration::from_millis(12_000));
+        assert!(backoff(0, 999) > Duration::from_millis(250));
+    }
+
+    fn peer(name: &str, version: u64) -> PeerRepr {
+        PeerRepr {
+            name: name.into(),
+            uid: version,
+            short_id: 1,
+            version,
+            connections: vec![],
+        }
+    }
+
+    #[test]
+    fn gossip_merge_keeps_newer_versions_and_skips_self() {
+        let mut peers = BTreeMap::new();
+        assert!(merge_gossip(
+            &mut peers,
+            "me",
+            vec![peer("a", 5), peer("me", 99)]
+        ));
+        assert_eq!(peers.len(), 1);
+        assert!(!merge_gossip(&mut peers, "me", vec![peer("a", 4)]));
+        assert_eq!(peers["a"].version, 5);
+        assert!(merge_gossip(
+            &mut peers,
+            "me",
+            vec![peer("a", 6), peer("b", 1)]
+        ));
+        assert_eq!(peers["a"].version, 6);
+        assert_eq!(peers.len(), 2);
+    }
+}

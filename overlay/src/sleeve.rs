@@ -1,0 +1,897 @@
+//! Sleeve: the userspace datapath. Frames the overlay bridge sends to a TAP port are packed,
+//! several per datagram when they fit, into sleeve datagrams (UDP 6783) to the peer that owns
+//! the destination MAC (learned from received frames) or, for broadcast and unknown unicast,
+//! to every peer once; received datagrams are opened and their frames written back into the
+//! bridge. With a password each datagram is sealed with the connection's keys.
+//!
+//! Two blocking threads do the work (TAP to UDP, UDP to TAP); the router changes the peer set
+//! under a lock they take for reading. Anything malformed, unauthenticated or replayed is
+//! dropped and counted, never a panic.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::crypto::sleeve::{Opener, Sealer};
+use crate::crypto::CryptoError;
+use crate::datapath::{Datapath, DatapathStats, PeerSpec, PeerStats};
+use crate::wire::sleeve::{
+    self as wire, FrameIter, FrameWriter, FLAG_VNET_HDR, HEADER_LEN, TAG_LEN,
+};
+use crate::wire::{heartbeat, icmp};
+
+/// IPv4 + UDP header bytes in front of a sleeve datagram.
+const IP_UDP: usize = 28;
+/// Largest datagram handled.
+const MAX_DATAGRAM: usize = 65_535;
+/// Largest UDP payload over IPv4.
+const MAX_UDP: usize = 65_507;
+/// The `virtio_net_hdr` in front of every frame on the TAP (and on the wire).
+const VNET: usize = wire::VNET_HDR_LEN;
+/// `virtio_net_hdr.gso_type` of a plain frame.
+const GSO_NONE: u8 = 0;
+/// `virtio_net_hdr.flags`: the checksum from `csum_start` is left to fill.
+const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
+/// Frames read from the TAP before the batch is flushed.
+const BATCH: usize = 64;
+
+/// A heartbeat that arrived: the router acknowledges it over the control connection.
+#[derive(Debug, Clone, Copy)]
+pub struct HeartbeatSeen {
+    /// The sending peer's underlay address.
+    pub ip: IpAddr,
+    /// The heartbeat as received (its padding length is what arrived).
+    pub heartbeat: heartbeat::Repr,
+}
+
+#[derive(Default)]
+struct Counters {
+    tx_frames: AtomicU64,
+    tx_datagrams: AtomicU64,
+    tx_bytes: AtomicU64,
+    rx_frames: AtomicU64,
+    rx_bytes: AtomicU64,
+    tx_flooded: AtomicU64,
+    acked: AtomicU64,
+    frag_needed: AtomicU64,
+    replayed: AtomicU64,
+    auth_failures: AtomicU64,
+    unauthenticated: AtomicU64,
+}
+
+struct Peer {
+    name: String,
+    ip: IpAddr,
+    short_id: u16,
+    connection_id: u64,
+    sealer: Option<Mutex<Sealer>>,
+    opener: Option<Mutex<Opener>>,
+    /// Largest acked datagram in the newest acked round, and that round.
+    path_mtu: AtomicU32,
+    best_round: AtomicU64,
+    last_ack_round: AtomicU64,
+    c: Counters,
+}
+
+impl Peer {
+    fn encrypted(&self) -> bool {
+        self.sealer.is_some()
+    }
+
+    /// Container IP bytes that fit one datagram to this peer.
+    fn inner_mtu(&self) -> usize {
+        wire::overlay_mtu(self.path_mtu.load(Relaxed) as usize, self.encrypted())
+    }
+}
+
+struct Shared {
+    local_short_id: AtomicU32,
+    underlay_mtu: u32,
+    sock: UdpSocket,
+    probe_sock: UdpSocket,
+    tap: OwnedFd,
+    peers: RwLock<HashMap<IpAddr, Arc<Peer>>>,
+    macs: RwLock<HashMap<[u8; 6], IpAddr>>,
+    heartbeats: Mutex<Option<tokio::sync::mpsc::UnboundedSender<HeartbeatSeen>>>,
+    probe_round: AtomicU64,
+    stop: AtomicBool,
+    unknown_peer: AtomicU64,
+    malformed: AtomicU64,
+    tx_dropped: AtomicU64,
+    injected: AtomicU64,
+}
+
+/// The sleeve datapath of one router.
+pub struct Sleeve {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Sleeve {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sleeve").finish_non_exhaustive()
+    }
+}
+
+fn set_int_opt(sock: &UdpSocket, level: i32, name: i32, value: i32) -> std::io::Result<()> {
+    // SAFETY: setsockopt with a pointer to a live c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own; flags are read then written back with O_NONBLOCK.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn wait_readable(fd: i32, timeout_ms: i32) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll on one valid pollfd for the given timeout.
+    let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+    rc > 0
+}
+
+/// Probe sizes (underlay IP bytes) tried each heartbeat round, largest first.
+pub fn probe_sizes(underlay_mtu: u32) -> Vec<usize> {
+    let mut sizes: Vec<usize> = [
+        9000, 4000, 1500, 1480, 1460, 1440, 1420, 1400, 1380, 1360, 1340, 1320, 1300, 1280, 1200,
+        1100, 1000, 800, 576,
+    ]
+    .into_iter()
+    .filter(|s| *s <= underlay_mtu as usize)
+    .collect();
+    if !sizes.contains(&(underlay_mtu as usize)) {
+        sizes.insert(0, underlay_mtu as usize);
+    }
+    sizes
+}
+
+/// The underlay IP size of a heartbeat datagram carrying `padding` bytes of padding.
+pub fn heartbeat_size(padding: u16, encrypted: bool) -> usize {
+    IP_UDP
+        + HEADER_LEN
+        + wire::FRAME_PREFIX_LEN
+        + heartbeat::HEADER_LEN
+        + usize::from(padding)
+        + if encrypted { TAG_LEN } else { 0 }
+}
+
+impl Sleeve {
+    /// Starts sleeve on `tap`, listening on UDP `port` of every underlay address. Heartbeats
+    /// that arrive are handed to `heartbeats`.
+    pub fn start(
+        tap: OwnedFd,
+        port: u16,
+        underlay_mtu: u32,
+        local_short_id: u16,
+        heartbeats: tokio::sync::mpsc::UnboundedSender<HeartbeatSeen>,
+    ) -> std::io::Result<Self> {
+        let sock = UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))?;
+        // Frames too big for the path still cross: the underlay fragments them.
+        set_int_opt(
+            &sock,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DONT,
+        )?;
+        // Room for dozens of 60 kB bursts; the FORCE variants pass net.core.*mem_max (root).
+        if set_int_opt(&sock, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 4 << 20).is_err() {
+            let _ = set_int_opt(&sock, libc::SOL_SOCKET, libc::SO_RCVBUF, 4 << 20);
+        }
+        if set_int_opt(&sock, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 4 << 20).is_err() {
+            let _ = set_int_opt(&sock, libc::SOL_SOCKET, libc::SO_SNDBUF, 4 << 20);
+        }
+        let probe_sock = UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))?;
+        // Probes carry DF and ignore the cached path MTU: only what really crosses is acked.
+        set_int_opt(
+            &probe_sock,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_PROBE,
+        )?;
+        set_nonblocking(&tap)?;
+        let shared = Arc::new(Shared {
+            local_short_id: AtomicU32::new(u32::from(local_short_id)),
+            underlay_mtu,
+            sock,
+            probe_sock,
+            tap,
+            peers: RwLock::new(HashMap::new()),
+            macs: RwLock::new(HashMap::new()),
+            heartbeats: Mutex::new(Some(heartbeats)),
+            probe_round: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            unknown_peer: AtomicU64::new(0),
+            malformed: AtomicU64::new(0),
+            tx_dropped: AtomicU64::new(0),
+            injected: AtomicU64::new(0),
+        });
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name("sleeve-tx".into())
+            .spawn(move || tap_to_udp(&s))?;
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name("sleeve-rx".into())
+            .spawn(move || udp_to_tap(&s))?;
+        Ok(Sleeve { shared })
+    }
+
+    /// Changes the short id put in sent headers.
+    pub fn set_short_id(&self, id: u16) {
+        self.shared.local_short_id.store(u32::from(id), Relaxed);
+    }
+
+    /// Stops the threads (they notice within a second).
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Relaxed);
+    }
+}
+
+impl Drop for Sleeve {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Datapath for Sleeve {
+    fn kind(&self) -> &'static str {
+        "sleeve"
+    }
+
+    fn add_peer(&self, spec: PeerSpec) {
+        let peer = Peer {
+            name: spec.name,
+            ip: spec.ip,
+            short_id: spec.short_id,
+            connection_id: spec.connection_id,
+            sealer: spec.keys.as_ref().map(|k| Mutex::new(k.sealer())),
+            opener: spec.keys.as_ref().map(|k| Mutex::new(k.opener())),
+            // Optimistic until the first acked probe round says otherwise.
+            path_mtu: AtomicU32::new(self.shared.underlay_mtu),
+            best_round: AtomicU64::new(0),
+            last_ack_round: AtomicU64::new(0),
+            c: Counters::default(),
+        };
+        let mut peers = self.shared.peers.write().unwrap_or_else(|e| e.into_inner());
+        peers.insert(spec.ip, Arc::new(peer));
+    }
+
+    fn remove_peer(&self, name: &str) {
+        let mut peers = self.shared.peers.write().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<IpAddr> = peers
+            .values()
+            .filter(|p| p.name == name)
+            .map(|p| p.ip)
+            .collect();
+        for ip in &gone {
+            peers.remove(ip);
+        }
+        drop(peers);
+        let mut macs = self.shared.macs.write().unwrap_or_else(|e| e.into_inner());
+        macs.retain(|_, ip| !gone.contains(ip));
+    }
+
+    fn peer_stats(&self, name: &str) -> Option<PeerStats> {
+        let peers = self.shared.peers.read().unwrap_or_else(|e| e.into_inner());
+        let p = peers.values().find(|p| p.name == name)?;
+        let round = self.shared.probe_round.load(Relaxed);
+        Some(PeerStats {
+            tx_frames: p.c.tx_frames.load(Relaxed),
+            tx_datagrams: p.c.tx_datagrams.load(Relaxed),
+            tx_bytes: p.c.tx_bytes.load(Relaxed),
+            rx_frames: p.c.rx_frames.load(Relaxed),
+            rx_bytes: p.c.rx_bytes.load(Relaxed),
+            tx_flooded: p.c.tx_flooded.load(Relaxed),
+            heartbeats_acked: p.c.acked.load(Relaxed),
+            path_mtu: p.path_mtu.load(Relaxed),
+            overlay_mtu: p.inner_mtu() as u32,
+            frag_needed_sent: p.c.frag_needed.load(Relaxed),
+            replayed: p.c.replayed.load(Relaxed),
+            auth_failures: p.c.auth_failures.load(Relaxed),
+            unauthenticated: p.c.unauthenticated.load(Relaxed),
+            healthy: p.last_ack_round.load(Relaxed) + 3 >= round,
+        })
+    }
+
+    fn stats(&self) -> DatapathStats {
+        let s = &self.shared;
+        DatapathStats {
+            unknown_peer: s.unknown_peer.load(Relaxed),
+            malformed: s.malformed.load(Relaxed),
+            tx_dropped: s.tx_dropped.load(Relaxed),
+            injected: s.injected.load(Relaxed),
+        }
+    }
+
+    fn probe(&self, round: u64) {
+        self.shared.probe_round.store(round, Relaxed);
+        let peers: Vec<Arc<Peer>> = {
+            let peers = self.shared.peers.read().unwrap_or_else(|e| e.into_inner());
+            peers.values().cloned().collect()
+        };
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        for p in peers {
+            for size in probe_sizes(self.shared.underlay_mtu) {
+                let padding = heartbeat::Repr::padding_for(
+                    size - IP_UDP - HEADER_LEN - if p.encrypted() { TAG_LEN } else { 0 },
+                    wire::FRAME_PREFIX_LEN,
+                );
+                let hb = heartbeat::Repr {
+                    kind: heartbeat::Kind::Heartbeat,
+                    connection_id: p.connection_id,
+                    sequence: round,
+                    timestamp_ns: 0,
+                    padding_len: padding,
+                };
+                let mut frame = vec![0u8; hb.buffer_len()];
+                if hb
+                    .emit(&mut heartbeat::Packet::new_unchecked(&mut frame[..]))
+                    .is_err()
+                {
+                    continue;
+                }
+                if let Some(len) = self.shared.build(&p, &mut buf, &[&frame], true, false) {
+                    let _ = self
+                        .shared
+                        .probe_sock
+                        .send_to(&buf[..len], SocketAddr::new(p.ip, crate::CONTROL_PORT));
+                }
+            }
+        }
+    }
+
+    fn acked(&self, name: &str, round: u64, size: usize) {
+        let peers = self.shared.peers.read().unwrap_or_else(|e| e.into_inner());
+        let Some(p) = peers.values().find(|p| p.name == name) else {
+            return;
+        };
+        p.c.acked.fetch_add(1, Relaxed);
+        p.last_ack_round.fetch_max(round, Relaxed);
+        let size = size.min(self.shared.underlay_mtu as usize) as u32;
+        let best = p.best_round.load(Relaxed);
+        if round > best {
+            p.best_round.store(round, Relaxed);
+            p.path_mtu.store(size, Relaxed);
+        } else if round == best {
+            p.path_mtu.fetch_max(size, Relaxed);
+        }
+    }
+}
+
+impl Shared {
+    /// Packs `frames` into one datagram to `p` in `buf`, sealed when the session is encrypted.
+    fn build(
+        &self,
+        p: &Peer,
+        buf: &mut [u8],
+        frames: &[&[u8]],
+        heartbeat: bool,
+        vnet: bool,
+    ) -> Option<usize> {
+        let reserve = if p.encrypted() { TAG_LEN } else { 0 };
+        let end = buf.len().min(MAX_UDP);
+        let buf = &mut buf[..end];
+        let mut w = FrameWriter::new(buf, reserve).ok()?;
+        for f in frames {
+            w.push(f).ok()?;
+        }
+        let body = w.body_len();
+        let repr = wire::Repr {
+            encrypted: false,
+            heartbeat,
+            src_short_id: self.local_short_id.load(Relaxed) as u16,
+            dst_short_id: p.short_id,
+            counter: 0,
+        };
+        let mut pkt = wire::Packet::new_unchecked(&mut *buf);
+        repr.emit(&mut pkt).ok()?;
+        if vnet {
+            // GSO bursts carry the TAP's virtio_net_hdr.
+            pkt.set_flags(pkt.flags() | FLAG_VNET_HDR);
+        }
+        match &p.sealer {
+            Some(s) => s
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .seal(buf, body)
+                .ok(),
+            None => Some(HEADER_LEN + body),
+        }
+    }
+
+    fn send_frames(&self, p: &Peer, frames: &[&[u8]], buf: &mut [u8], vnet: bool) {
+        let reserve = if p.encrypted() { TAG_LEN } else { 0 };
+        let limit = (p.path_mtu.load(Relaxed) as usize)
+            .saturating_sub(IP_UDP)
+            .max(HEADER_LEN + reserve + 64);
+        let mut start = 0;
+        while start < frames.len() {
+            // Take as many frames as fit under the path MTU (at least one: an oversized non-DF
+            // frame goes alone and the underlay fragments it).
+            let mut used = HEADER_LEN + reserve;
+            let mut end = start;
+            while end < frames.len() {
+                let need = wire::FRAME_PREFIX_LEN + frames[end].len();
+                if end > start && used + need > limit {
+                    break;
+                }
+                used += need;
+                end += 1;
+            }
+            match self.build(p, buf, &frames[start..end], false, vnet) {
+                Some(len) => match self
+                    .sock
+                    .send_to(&buf[..len], SocketAddr::new(p.ip, crate::CONTROL_PORT))
+                {
+                    Ok(_) => {
+                        p.c.tx_datagrams.fetch_add(1, Relaxed);
+                        p.c.tx_frames.fetch_add((end - start) as u64, Relaxed);
+                        let bytes: usize = frames[start..end].iter().map(|f| f.len()).sum();
+                        p.c.tx_bytes.fetch_add(bytes as u64, Relaxed);
+                    }
+                    Err(_) => {
+                        self.tx_dropped.fetch_add((end - start) as u64, Relaxed);
+                    }
+                },
+                None => {
+                    self.tx_dropped.fetch_add((end - start) as u64, Relaxed);
+                }
+            }
+            start = end;
+        }
+    }
+
+    /// Writes a frame that starts with its virtio_net_hdr.
+    fn write_tap(&self, frame: &[u8]) -> bool {
+        // SAFETY: write(2) of an initialised buffer to our TAP descriptor.
+        let n = unsafe { libc::write(self.tap.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
+        n >= 0
+    }
+
+    /// Writes a bare Ethernet frame behind an empty virtio_net_hdr.
+    fn write_tap_plain(&self, frame: &[u8]) -> bool {
+        let hdr = [0u8; VNET];
+        let iov = [
+            libc::iovec {
+                iov_base: hdr.as_ptr() as *mut libc::c_void,
+                iov_len: hdr.len(),
+            },
+            libc::iovec {
+                iov_base: frame.as_ptr() as *mut libc::c_void,
+                iov_len: frame.len(),
+            },
+        ];
+        // SAFETY: writev(2) of two initialised buffers that outlive the call; the kernel only
+        // reads through the pointers.
+        let n = unsafe { libc::writev(self.tap.as_raw_fd(), iov.as_ptr(), 2) };
+        n >= 0
+    }
+}
+
+/// Frames for one peer from one TAP batch: plain Ethernet frames (packed several per
+/// datagram) and GSO bursts with their virtio_net_hdr (one per datagram).
+type PeerBatch<'a> = (Vec<&'a [u8]>, Vec<&'a [u8]>);
+
+fn is_multicast(mac: &[u8]) -> bool {
+    mac.first().is_some_and(|b| b & 1 == 1)
+}
+
+fn tap_to_udp(s: &Shared) {
+    let mut arena = vec![0u8; BATCH * MAX_DATAGRAM.min(16_384)];
+    let mut out = vec![0u8; MAX_DATAGRAM + 64];
+    let mut icmp_buf = [0u8; 256];
+    let fd = s.tap.as_raw_fd();
+    while !s.stop.load(Relaxed) {
+        if !wait_readable(fd, 500) {
+            continue;
+        }
+        // Read up to BATCH frames into the arena.
+        let mut frames: Vec<(usize, usize)> = Vec::with_capacity(BATCH);
+        let mut pos = 0;
+        while frames.len() < BATCH {
+            if arena.len() - pos < MAX_DATAGRAM {
+                if frames.is_empty() {
+                    arena.resize(pos + MAX_DATAGRAM, 0);
+                } else {
+                    break;
+                }
+            }
+            let room = &mut arena[pos..];
+            // SAFETY: read(2) into a live, writable buffer of `room.len()` bytes.
+            let n = unsafe { libc::read(fd, room.as_mut_ptr().cast(), room.len()) };
+            if n <= 0 {
+                break;
+            }
+            let n = n as usize;
+            frames.push((pos, n));
+            pos += n;
+        }
+        if frames.is_empty() {
+            continue;
+        }
+        // Plain frames cross without their virtio_net_hdr, so finish any checksum the kernel
+        // left to the "hardware" (short frames: cheap).
+        for &(off, len) in &frames {
+            if len >= VNET + 14 {
+                let (hdr, eth) = arena[off..off + len].split_at_mut(VNET);
+                if hdr[1] == GSO_NONE && hdr[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
+                    finish_checksum(hdr, eth);
+                }
+            }
+        }
+        let peers = s.peers.read().unwrap_or_else(|e| e.into_inner());
+        if peers.is_empty() {
+            s.tx_dropped.fetch_add(frames.len() as u64, Relaxed);
+            continue;
+        }
+        let macs = s.macs.read().unwrap_or_else(|e| e.into_inner());
+        // Per peer: plain Ethernet frames (packed), and GSO bursts with their header (one per
+        // datagram).
+        let mut per_peer: HashMap<IpAddr, PeerBatch<'_>> = HashMap::new();
+        for &(off, len) in &frames {
+            let frame = &arena[off..off + len];
+            if len < VNET + 14 {
+                s.malformed.fetch_add(1, Relaxed);
+                continue;
+            }
+            let (hdr, eth) = frame.split_at(VNET);
+            let mut dst_mac = [0u8; 6];
+            dst_mac.copy_from_slice(&eth[..6]);
+            let known = if is_multicast(&dst_mac) {
+                None
+            } else {
+                macs.get(&dst_mac).and_then(|ip| peers.get(ip))
+            };
+            let targets: Vec<&Arc<Peer>> = match known {
+                Some(p) => vec![p],
+                None => peers.values().collect(),
+            };
+            let flooded = known.is_none();
+            for p in targets {
+                if let Some(mtu) = too_big(hdr, eth, p.inner_mtu()) {
+                    // The ICMP comes "from" the original destination, so reverse-path checks
+                    // in the container accept it.
+                    let src = frame_dst_ip(eth).unwrap_or(Ipv4Addr::UNSPECIFIED);
+                    if let Ok(n) = icmp::frag_needed(eth, mtu, src, &mut icmp_buf) {
+                        if s.write_tap_plain(&icmp_buf[..n]) {
+                            p.c.frag_needed.fetch_add(1, Relaxed);
+                        }
+                    }
+                    continue;
+                }
+                if flooded {
+                    p.c.tx_flooded.fetch_add(1, Relaxed);
+                }
+                let lists = per_peer.entry(p.ip).or_default();
+                if hdr[1] == GSO_NONE {
+                    lists.0.push(eth);
+                } else {
+                    lists.1.push(frame);
+                }
+            }
+        }
+        for (ip, (plain, gso)) in &per_peer {
+            if let Some(p) = peers.get(ip) {
+                s.send_frames(p, plain, &mut out, false);
+                for g in gso {
+                    s.send_frames(p, std::slice::from_ref(g), &mut out, true);
+                }
+            }
+        }
+    }
+}
+
+/// Fills the checksum a `virtio_net_hdr` with NEEDS_CSUM leaves open: the one's complement
+/// sum from `csum_start` to the end (the field already holds the pseudo-header sum), stored at
+/// `csum_start + csum_offset`. Out-of-range offsets leave the frame as it is.
+fn finish_checksum(hdr: &[u8], eth: &mut [u8]) {
+    let start = usize::from(u16::from_le_bytes([hdr[6], hdr[7]]));
+    let offset = usize::from(u16::from_le_bytes([hdr[8], hdr[9]]));
+    let at = start + offset;
+    if start >= eth.len() || at + 2 > eth.len() {
+        return;
+    }
+    let sum = crate::wire::ipv4::checksum(&eth[start..]);
+    eth[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// The MTU to advertise when a DF frame (or, for a GSO burst, each of its segments) is too big
+/// for a peer whose overlay MTU is `mtu`; `None` when it fits or must simply be carried.
+fn too_big(hdr: &[u8], eth: &[u8], mtu: usize) -> Option<u16> {
+    let advertise = u16::try_from(mtu).unwrap_or(u16::MAX);
+    let gso_type = hdr.get(1).copied().unwrap_or(GSO_NONE);
+    if gso_type == GSO_NONE {
+        return icmp::needs_frag_needed(eth, mtu).then_some(advertise);
+    }
+    // A TCP burst: the segments the receiving kernel cuts are IP header + TCP header +
+    // gso_size; they must fit the path when DF is set.
+    let gso_size = usize::from(u16::from_le_bytes([*hdr.get(4)?, *hdr.get(5)?]));
+    let ip = eth.get(14..)?;
+    if eth.get(12..14)? != [0x08, 0x00] || ip.len() < 20 {
+        return None;
+    }
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let df = ip[6] & 0x40 != 0;
+    let doff = usize::from(ip.get(ihl + 12)? >> 4) * 4;
+    (df && ihl + doff + gso_size > mtu).then_some(advertise)
+}
+
+fn frame_dst_ip(frame: &[u8]) -> Option<Ipv4Addr> {
+    let ip = frame.get(14..)?;
+    let d = ip.get(16..20)?;
+    Some(Ipv4Addr::new(d[0], d[1], d[2], d[3]))
+}
+
+fn udp_to_tap(s: &Shared) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let fd = s.sock.as_raw_fd();
+    while !s.stop.load(Relaxed) {
+        if !wait_readable(fd, 500) {
+            continue;
+        }
+        let (n, from) = match s.sock.recv_from(&mut buf) {
+            Ok(r) => r,
+            Err(_) => continue,
+        };
+        let peer = {
+            let peers = s.peers.read().unwrap_or_else(|e| e.into_inner());
+            peers.get(&from.ip()).cloned()
+        };
+        let Some(p) = peer else {
+            s.unknown_peer.fetch_add(1, Relaxed);
+            continue;
+        };
+        let datagram = &mut buf[..n];
+        let repr = match wire::Packet::new_checked(&*datagram).and_then(|pk| wire::Repr::parse(&pk))
+        {
+            Ok(r) => r,
+            Err(_) => {
+                s.malformed.fetch_add(1, Relaxed);
+                continue;
+            }
+        };
+        let datagram_flags = datagram[1];
+        if repr.encrypted != p.encrypted() {
+            p.c.unauthenticated.fetch_add(1, Relaxed);
+            continue;
+        }
+        let body: &[u8] = match &p.opener {
+            Some(o) => {
+                let mut o = o.lock().unwrap_or_else(|e| e.into_inner());
+                match o.open(datagram) {
+                    Ok(b) => b,
+                    Err(CryptoError::Duplicate(_)) | Err(CryptoError::TooOld(_)) => {
+                        p.c.replayed.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                    Err(CryptoError::Authentication) => {
+                        p.c.auth_failures.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                    Err(_) => {
+                        s.malformed.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                }
+            }
+            None => &datagram[HEADER_LEN..],
+        };
+        if repr.heartbeat {
+            for f in FrameIter::new(body) {
+                let Ok(f) = f else {
+                    s.malformed.fetch_add(1, Relaxed);
+                    break;
+                };
+                match heartbeat::Packet::new_checked(f).and_then(|pk| heartbeat::Repr::parse(&pk)) {
+                    Ok(hb) if hb.kind == heartbeat::Kind::Heartbeat => {
+                        let received =
+                            u16::try_from(f.len() - heartbeat::HEADER_LEN).unwrap_or(u16::MAX);
+                        let seen = HeartbeatSeen {
+                            ip: p.ip,
+                            heartbeat: heartbeat::Repr {
+                                padding_len: received,
+                                ..hb
+                            },
+                        };
+                        if let Some(tx) = s
+                            .heartbeats
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .as_ref()
+                        {
+                            let _ = tx.send(seen);
+                        }
+                    }
+                    _ => {
+                        s.malformed.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+            continue;
+        }
+        let vnet = repr_has_vnet(datagram_flags);
+        let mut learned: Option<[u8; 6]> = None;
+        for f in FrameIter::new(body) {
+            let Ok(f) = f else {
+                s.malformed.fetch_add(1, Relaxed);
+                break;
+            };
+            let eth = if vnet {
+                f.get(VNET..).unwrap_or(&[])
+            } else {
+                f
+            };
+            if eth.len() < 14 {
+                s.malformed.fetch_add(1, Relaxed);
+                continue;
+            }
+            let mut src = [0u8; 6];
+            src.copy_from_slice(&eth[6..12]);
+            if !is_multicast(&src) && learned != Some(src) {
+                let known = s
+                    .macs
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&src)
+                    .copied();
+                if known != Some(p.ip) {
+                    s.macs
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(src, p.ip);
+                }
+                learned = Some(src);
+            }
+            p.c.rx_frames.fetch_add(1, Relaxed);
+            p.c.rx_bytes.fetch_add(eth.len() as u64, Relaxed);
+            let written = if vnet {
+                s.write_tap(f)
+            } else {
+                s.write_tap_plain(f)
+            };
+            if written {
+                s.injected.fetch_add(1, Relaxed);
+            } else {
+                // The kernel refuses an inconsistent virtio_net_hdr (EINVAL).
+                s.malformed.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
+fn repr_has_vnet(flags: u8) -> bool {
+    flags & FLAG_VNET_HDR != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_sizes_start_at_the_underlay_mtu() {
+        assert_eq!(probe_sizes(1500)[0], 1500);
+        assert_eq!(probe_sizes(1450)[0], 1450);
+        assert!(probe_sizes(1400).iter().all(|s| *s <= 1400));
+        assert_eq!(*probe_sizes(1400).last().unwrap_or(&0), 576);
+    }
+
+    /// An Ethernet/IPv4/TCP frame with `payload` bytes, DF set.
+    fn tcp_frame(payload: usize) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 20 + payload];
+        f[12] = 0x08;
+        f[14] = 0x45;
+        let total = (20 + 20 + payload) as u16;
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        f[20] = 0x40;
+        f[22] = 64;
+        f[23] = 6;
+        f[26..30].copy_from_slice(&[198, 19, 0, 1]);
+        f[30..34].copy_from_slice(&[198, 19, 0, 2]);
+        f[34 + 12] = 5 << 4;
+        f
+    }
+
+    fn vnet(gso_type: u8, gso_size: u16) -> [u8; VNET] {
+        let mut h = [0u8; VNET];
+        h[1] = gso_type;
+        h[4..6].copy_from_slice(&gso_size.to_le_bytes());
+        h
+    }
+
+    #[test]
+    fn plain_df_frames_over_the_mtu_get_frag_needed() {
+        let f = tcp_frame(1400);
+        assert_eq!(too_big(&vnet(GSO_NONE, 0), &f, 1440), None);
+        assert_eq!(too_big(&vnet(GSO_NONE, 0), &f, 1340), Some(1340));
+    }
+
+    #[test]
+    fn gso_bursts_are_judged_by_their_segment_size() {
+        // A 30 kB burst of 1388-byte segments: segments of 1428 bytes.
+        let f = tcp_frame(30_000);
+        assert_eq!(too_big(&vnet(1, 1388), &f, 1440), None);
+        assert_eq!(too_big(&vnet(1, 1388), &f, 1340), Some(1340));
+        // Without DF it is carried anyway.
+        let mut no_df = f.clone();
+        no_df[20] = 0;
+        assert_eq!(too_big(&vnet(1, 1388), &no_df, 1340), None);
+        // Garbage never panics.
+        assert_eq!(too_big(&vnet(1, 1388), &f[..20], 1340), None);
+        assert_eq!(
+            too_big(&[], &f, 1340),
+            icmp::needs_frag_needed(&f, 1340).then_some(1340)
+        );
+    }
+
+    #[test]
+    fn finished_checksums_verify() {
+        // A UDP datagram whose checksum field holds the pseudo-header sum, as the kernel
+        // leaves it with NEEDS_CSUM.
+        let mut f = tcp_frame(0);
+        f.truncate(14 + 20);
+        f[23] = 17;
+        f.extend_from_slice(&[
+            0x30, 0x39, 0x00, 0x35, 0x00, 0x0c, 0, 0, b'h', b'i', b'!', b'?',
+        ]);
+        let udp_len = 12u32;
+        let mut pseudo: u32 = 0xc613 + 0x0001 + 0xc613 + 0x0002 + 17 + udp_len;
+        while pseudo >> 16 != 0 {
+            pseudo = (pseudo & 0xffff) + (pseudo >> 16);
+        }
+        f[34 + 6..34 + 8].copy_from_slice(&(pseudo as u16).to_be_bytes());
+        let mut h = [0u8; VNET];
+        h[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+        h[6..8].copy_from_slice(&34u16.to_le_bytes());
+        h[8..10].copy_from_slice(&6u16.to_le_bytes());
+        finish_checksum(&h, &mut f);
+        // Verify: pseudo header + UDP segment sums to 0xffff.
+        let mut sum: u32 = 0xc613 + 0x0001 + 0xc613 + 0x0002 + 17 + udp_len;
+        for w in f[34..].chunks(2) {
+            sum += u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
+        }
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        assert_eq!(sum, 0xffff);
+        // Offsets past the frame leave it alone.
+        let before = f.clone();
+        h[6..8].copy_from_slice(&4000u16.to_le_bytes());
+        finish_checksum(&h, &mut f);
+        assert_eq!(f, before);
+    }
+
+    #[test]
+    fn heartbeat_size_round_trips_padding() {
+        for enc in [false, true] {
+            let pad = heartbeat::Repr::padding_for(
+                1400 - IP_UDP - HEADER_LEN - if enc { TAG_LEN } else { 0 },
+                wire::FRAME_PREFIX_LEN,
+            );
+            assert_eq!(heartbeat_size(pad, enc), 1400);
+        }
+    }
+}

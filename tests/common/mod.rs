@@ -1,0 +1,322 @@
+//! Helpers of the overlay end-to-end tests: labs with the overlay running, probes run inside
+//! nodes (ICMP, TCP echo, UDP send) and an AF_PACKET capture.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use netsim::lab::{Lab, NodeHandle, UpOptions};
+use netsim::measure::icmp::{self, PingOptions, PingResult};
+use netsim::overlay_run::{Overlay, OverlayOptions};
+
+/// A lab id unique enough for parallel tests.
+pub fn unique(prefix: &str) -> String {
+    let mut b = [0u8; 2];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .expect("urandom");
+    format!("{prefix}-{:02x}{:02x}", b[0], b[1])
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The router binary: `$NETSIM_OVERLAY_BIN`, or target/<profile>/overlay-router, built once
+/// with cargo when missing (the root package cannot name another package's binary).
+pub fn router_binary() -> PathBuf {
+    if let Ok(p) = netsim::overlay_run::find_binary() {
+        return p;
+    }
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    BUILD.call_once(|| {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-p", "overlay", "--bin", "overlay-router"])
+            .current_dir(root())
+            .status()
+            .expect("run cargo");
+        assert!(status.success(), "building overlay-router failed");
+    });
+    netsim::overlay_run::find_binary().expect("overlay-router after building it")
+}
+
+/// Brings up `topology` (a path under the root) as lab `id`.
+pub async fn up(topology: &str, id: &str) -> Lab {
+    let plan = netsim::model::load_plan(&root().join(topology)).expect("plan");
+    Lab::up(
+        plan,
+        UpOptions {
+            name: Some(id.to_string()),
+            ..UpOptions::default()
+        },
+    )
+    .await
+    .expect("lab up")
+}
+
+/// Starts the overlay with `opts` (the binary filled in).
+pub async fn overlay(lab: &Lab, mut opts: OverlayOptions) -> Overlay {
+    opts.binary = Some(router_binary());
+    Overlay::start(lab, &opts).await.expect("overlay start")
+}
+
+/// The node called `name`.
+pub fn node(lab: &Lab, name: &str) -> NodeHandle {
+    lab.node(name).expect("node")
+}
+
+/// Pings `dst` from `from`.
+pub async fn ping(lab: &Lab, from: &str, dst: Ipv4Addr, opts: PingOptions) -> PingResult {
+    node(lab, from)
+        .run(move || async move { icmp::ping(dst, &opts) })
+        .await
+        .expect("run")
+        .expect("ping")
+}
+
+/// Pings until a reply comes (bounded at 20 s: the overlay may still be learning).
+pub async fn ping_until(lab: &Lab, from: &str, dst: Ipv4Addr) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let r = ping(lab, from, dst, PingOptions::default()).await;
+        if r.received > 0 {
+            return true;
+        }
+    }
+    false
+}
+
+/// Connects from `from` to a TCP echo server in `to` at `addr` and checks the echo.
+pub async fn tcp_echo(lab: &Lab, from: &str, to: &str, addr: Ipv4Addr) -> Result<(), String> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<Result<SocketAddr, String>>();
+    let server_node = node(lab, to);
+    let server = server_node.run(move || async move {
+        let l = match TcpListener::bind((addr, 0)) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = tx.send(Err(e.to_string()));
+                return Err(e.to_string());
+            }
+        };
+        let _ = tx.send(l.local_addr().map_err(|e| e.to_string()));
+        // Bounded accept: a client that never arrives must not hang the test.
+        l.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut s = loop {
+            match l.accept() {
+                Ok((s, _)) => break s,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(format!("accept: {e}")),
+            }
+        };
+        s.set_nonblocking(false).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        let mut buf = [0u8; 4096];
+        let n = std::io::Read::read(&mut s, &mut buf).map_err(|e| e.to_string())?;
+        std::io::Write::write_all(&mut s, &buf[..n]).map_err(|e| e.to_string())?;
+        Ok::<(), String>(())
+    });
+    let client = async {
+        let sa = rx.await.map_err(|e| e.to_string())??;
+        node(lab, from)
+            .run(move || async move {
+                let mut s = TcpStream::connect_timeout(&sa, Duration::from_secs(10))
+                    .map_err(|e| format!("connect {sa}: {e}"))?;
+                s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+                let msg = b"overlay tcp echo";
+                std::io::Write::write_all(&mut s, msg).map_err(|e| e.to_string())?;
+                let mut buf = [0u8; 64];
+                let mut got = 0;
+                while got < msg.len() {
+                    let n =
+                        std::io::Read::read(&mut s, &mut buf[got..]).map_err(|e| e.to_string())?;
+                    if n == 0 {
+                        break;
+                    }
+                    got += n;
+                }
+                if &buf[..got] == msg {
+                    Ok(())
+                } else {
+                    Err(format!("echo mismatch: {:?}", &buf[..got]))
+                }
+            })
+            .await
+            .map_err(|e| e.to_string())?
+    };
+    let (s, c) = futures::join!(server, client);
+    c?;
+    s.map_err(|e| e.to_string())??;
+    Ok(())
+}
+
+/// Sends `count` UDP datagrams carrying `payload` from `from` to `dst:port`
+/// (broadcast allowed).
+pub async fn udp_send(
+    lab: &Lab,
+    from: &str,
+    dst: Ipv4Addr,
+    port: u16,
+    payload: Vec<u8>,
+    count: usize,
+) {
+    node(lab, from)
+        .run(move || async move {
+            let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("bind");
+            s.set_broadcast(true).expect("broadcast");
+            for _ in 0..count {
+                let _ = s.send_to(&payload, (dst, port));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+        .await
+        .expect("run");
+}
+
+/// An AF_PACKET capture of every frame on every interface of a node's namespace.
+pub struct Capture {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Capture {
+    /// Opens the capture inside `node` (the socket stays bound to that namespace), on every
+    /// interface.
+    pub async fn open(node: &NodeHandle) -> Capture {
+        Self::open_on(node, None).await
+    }
+
+    /// Opens the capture inside `node`, on interface `iface` only when given.
+    pub async fn open_on(node: &NodeHandle, iface: Option<&str>) -> Capture {
+        let iface = iface.map(|i| std::ffi::CString::new(i).expect("name"));
+        let fd = node
+            .run(move || async move {
+                // SAFETY: socket(2) for a raw packet socket; checked below.
+                let raw = unsafe {
+                    libc::socket(
+                        libc::AF_PACKET,
+                        libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                        i32::from((libc::ETH_P_ALL as u16).to_be()),
+                    )
+                };
+                assert!(
+                    raw >= 0,
+                    "AF_PACKET socket: {}",
+                    std::io::Error::last_os_error()
+                );
+                // SAFETY: `raw` is a fresh descriptor we own.
+                let fd =
+                    unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+                if let Some(name) = iface {
+                    // SAFETY: if_nametoindex reads a NUL-terminated name; bind(2) gets a
+                    // zeroed sockaddr_ll with family, protocol and index set, and its size.
+                    unsafe {
+                        let index = libc::if_nametoindex(name.as_ptr());
+                        assert!(index > 0, "no interface {name:?}");
+                        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+                        sll.sll_family = libc::AF_PACKET as u16;
+                        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+                        sll.sll_ifindex = index as i32;
+                        let rc = libc::bind(
+                            std::os::fd::AsRawFd::as_raw_fd(&fd),
+                            (&sll as *const libc::sockaddr_ll).cast(),
+                            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                        );
+                        assert_eq!(rc, 0, "bind AF_PACKET: {}", std::io::Error::last_os_error());
+                    }
+                }
+                fd
+            })
+            .await
+            .expect("run");
+        Capture { fd }
+    }
+
+    /// Every frame captured within `window` (outgoing and incoming, with link-layer headers).
+    pub fn drain(&self, window: Duration) -> Vec<Vec<u8>> {
+        use std::os::fd::AsRawFd;
+        let mut out = Vec::new();
+        let deadline = Instant::now() + window;
+        let mut buf = vec![0u8; 65536];
+        while Instant::now() < deadline {
+            // SAFETY: recv(2) into a live buffer of its length.
+            let n =
+                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n > 0 {
+                out.push(buf[..n as usize].to_vec());
+            } else {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        out
+    }
+}
+
+/// Whether `needle` occurs in `hay`.
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The UDP payload of an Ethernet/IPv4/UDP frame (unfragmented) with its addresses and ports.
+pub fn udp_of(frame: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, u16, u16, &[u8])> {
+    if frame.len() < 14 + 20 + 8 || frame[12..14] != [0x08, 0x00] {
+        return None;
+    }
+    let ip = &frame[14..];
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let frag = u16::from_be_bytes([ip[6], ip[7]]);
+    if ip[9] != 17 || frag & 0x3fff != 0 || ip.len() < ihl + 8 {
+        return None;
+    }
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]])).min(ip.len());
+    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let udp = &ip[ihl..total];
+    let sport = u16::from_be_bytes([udp[0], udp[1]]);
+    let dport = u16::from_be_bytes([udp[2], udp[3]]);
+    Some((src, dst, sport, dport, &udp[8..]))
+}
+
+/// The status of the connection from `host`'s router to `peer`.
+pub async fn conn_status(o: &Overlay, host: &str, peer: &str) -> Option<serde_json::Value> {
+    let st = o.status(host).await.ok()?;
+    st["router"]["connections"]
+        .as_array()?
+        .iter()
+        .find(|c| c["peer"] == peer)
+        .cloned()
+}
+
+/// Waits (bounded) until `f` holds.
+pub async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// Namespaces of lab `id` still present.
+pub fn leftovers(id: &str) -> Vec<String> {
+    std::fs::read_dir(Path::new("/run/netns"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&format!("netsim-{id}-")))
+                .collect()
+        })
+        .unwrap_or_default()
+}

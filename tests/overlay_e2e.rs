@@ -1,0 +1,486 @@
+//! The overlay end to end, on real namespaces (run as root): netsim starts the real
+//! `overlay-router` in every host of three-host.toml and attaches the containers; the tests
+//! probe container to container, with and without a password, through a router crash, on the
+//! wire (capture), against replays, for broadcast fan-out and for path MTU.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use common::*;
+use futures::future::join_all;
+use netsim::measure::icmp::PingOptions;
+use netsim::overlay_run::OverlayOptions;
+use rstest::rstest;
+
+const THREE: &str = "topologies/three-host.toml";
+const CONTAINERS: [(&str, &str); 6] = [
+    ("c1", "h1"),
+    ("c2", "h1"),
+    ("c3", "h2"),
+    ("c4", "h2"),
+    ("c5", "h3"),
+    ("c6", "h3"),
+];
+
+fn with_password(p: Option<&str>) -> OverlayOptions {
+    OverlayOptions {
+        password: Some(p.map(str::to_string)),
+        ..OverlayOptions::default()
+    }
+}
+
+#[rstest]
+#[case::plain(None)]
+#[case::encrypted(Some("correct horse battery staple"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_container_reaches_every_other(#[case] password: Option<&str>) {
+    let id = unique("ovl-all");
+    let lab = up(THREE, &id).await;
+    let o = overlay(&lab, with_password(password)).await;
+    let addrs: BTreeMap<String, Ipv4Addr> = o.addresses().clone();
+    assert_eq!(addrs.len(), 6, "every container attached: {addrs:?}");
+    let distinct: std::collections::BTreeSet<_> = addrs.values().collect();
+    assert_eq!(distinct.len(), 6, "distinct addresses: {addrs:?}");
+    for st in ["h1", "h2", "h3"] {
+        let s = o.status(st).await.unwrap();
+        assert_eq!(s["router"]["encrypted"], password.is_some());
+        assert_eq!(
+            s["ipam_conflicts"], 0,
+            "IPAM claims converged without conflicts"
+        );
+        for c in s["router"]["connections"].as_array().unwrap() {
+            assert_eq!(c["encrypted"], password.is_some(), "{c}");
+            assert_eq!(c["datapath"], "sleeve");
+        }
+    }
+
+    // ICMP, every ordered pair (the first probes may wait for ARP and MAC learning).
+    let pairs: Vec<(&str, &str)> = CONTAINERS
+        .iter()
+        .flat_map(|(a, _)| CONTAINERS.iter().map(move |(b, _)| (*a, *b)))
+        .filter(|(a, b)| a != b)
+        .collect();
+    let results = join_all(pairs.iter().map(|(a, b)| {
+        let lab = &lab;
+        let dst = addrs[*b];
+        async move { (*a, *b, ping_until(lab, a, dst).await) }
+    }))
+    .await;
+    let failed: Vec<_> = results.iter().filter(|r| !r.2).collect();
+    assert!(failed.is_empty(), "ICMP failed for {failed:?}");
+
+    // TCP connect + echo, every ordered pair across hosts.
+    for (a, ha) in CONTAINERS {
+        for (b, hb) in CONTAINERS {
+            if ha != hb {
+                tcp_echo(&lab, a, b, addrs[b])
+                    .await
+                    .unwrap_or_else(|e| panic!("TCP {a} -> {b}: {e}"));
+            }
+        }
+    }
+    o.stop();
+    lab.down().await.unwrap();
+    assert!(leftovers(&id).is_empty());
+}
+
+#[rstest]
+#[case::wrong_password(Some("not the password"))]
+#[case::no_password(None)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_without_the_password_is_refused(#[case] h3_password: Option<&str>) {
+    let id = unique("ovl-pw");
+    let lab = up(THREE, &id).await;
+    let mut opts = with_password(Some("the password"));
+    opts.host_passwords
+        .insert("h3".into(), h3_password.map(str::to_string));
+    let o = overlay(&lab, opts).await;
+    o.wait_connected("h1", 1).await.unwrap();
+    eventually("h1 refuses h3", || async {
+        let s = o.status("h1").await.unwrap();
+        s["router"]["refused"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    let h1 = o.status("h1").await.unwrap();
+    let why = h1["router"]["last_refusal"].as_str().unwrap().to_string();
+    assert!(why.contains("198.18.1.3"), "{why}");
+    let peers: Vec<&str> = h1["router"]["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["peer"].as_str().unwrap())
+        .collect();
+    assert_eq!(peers, ["h2"], "only h2 is connected to h1");
+    let h3 = o.status("h3").await.unwrap();
+    assert_eq!(h3["router"]["connections"].as_array().unwrap().len(), 0);
+    assert!(h3["router"]["refused"].as_u64().unwrap() > 0);
+    assert!(o.log("h1").contains("refused connection with 198.18.1.3"));
+    // The authenticated part still works; h3's containers stay cut off.
+    assert!(ping_until(&lab, "c1", o.address_of("c3").unwrap()).await);
+    let r = ping(
+        &lab,
+        "c5",
+        o.address_of("c1").unwrap(),
+        PingOptions::default(),
+    )
+    .await;
+    assert_eq!(r.received, 0);
+    o.stop();
+    lab.down().await.unwrap();
+    assert!(leftovers(&id).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_router_rejoins_after_restart() {
+    let id = unique("ovl-kill");
+    let lab = up(THREE, &id).await;
+    let mut o = overlay(&lab, with_password(Some("restart secret"))).await;
+    let (c1, c3, c4, c5) = (
+        o.address_of("c1").unwrap(),
+        o.address_of("c3").unwrap(),
+        o.address_of("c4").unwrap(),
+        o.address_of("c5").unwrap(),
+    );
+    assert!(ping_until(&lab, "c3", c1).await);
+    let before = o.status("h2").await.unwrap();
+    let own_version = |st: &serde_json::Value| {
+        st["router"]["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "h2")
+            .unwrap()["version"]
+            .as_u64()
+            .unwrap()
+    };
+    let old_version = own_version(&before);
+
+    o.kill("h2").unwrap();
+    eventually("h1 notices h2 is gone", || async {
+        conn_status(&o, "h1", "h2").await.is_none()
+    })
+    .await;
+    o.restart(&lab, "h2").await.unwrap();
+    o.wait_connected("h2", 2).await.unwrap();
+    o.wait_connected("h1", 2).await.unwrap();
+    o.wait_connected("h3", 2).await.unwrap();
+    let st = o.status("h2").await.unwrap();
+    // The same identity (its IPAM claims stay its own), gossiped under a newer version.
+    assert_eq!(st["router"]["uid"], before["router"]["uid"]);
+    assert!(own_version(&st) > old_version);
+    // The restarted router kept its containers' addresses on record, and hands out new ones
+    // elsewhere.
+    assert_eq!(st["containers"], before["containers"]);
+    let c4_ns = node(&lab, "c4").netns_path().display().to_string();
+    let again = netsim::overlay_run::api_call(
+        &o.api_path("h2").unwrap(),
+        &serde_json::json!({"cmd": "attach", "netns": c4_ns}),
+    )
+    .await;
+    assert!(again.is_ok(), "re-attaching c4 is idempotent: {again:?}");
+    assert_eq!(
+        again.unwrap()["addr"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap(),
+        c4.to_string()
+    );
+
+    assert!(ping_until(&lab, "c3", c1).await, "c3 -> c1 after restart");
+    assert!(ping_until(&lab, "c1", c4).await, "c1 -> c4 after restart");
+    assert!(ping_until(&lab, "c5", c3).await, "c5 -> c3 after restart");
+    tcp_echo(&lab, "c1", "c3", c3).await.unwrap();
+    tcp_echo(&lab, "c4", "c5", c5).await.unwrap();
+    o.stop();
+    lab.down().await.unwrap();
+    assert!(leftovers(&id).is_empty());
+}
+
+#[rstest]
+#[case::plain(None)]
+#[case::encrypted(Some("capture secret"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_underlay_shows_container_payload_only_without_password(
+    #[case] password: Option<&str>,
+) {
+    let id = unique("ovl-cap");
+    let lab = up(THREE, &id).await;
+    let o = overlay(&lab, with_password(password)).await;
+    let c3 = o.address_of("c3").unwrap();
+    assert!(ping_until(&lab, "c1", c3).await);
+    let marker = b"PLAINTEXT-MARKER-7f3a9c".to_vec();
+    // Only the underlay interface: inside h2 the bridge and veths carry the decrypted frames.
+    let cap = Capture::open_on(&node(&lab, "h2"), Some("eth0")).await;
+    udp_send(&lab, "c1", c3, 9999, marker.clone(), 10).await;
+    let frames = tokio::task::spawn_blocking(move || cap.drain(Duration::from_millis(1500)))
+        .await
+        .unwrap();
+    let sleeve: Vec<&Vec<u8>> = frames
+        .iter()
+        .filter(|f| udp_of(f).is_some_and(|u| u.3 == 6783 && u.1 == Ipv4Addr::new(198, 18, 1, 2)))
+        .collect();
+    assert!(!sleeve.is_empty(), "the capture saw sleeve datagrams to h2");
+    let seen = frames.iter().filter(|f| contains(f, &marker)).count();
+    if password.is_some() {
+        assert_eq!(
+            seen, 0,
+            "the marker is visible on the underlay although encrypted"
+        );
+    } else {
+        assert!(seen > 0, "the capture does not see the plaintext marker");
+    }
+    o.stop();
+    lab.down().await.unwrap();
+    assert!(leftovers(&id).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replayed_datagram_is_counted_and_dropped() {
+    let id = unique("ovl-rep");
+    let lab = up(THREE, &id).await;
+    let o = overlay(&lab, with_password(Some("replay secret"))).await;
+    let c1 = o.address_of("c1").unwrap();
+    assert!(ping_until(&lab, "c3", c1).await);
+    let h1_ip = Ipv4Addr::new(198, 18, 1, 1);
+    let h2_ip = Ipv4Addr::new(198, 18, 1, 2);
+    let cap = Capture::open_on(&node(&lab, "h2"), Some("eth0")).await;
+    udp_send(&lab, "c3", c1, 9999, b"to be replayed".to_vec(), 5).await;
+    let frames = tokio::task::spawn_blocking(move || cap.drain(Duration::from_millis(1000)))
+        .await
+        .unwrap();
+    let payloads: Vec<Vec<u8>> = frames
+        .iter()
+        .filter_map(|f| udp_of(f))
+        .filter(|u| u.0 == h2_ip && u.1 == h1_ip && u.3 == 6783)
+        .map(|u| u.4.to_vec())
+        .collect();
+    assert!(
+        !payloads.is_empty(),
+        "captured sleeve datagrams from h2 to h1"
+    );
+    let before = conn_status(&o, "h1", "h2").await.unwrap()["stats"]["replayed"]
+        .as_u64()
+        .unwrap();
+    let n = payloads.len().min(5) as u64;
+    node(&lab, "h2")
+        .run(move || async move {
+            let s = std::net::UdpSocket::bind((h2_ip, 0)).unwrap();
+            for p in payloads.iter().take(5) {
+                s.send_to(p, (h1_ip, 6783)).unwrap();
+            }
+        })
+        .await
+        .unwrap();
+    eventually("h1 counts the replays", || async {
+        let now = conn_status(&o, "h1", "h2").await.unwrap()["stats"]["replayed"]
+            .as_u64()
+            .unwrap();
+        now >= before + n
+    })
+    .await;
+    // The session survives the replays.
+    assert!(ping_until(&lab, "c3", c1).await);
+    o.stop();
+    lab.down().await.unwrap();
+    assert!(leftovers(&id).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broadcast_reaches_each_remote_container_once() {
+    let id = unique("ovl-bc");
+    let lab = up(THREE, &id).await;
+    let o = overlay(&lab, with_password(None)).await;
+    assert!(ping_until(&lab, "c1", o.address_of("c3").unwrap()).await);
+    assert!(ping_until(&lab, "c1", o.address_of("c5").unwrap()).await);
+    let marker = b"BROADCAST-ONCE-4411".to_vec();
+    let mut caps = Vec::new();
+    for c in ["c2", "c3", "c4", "c5", "c6"] {
+        caps.push((c, Capture::open(&node(&lab, c)).await));
+    }
+    // The overlay subnet's broadcast address (the containers have no default route for
+    // 255.255.255.255): an Ethernet broadcast on the bridge.
+    let bcast = Ipv4Addr::new(198, 19, 255, 255);
+    udp_send(&lab, "c1", bcast, 9998, marker.clone(), 1).await;
+    let counts = tokio::task::spawn_blocking(move || {
+        caps.into_iter()
+            .map(|(c, cap)| {
+                let frames = cap.drain(Duration::from_millis(800));
+                (c, frames.iter().filter(|f| contains(f, &marker)).count())
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        counts,
+        [("c2", 1), ("c3", 1), ("c4", 1), ("c5", 1), ("c6", 1)],
+        "each container sees the broadcast exactly once"
+    );
+    o.stop();
+    lab.down().await.unwrap();
+    assert!(leftovers(&id).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_smaller_path_mtu_is_learnt_and_df_traffic_gets_frag_needed() {
+    let id = unique("ovl-pmtu");
+    let lab = up("tests/topologies/overlay-pmtu.toml", &id).await;
+    let o = overlay(&lab, with_password(None)).await;
+    let (c1, c2) = (o.address_of("c1").unwrap(), o.address_of("c2").unwrap());
+    let h1 = o.status("h1").await.unwrap();
+    let h2 = o.status("h2").await.unwrap();
+    // Automatic MTU from each host's own link: 1500 - 60 and 1400 - 60.
+    assert_eq!(h1["mtu"], 1440);
+    assert_eq!(h2["mtu"], 1340);
+    eventually("h1 learns the 1400-byte path to h2", || async {
+        conn_status(&o, "h1", "h2")
+            .await
+            .is_some_and(|c| c["stats"]["path_mtu"] == 1400)
+    })
+    .await;
+    let c = conn_status(&o, "h1", "h2").await.unwrap();
+    assert_eq!(c["stats"]["overlay_mtu"], 1340);
+    assert!(ping_until(&lab, "c1", c2).await);
+    // A DF ping that fits c1's link (1440) but not the path gets "fragmentation needed".
+    let big = PingOptions {
+        count: 2,
+        size: 1400 - 28,
+        df: true,
+        ..PingOptions::default()
+    };
+    let r = ping(&lab, "c1", c2, big.clone()).await;
+    assert_eq!(r.frag_needed_mtu, Some(1340), "{r:?}");
+    let c = conn_status(&o, "h1", "h2").await.unwrap();
+    assert!(c["stats"]["frag_needed_sent"].as_u64().unwrap() >= 1);
+    // Without DF the same size still crosses (fragmented by the underlay).
+    let r = ping(&lab, "c1", c2, PingOptions { df: false, ..big }).await;
+    assert!(r.received > 0, "large non-DF ping: {r:?}");
+    // TCP adapts to the smaller MTU.
+    tcp_echo(&lab, "c1", "c2", c2).await.unwrap();
+    assert!(ping_until(&lab, "c2", c1).await);
+    o.stop();
+    lab.down().await.unwrap();
+    assert!(leftovers(&id).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_healed_partition_re_addresses_the_container_that_lost_its_block() {
+    let id = unique("ovl-heal");
+    let lab = up("topologies/two-host.toml", &id).await;
+    // Partitioned: the two routers refuse each other, so neither hears the other's claims.
+    let mut opts = with_password(Some("one"));
+    opts.host_passwords.insert("h2".into(), Some("two".into()));
+    opts.no_attach = true;
+    let mut o = overlay(&lab, opts).await;
+    let same = "198.19.77.10";
+    for (host, c) in [("h1", "c1"), ("h2", "c2")] {
+        let ns = node(&lab, c).netns_path().display().to_string();
+        netsim::overlay_run::api_call(
+            &o.api_path(host).unwrap(),
+            &serde_json::json!({"cmd": "attach", "netns": ns, "addr": same}),
+        )
+        .await
+        .unwrap();
+    }
+    // Heal: h2 restarts with the right password (same state, same claims).
+    o.set_password("h2", Some("one".into()));
+    o.restart(&lab, "h2").await.unwrap();
+    o.wait_connected("h1", 1).await.unwrap();
+    eventually("one side sees the conflict and re-addresses", || async {
+        let a = netsim::verify::overlay_address(&node(&lab, "c1")).await;
+        let b = netsim::verify::overlay_address(&node(&lab, "c2")).await;
+        matches!((a, b), (Ok(a), Ok(b)) if a != b)
+    })
+    .await;
+    let conflicts: u64 = [o.status("h1").await.unwrap(), o.status("h2").await.unwrap()]
+        .iter()
+        .map(|s| s["ipam_conflicts"].as_u64().unwrap())
+        .sum();
+    assert!(conflicts >= 1);
+    let c2 = netsim::verify::overlay_address(&node(&lab, "c2"))
+        .await
+        .unwrap();
+    let c1 = netsim::verify::overlay_address(&node(&lab, "c1"))
+        .await
+        .unwrap();
+    assert!(ping_until(&lab, "c1", c2).await);
+    assert!(ping_until(&lab, "c2", c1).await);
+    o.stop();
+    lab.down().await.unwrap();
+    assert!(leftovers(&id).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn garbage_on_both_ports_is_dropped_and_counted() {
+    let id = unique("ovl-junk");
+    let lab = up(THREE, &id).await;
+    let o = overlay(&lab, with_password(Some("junk secret"))).await;
+    let c1 = o.address_of("c1").unwrap();
+    let h1_ip = Ipv4Addr::new(198, 18, 1, 1);
+    let h2_ip = Ipv4Addr::new(198, 18, 1, 2);
+    // Datagrams from a connected peer's address: empty, truncated, bad version, random.
+    node(&lab, "h2")
+        .run(move || async move {
+            let s = std::net::UdpSocket::bind((h2_ip, 0)).unwrap();
+            let mut seed: u32 = 12345;
+            let mut junk: Vec<Vec<u8>> = vec![vec![], vec![1], vec![1, 0, 0, 1, 0, 2], vec![9; 40]];
+            for n in 0..200 {
+                let mut d = vec![0u8; (n * 7) % 1500];
+                for b in &mut d {
+                    seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    *b = (seed >> 16) as u8;
+                }
+                if let Some(v) = d.first_mut() {
+                    *v = 1; // the right version, so deeper checks run
+                }
+                junk.push(d);
+            }
+            for d in &junk {
+                let _ = s.send_to(d, (h1_ip, 6783));
+            }
+        })
+        .await
+        .unwrap();
+    // A TCP client that speaks garbage is dropped, not kept.
+    let closed = node(&lab, "h3")
+        .run(move || async move {
+            use std::io::{Read, Write};
+            let mut t = std::net::TcpStream::connect((h1_ip, 6783)).unwrap();
+            t.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let _ = t.write_all(&[0, 0, 0, 9, 77, 1, 2, 3, 4, 5, 6, 7, 8]);
+            let mut buf = [0u8; 4096];
+            loop {
+                match t.read(&mut buf) {
+                    Ok(0) | Err(_) => return true,
+                    Ok(_) => continue,
+                }
+            }
+        })
+        .await
+        .unwrap();
+    assert!(closed, "h1 closed the garbage connection");
+    eventually("h1 counts the junk", || async {
+        let s = o.status("h1").await.unwrap();
+        let dp = &s["datapath_stats"];
+        let conn = conn_status(&o, "h1", "h2").await.unwrap();
+        let dropped = dp["malformed"].as_u64().unwrap()
+            + conn["stats"]["unauthenticated"].as_u64().unwrap()
+            + conn["stats"]["auth_failures"].as_u64().unwrap()
+            + conn["stats"]["replayed"].as_u64().unwrap();
+        dropped >= 200 && s["router"]["handshake_failures"].as_u64().unwrap() >= 1
+    })
+    .await;
+    // Everything still works.
+    assert!(ping_until(&lab, "c3", c1).await);
+    assert!(ping_until(&lab, "c5", c1).await);
+    o.stop();
+    lab.down().await.unwrap();
+    assert!(leftovers(&id).is_empty());
+}
