@@ -107,13 +107,19 @@ fn run_brings_up_checks_reports_and_tears_down() {
     let out = netsim(&["run", "topologies/three-host.toml", "--name", &id]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     insta::assert_snapshot!(text(&out.stdout), @r"
-    three-host: 6 checks, 6 passed, 0 failed
+    three-host: 12 checks, 12 passed, 0 failed
       PASS  reach h1 -> h2 (198.18.1.2)
       PASS  reach h1 -> h3 (198.18.1.3)
       PASS  reach h2 -> h1 (198.18.1.1)
       PASS  reach h2 -> h3 (198.18.1.3)
       PASS  reach h3 -> h1 (198.18.1.1)
       PASS  reach h3 -> h2 (198.18.1.2)
+      PASS  reach c1 -> c3 (overlay)
+      PASS  reach c1 -> c6 (overlay)
+      PASS  reach c4 -> c2 (overlay)
+      PASS  reach c5 -> c4 (overlay)
+      PASS  reach c6 -> c1 (overlay)
+      PASS  reach c2 -> c1 (overlay)
     ");
     assert!(!Path::new(RUN_DIR).join(format!("{id}.json")).exists());
 }

@@ -704,6 +704,13 @@ pub fn run(cmd: GuestCommand, opts: &GuestOptions) -> Result<GuestExit, UmlError
     // The whole group: the kernel process and its helpers (they hold our stdout otherwise).
     let _ = killpg(pgid, Signal::SIGKILL);
     let _ = child.wait();
+    // The guest's helper processes are not our children: once killed, they linger until init
+    // reaps them. Return only when the group is really gone, so callers see nothing left.
+    let gone_by = Instant::now() + Duration::from_secs(5);
+    while !labs::group_members(pgid.as_raw()).is_empty() && Instant::now() < gone_by {
+        let _ = killpg(pgid, Signal::SIGKILL);
+        std::thread::sleep(Duration::from_millis(10));
+    }
     match outcome {
         Some(UmlError::Timeout {
             secs,
