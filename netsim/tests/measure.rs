@@ -243,3 +243,43 @@ async fn path_mtu_finds_the_bottleneck_and_how_it_answers() {
     assert_eq!(local.oversize, Some(Oversize::LocalLimit));
     lab.down().await.expect("down");
 }
+
+#[rstest]
+#[case(Test::TcpBw)]
+#[case(Test::TcpLat)]
+#[case(Test::UdpBw)]
+#[case(Test::UdpLat)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_link_cut_mid_run_gives_a_partial_result_in_bounded_time(#[case] test: Test) {
+    let lab = lab_of(star("m", 2, 1500), "mc").await;
+    let (h1, h2) = (lab.node("h1").expect("h1"), lab.node("h2").expect("h2"));
+    let opts = PerfOptions {
+        duration: Duration::from_secs(3),
+        io_timeout: Duration::from_millis(800),
+        ..PerfOptions::for_test(test)
+    };
+    let started = Instant::now();
+    let measuring = pair::run(&h2, star_addr(2), &h1, test, opts);
+    let cutting = async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        lab.cut("h1", "sw").await.expect("cut the link");
+    };
+    let (outcome, ()) = futures::join!(measuring, cutting);
+    // Either an error naming what failed, or figures marked partial: never a hang, and never
+    // a clean-looking result.
+    match outcome {
+        Ok((result, _)) => assert!(
+            result.partial.is_some(),
+            "{}: a cut link must mark the result partial: {result:?}",
+            test.name()
+        ),
+        Err(e) => assert!(!e.to_string().is_empty()),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{} ended only after {:?}",
+        test.name(),
+        started.elapsed()
+    );
+    lab.down().await.expect("down");
+}
