@@ -36,14 +36,9 @@ fn setup() {
     });
 }
 
-/// A lab id unique to this test run: `prefix-XXXX`.
+/// A lab id unique to this run: `prefix-XXXX`, as the lab engine makes its default ids.
 fn unique(prefix: &str) -> String {
-    let mut b = [0u8; 2];
-    let ok = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .is_ok();
-    assert!(ok, "no /dev/urandom");
-    format!("{prefix}-{:02x}{:02x}", b[0], b[1])
+    netsim::lab::default_id(prefix)
 }
 
 fn opts(id: &str) -> UpOptions {

@@ -14,15 +14,9 @@ use netsim::model::{self, Plan};
 use netsim::{Lab, UpOptions};
 use rstest::rstest;
 
+/// A lab id unique to this run: `prefix-XXXX`, as the lab engine makes its default ids.
 fn unique(prefix: &str) -> String {
-    format!("{prefix}-{:04x}", std::process::id() as u16 ^ rand_u16())
-}
-
-fn rand_u16() -> u16 {
-    let mut b = [0u8; 2];
-    let _ = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
-    u16::from_be_bytes(b)
+    netsim::lab::default_id(prefix)
 }
 
 async fn lab_of(plan: Plan, prefix: &str) -> Lab {

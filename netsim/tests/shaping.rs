@@ -33,13 +33,9 @@ fn setup() {
     });
 }
 
+/// A lab id unique to this run: `prefix-XXXX`, as the lab engine makes its default ids.
 fn unique(prefix: &str) -> String {
-    let mut b = [0u8; 2];
-    let ok = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_ok();
-    assert!(ok, "no /dev/urandom");
-    format!("{prefix}-{:02x}{:02x}", b[0], b[1])
+    netsim::lab::default_id(prefix)
 }
 
 /// Two hosts on one link, `h1` = 198.18.1.1, `h2` = 198.18.1.2, with `link_extra` added to

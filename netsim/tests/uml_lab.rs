@@ -62,8 +62,9 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// A lab id unique to this run: `prefix-XXXX`, as the lab engine makes its default ids.
 fn unique(prefix: &str) -> String {
-    format!("{prefix}-{:x}", std::process::id() & 0xffff)
+    netsim::lab::default_id(prefix)
 }
 
 /// Wait (bounded, only to catch hangs) until no process is left in group `pgid`.

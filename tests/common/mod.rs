@@ -11,13 +11,9 @@ use netsim::lab::{Lab, NodeHandle, UpOptions};
 use netsim::measure::icmp::{self, PingOptions, PingResult};
 use netsim::overlay_run::{Overlay, OverlayOptions};
 
-/// A lab id unique enough for parallel tests.
+/// A lab id unique to this run: `prefix-XXXX`, as the lab engine makes its default ids.
 pub fn unique(prefix: &str) -> String {
-    let mut b = [0u8; 2];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .expect("urandom");
-    format!("{prefix}-{:02x}{:02x}", b[0], b[1])
+    netsim::lab::default_id(prefix)
 }
 
 /// The workspace root.

@@ -215,21 +215,26 @@ pub fn validate_id(id: &str) -> Result<(), LabError> {
     Ok(())
 }
 
-/// Four random hex digits.
-fn random_suffix() -> String {
+/// A random 16-bit number (ids, ICMP identifiers; nothing security relevant).
+pub(crate) fn random_u16() -> u16 {
     let mut bytes = [0u8; 2];
     let read = std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
     if read.is_err() {
-        // Fall back on the clock and pid: uniqueness is still checked by the state file.
+        // Fall back on the clock and pid: uniqueness of ids is still checked by the state file.
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0)
             ^ std::process::id();
-        bytes = [(nanos >> 8) as u8, nanos as u8];
+        return (nanos >> 8) as u16;
     }
-    format!("{:02x}{:02x}", bytes[0], bytes[1])
+    u16::from_be_bytes(bytes)
+}
+
+/// Four random hex digits.
+fn random_suffix() -> String {
+    format!("{:04x}", random_u16())
 }
 
 /// The default id of a lab made from a plan named `plan`.

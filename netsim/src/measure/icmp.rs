@@ -83,7 +83,7 @@ pub fn ping(dst: Ipv4Addr, opts: &PingOptions) -> io::Result<PingResult> {
     if opts.df {
         set_pmtudisc_probe(&socket)?;
     }
-    let ident = (std::process::id() as u16) ^ (rand_u16());
+    let ident = crate::lab::random_u16();
     let target = SocketAddrV4::new(dst, 0);
     let mut result = PingResult {
         sent: 0,
@@ -119,15 +119,6 @@ pub fn ping(dst: Ipv4Addr, opts: &PingOptions) -> io::Result<PingResult> {
         }
     }
     Ok(result)
-}
-
-fn rand_u16() -> u16 {
-    // Distinguishes concurrent pingers in one process; not security relevant.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    (nanos >> 8) as u16
 }
 
 fn echo_request_bytes(ident: u16, seq: u16, size: usize) -> Vec<u8> {

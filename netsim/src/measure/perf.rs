@@ -232,10 +232,18 @@ fn tcp_echo(mut stream: TcpStream, msg_size: usize) -> io::Result<ServerTally> {
 /// the client sent, so the server can answer with what it received.
 const UDP_DONE: &[u8] = b"netsim-udp-bw-done";
 
-fn udp_sink(socket: &UdpSocket, opts: PerfOptions) -> io::Result<ServerTally> {
+/// The receive loop both UDP servers share. The caller set the wait for the first datagram;
+/// after it, each wait is `opts.io_timeout` (set once, not per datagram: this is the hot path).
+/// `handle` sees every datagram and says whether the run is over. A peer that goes silent
+/// before any datagram is an error; after some, the tally so far is the result.
+fn udp_serve(
+    socket: &UdpSocket,
+    opts: PerfOptions,
+    mut handle: impl FnMut(&[u8], SocketAddr, &mut ServerTally) -> io::Result<bool>,
+) -> io::Result<ServerTally> {
     let mut buf = vec![0u8; UDP_MAX];
     let mut tally = ServerTally::default();
-    let mut first: Option<Instant> = None;
+    let mut started = false;
     loop {
         let (n, from) = match socket.recv_from(&mut buf) {
             Ok(v) => v,
@@ -244,8 +252,20 @@ fn udp_sink(socket: &UdpSocket, opts: PerfOptions) -> io::Result<ServerTally> {
             // The client went away without saying it was done: report what arrived.
             Err(_) => return Ok(tally),
         };
-        socket.set_read_timeout(Some(opts.io_timeout))?;
-        if buf[..n].starts_with(UDP_DONE) {
+        if !started {
+            socket.set_read_timeout(Some(opts.io_timeout))?;
+            started = true;
+        }
+        if handle(&buf[..n], from, &mut tally)? {
+            return Ok(tally);
+        }
+    }
+}
+
+fn udp_sink(socket: &UdpSocket, opts: PerfOptions) -> io::Result<ServerTally> {
+    let mut first: Option<Instant> = None;
+    udp_serve(socket, opts, |datagram, from, tally| {
+        if datagram.starts_with(UDP_DONE) {
             let mut answer = [0u8; 16];
             answer[..8].copy_from_slice(&tally.messages.to_be_bytes());
             answer[8..].copy_from_slice(&tally.bytes.to_be_bytes());
@@ -253,34 +273,27 @@ fn udp_sink(socket: &UdpSocket, opts: PerfOptions) -> io::Result<ServerTally> {
             for _ in 0..3 {
                 let _ = socket.send_to(&answer, from);
             }
-            return Ok(tally);
+            return Ok(true);
         }
         let now = Instant::now();
         let start = *first.get_or_insert(now);
-        tally.bytes += n as u64;
+        tally.bytes += datagram.len() as u64;
         tally.messages += 1;
         tally.active = now - start;
-    }
+        Ok(false)
+    })
 }
 
 fn udp_echo(socket: &UdpSocket, opts: PerfOptions) -> io::Result<ServerTally> {
-    let mut buf = vec![0u8; UDP_MAX];
-    let mut tally = ServerTally::default();
-    loop {
-        let (n, from) = match socket.recv_from(&mut buf) {
-            Ok(v) => v,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if tally.messages == 0 => return Err(e),
-            Err(_) => return Ok(tally),
-        };
-        socket.set_read_timeout(Some(opts.io_timeout))?;
-        if buf[..n].starts_with(UDP_DONE) {
-            return Ok(tally);
+    udp_serve(socket, opts, |datagram, from, tally| {
+        if datagram.starts_with(UDP_DONE) {
+            return Ok(true);
         }
-        socket.send_to(&buf[..n], from)?;
+        socket.send_to(datagram, from)?;
         tally.messages += 1;
-        tally.bytes += n as u64;
-    }
+        tally.bytes += datagram.len() as u64;
+        Ok(false)
+    })
 }
 
 /// Runs the client half of `test` against a server at `server`.
