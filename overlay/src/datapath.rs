@@ -51,6 +51,12 @@ pub struct PeerStats {
     pub auth_failures: u64,
     /// Datagrams whose encryption flag disagreed with the session.
     pub unauthenticated: u64,
+    /// TCP bursts too big for the path, sent cut into pieces.
+    pub bursts_split: u64,
+    /// Bursts received in pieces and put back together.
+    pub bursts_joined: u64,
+    /// Pieces refused (duplicate or contradicting their burst) and bursts given up incomplete.
+    pub pieces_dropped: u64,
     /// Whether heartbeats are answered.
     pub healthy: bool,
 }

@@ -15,6 +15,7 @@ pub mod datapath;
 pub mod ipam;
 pub mod netdev;
 pub mod odp;
+pub mod reassembly;
 pub mod router;
 pub mod sleeve;
 pub mod wire;

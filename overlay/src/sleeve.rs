@@ -14,11 +14,17 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 
+use std::io::{IoSlice, IoSliceMut};
+
+use nix::sys::socket::{self as nsock, sockopt, ControlMessage, ControlMessageOwned, MsgFlags};
+
 use crate::crypto::sleeve::{Opener, Sealer};
 use crate::crypto::CryptoError;
 use crate::datapath::{Datapath, DatapathStats, PeerSpec, PeerStats};
+use crate::reassembly::{Reassembler, Refusal};
+use crate::wire::fragment;
 use crate::wire::sleeve::{
-    self as wire, FrameIter, FrameWriter, FLAG_VNET_HDR, HEADER_LEN, TAG_LEN,
+    self as wire, FrameIter, FrameWriter, FLAG_FRAGMENT, FLAG_VNET_HDR, HEADER_LEN, TAG_LEN,
 };
 use crate::wire::{heartbeat, icmp};
 
@@ -36,6 +42,8 @@ const GSO_NONE: u8 = 0;
 const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
 /// Frames read from the TAP before the batch is flushed.
 const BATCH: usize = 64;
+/// Segments one UDP GSO send may carry (the kernel's `UDP_MAX_SEGMENTS` of older kernels).
+const GSO_MAX_SEGMENTS: usize = 64;
 
 /// A heartbeat that arrived: the router acknowledges it over the control connection.
 #[derive(Debug, Clone, Copy)]
@@ -59,6 +67,9 @@ struct Counters {
     replayed: AtomicU64,
     auth_failures: AtomicU64,
     unauthenticated: AtomicU64,
+    bursts_split: AtomicU64,
+    bursts_joined: AtomicU64,
+    pieces_dropped: AtomicU64,
 }
 
 struct Peer {
@@ -72,6 +83,10 @@ struct Peer {
     path_mtu: AtomicU32,
     best_round: AtomicU64,
     last_ack_round: AtomicU64,
+    /// Number of the next split body sent to this peer.
+    next_burst: AtomicU32,
+    /// Split bodies from this peer being put back together (receive thread only).
+    reassembly: Mutex<Reassembler>,
     c: Counters,
 }
 
@@ -101,6 +116,8 @@ struct Shared {
     malformed: AtomicU64,
     tx_dropped: AtomicU64,
     injected: AtomicU64,
+    /// Cleared when the kernel refuses a UDP GSO send: pieces then go one `sendto` each.
+    gso: AtomicBool,
 }
 
 /// The sleeve datapath of one router.
@@ -204,6 +221,9 @@ impl Sleeve {
         if set_int_opt(&sock, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 4 << 20).is_err() {
             let _ = set_int_opt(&sock, libc::SOL_SOCKET, libc::SO_SNDBUF, 4 << 20);
         }
+        // Pieces of a split burst that arrive as one GSO packet are read in one go (kernels
+        // without UDP GRO hand them over one by one, which works too).
+        let _ = nsock::setsockopt(&sock, sockopt::UdpGroSegment, &true);
         let probe_sock = UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))?;
         // Probes carry DF and ignore the cached path MTU: only what really crosses is acked.
         set_int_opt(
@@ -228,6 +248,7 @@ impl Sleeve {
             malformed: AtomicU64::new(0),
             tx_dropped: AtomicU64::new(0),
             injected: AtomicU64::new(0),
+            gso: AtomicBool::new(true),
         });
         let s = shared.clone();
         std::thread::Builder::new()
@@ -274,6 +295,8 @@ impl Datapath for Sleeve {
             path_mtu: AtomicU32::new(self.shared.underlay_mtu),
             best_round: AtomicU64::new(0),
             last_ack_round: AtomicU64::new(0),
+            next_burst: AtomicU32::new(0),
+            reassembly: Mutex::new(Reassembler::new()),
             c: Counters::default(),
         };
         let mut peers = self.shared.peers.write().unwrap_or_else(|e| e.into_inner());
@@ -313,6 +336,9 @@ impl Datapath for Sleeve {
             replayed: p.c.replayed.load(Relaxed),
             auth_failures: p.c.auth_failures.load(Relaxed),
             unauthenticated: p.c.unauthenticated.load(Relaxed),
+            bursts_split: p.c.bursts_split.load(Relaxed),
+            bursts_joined: p.c.bursts_joined.load(Relaxed),
+            pieces_dropped: p.c.pieces_dropped.load(Relaxed),
             healthy: p.last_ack_round.load(Relaxed) + 3 >= round,
         })
     }
@@ -465,6 +491,144 @@ impl Shared {
         }
     }
 
+    /// Sends one TCP burst (`frame`: virtio_net_hdr + Ethernet) to `p`. A burst that fits the
+    /// path goes whole; a bigger one is cut into pieces ([`fragment`]) of one datagram each,
+    /// built side by side in `out` and handed to the kernel in UDP GSO sends, so the underlay
+    /// carries one packet per send instead of dozens of IP fragments.
+    fn send_burst(&self, p: &Peer, frame: &[u8], out: &mut Vec<u8>) {
+        let reserve = if p.encrypted() { TAG_LEN } else { 0 };
+        let total = wire::FRAME_PREFIX_LEN + frame.len();
+        let room = (p.path_mtu.load(Relaxed) as usize)
+            .saturating_sub(IP_UDP + HEADER_LEN + reserve)
+            .min(MAX_UDP);
+        let Some((piece, count)) = fragment::plan(total, room) else {
+            if out.len() < MAX_DATAGRAM {
+                out.resize(MAX_DATAGRAM, 0);
+            }
+            self.send_frames(p, std::slice::from_ref(&frame), out, true);
+            return;
+        };
+        let seg = HEADER_LEN + fragment::HEADER_LEN + piece + reserve;
+        let count = usize::from(count);
+        if out.len() < seg * count {
+            out.resize(seg * count, 0);
+        }
+        let burst = p.next_burst.fetch_add(1, Relaxed);
+        let prefix = u16::try_from(frame.len()).unwrap_or(u16::MAX).to_be_bytes();
+        let header = wire::Repr {
+            encrypted: false,
+            heartbeat: false,
+            src_short_id: self.local_short_id.load(Relaxed) as u16,
+            dst_short_id: p.short_id,
+            counter: 0,
+        };
+        let mut sealer = p
+            .sealer
+            .as_ref()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut len = 0;
+        for i in 0..count {
+            let start = i * piece;
+            let end = (start + piece).min(total);
+            let d = &mut out[i * seg..(i + 1) * seg];
+            let mut pkt = wire::Packet::new_unchecked(&mut *d);
+            if header.emit(&mut pkt).is_err() {
+                self.tx_dropped.fetch_add(1, Relaxed);
+                return;
+            }
+            pkt.set_flags(FLAG_VNET_HDR | FLAG_FRAGMENT);
+            let f = fragment::Repr {
+                burst,
+                total: total as u32,
+                index: i as u16,
+                count: count as u16,
+            };
+            let body = &mut d[HEADER_LEN..];
+            if f.emit(&mut fragment::Packet::new_unchecked(&mut *body))
+                .is_err()
+            {
+                self.tx_dropped.fetch_add(1, Relaxed);
+                return;
+            }
+            copy_from_prefixed(
+                &prefix,
+                frame,
+                start..end,
+                &mut body[fragment::HEADER_LEN..],
+            );
+            let body_len = fragment::HEADER_LEN + end - start;
+            len = match sealer.as_mut() {
+                Some(s) => match s.seal(d, body_len) {
+                    Ok(n) => n,
+                    Err(_) => {
+                        self.tx_dropped.fetch_add(1, Relaxed);
+                        return;
+                    }
+                },
+                None => HEADER_LEN + body_len,
+            };
+        }
+        drop(sealer);
+        // Every piece is `seg` bytes but the last, which is `len`.
+        let bytes = (count - 1) * seg + len;
+        let to = nsock::SockaddrIn::from(match p.ip {
+            IpAddr::V4(ip) => std::net::SocketAddrV4::new(ip, crate::CONTROL_PORT),
+            IpAddr::V6(_) => {
+                self.tx_dropped.fetch_add(1, Relaxed);
+                return;
+            }
+        });
+        if self.send_segments(&out[..bytes], seg, &to) {
+            p.c.tx_datagrams.fetch_add(count as u64, Relaxed);
+            p.c.tx_frames.fetch_add(1, Relaxed);
+            p.c.tx_bytes.fetch_add(frame.len() as u64, Relaxed);
+            p.c.bursts_split.fetch_add(1, Relaxed);
+        } else {
+            self.tx_dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Sends `data`, datagrams of `seg` bytes back to back (the last may be shorter), to `to`:
+    /// in UDP GSO sends of at most [`GSO_MAX_SEGMENTS`] datagrams and [`MAX_UDP`] bytes, or
+    /// one `sendto` per datagram once the kernel refused GSO.
+    fn send_segments(&self, data: &[u8], seg: usize, to: &nsock::SockaddrIn) -> bool {
+        let fd = self.sock.as_raw_fd();
+        let per_send = GSO_MAX_SEGMENTS.min(MAX_UDP / seg).max(1);
+        let mut ok = true;
+        for group in data.chunks(per_send * seg) {
+            if self.gso.load(Relaxed) && group.len() > seg {
+                let size = seg as u16;
+                let cmsg = [ControlMessage::UdpGsoSegments(&size)];
+                match nsock::sendmsg(
+                    fd,
+                    &[IoSlice::new(group)],
+                    &cmsg,
+                    MsgFlags::empty(),
+                    Some(to),
+                ) {
+                    Ok(_) => continue,
+                    // A full socket buffer drops like any other send.
+                    Err(nix::errno::Errno::ENOBUFS | nix::errno::Errno::EAGAIN) => {
+                        ok = false;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            "UDP GSO send refused ({e}); sending sleeve pieces one by one from now on"
+                        );
+                        self.gso.store(false, Relaxed);
+                    }
+                }
+            }
+            for d in group.chunks(seg) {
+                if nsock::sendto(fd, d, to, MsgFlags::empty()).is_err() {
+                    ok = false;
+                }
+            }
+        }
+        ok
+    }
+
     /// Writes a frame that starts with its virtio_net_hdr.
     fn write_tap(&self, frame: &[u8]) -> bool {
         // SAFETY: write(2) of an initialised buffer to our TAP descriptor.
@@ -495,6 +659,26 @@ impl Shared {
 /// Frames for one peer from one TAP batch: plain Ethernet frames (packed several per
 /// datagram) and GSO bursts with their virtio_net_hdr (one per datagram).
 type PeerBatch<'a> = (Vec<&'a [u8]>, Vec<&'a [u8]>);
+
+/// Copies bytes `range` of the body `prefix ++ frame` into `dst` (which is at least that long).
+fn copy_from_prefixed(
+    prefix: &[u8; wire::FRAME_PREFIX_LEN],
+    frame: &[u8],
+    range: std::ops::Range<usize>,
+    dst: &mut [u8],
+) {
+    let mut at = 0;
+    let mut pos = range.start;
+    if pos < prefix.len() {
+        let n = (prefix.len() - pos).min(range.len());
+        dst[..n].copy_from_slice(&prefix[pos..pos + n]);
+        at = n;
+        pos += n;
+    }
+    let rest = range.end - pos;
+    let from = pos - prefix.len();
+    dst[at..at + rest].copy_from_slice(&frame[from..from + rest]);
+}
 
 fn is_multicast(mac: &[u8]) -> bool {
     mac.first().is_some_and(|b| b & 1 == 1)
@@ -598,7 +782,7 @@ fn tap_to_udp(s: &Shared) {
             if let Some(p) = peers.get(ip) {
                 s.send_frames(p, plain, &mut out, false);
                 for g in gso {
-                    s.send_frames(p, std::slice::from_ref(g), &mut out, true);
+                    s.send_burst(p, g, &mut out);
                 }
             }
         }
@@ -648,137 +832,203 @@ fn frame_dst_ip(frame: &[u8]) -> Option<Ipv4Addr> {
 
 fn udp_to_tap(s: &Shared) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut cmsg = nix::cmsg_space!(i32);
     let fd = s.sock.as_raw_fd();
     while !s.stop.load(Relaxed) {
         if !wait_readable(fd, 500) {
             continue;
         }
-        let (n, from) = match s.sock.recv_from(&mut buf) {
-            Ok(r) => r,
-            Err(_) => continue,
+        // One read may return several datagrams of one sender coalesced by UDP GRO; the
+        // control message then gives their size (all equal but the last).
+        let (n, from, gro) = {
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let Ok(msg) = nsock::recvmsg::<nsock::SockaddrIn>(
+                fd,
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_DONTWAIT,
+            ) else {
+                continue;
+            };
+            let gro = msg.cmsgs().ok().and_then(|mut c| {
+                c.find_map(|m| match m {
+                    ControlMessageOwned::UdpGroSegments(size) => usize::try_from(size).ok(),
+                    _ => None,
+                })
+            });
+            let Some(from) = msg.address else {
+                continue;
+            };
+            (msg.bytes, IpAddr::V4(from.ip()), gro)
         };
         let peer = {
             let peers = s.peers.read().unwrap_or_else(|e| e.into_inner());
-            peers.get(&from.ip()).cloned()
+            peers.get(&from).cloned()
         };
         let Some(p) = peer else {
             s.unknown_peer.fetch_add(1, Relaxed);
             continue;
         };
-        let datagram = &mut buf[..n];
-        let repr = match wire::Packet::new_checked(&*datagram).and_then(|pk| wire::Repr::parse(&pk))
-        {
-            Ok(r) => r,
-            Err(_) => {
-                s.malformed.fetch_add(1, Relaxed);
-                continue;
-            }
-        };
-        let datagram_flags = datagram[1];
-        if repr.encrypted != p.encrypted() {
-            p.c.unauthenticated.fetch_add(1, Relaxed);
-            continue;
+        let seg = gro.filter(|g| *g > 0).unwrap_or(n.max(1));
+        for datagram in buf[..n].chunks_mut(seg) {
+            receive_datagram(s, &p, datagram);
         }
-        let body: &[u8] = match &p.opener {
-            Some(o) => {
-                let mut o = o.lock().unwrap_or_else(|e| e.into_inner());
-                match o.open(datagram) {
-                    Ok(b) => b,
-                    Err(CryptoError::Duplicate(_)) | Err(CryptoError::TooOld(_)) => {
-                        p.c.replayed.fetch_add(1, Relaxed);
-                        continue;
-                    }
-                    Err(CryptoError::Authentication) => {
-                        p.c.auth_failures.fetch_add(1, Relaxed);
-                        continue;
-                    }
-                    Err(_) => {
-                        s.malformed.fetch_add(1, Relaxed);
-                        continue;
-                    }
+    }
+}
+
+/// Handles one sleeve datagram from peer `p`: opens it, hands heartbeats to the router,
+/// puts split bursts back together and writes frames into the bridge.
+fn receive_datagram(s: &Shared, p: &Peer, datagram: &mut [u8]) {
+    let repr = match wire::Packet::new_checked(&*datagram).and_then(|pk| wire::Repr::parse(&pk)) {
+        Ok(r) => r,
+        Err(_) => {
+            s.malformed.fetch_add(1, Relaxed);
+            return;
+        }
+    };
+    let datagram_flags = datagram[1];
+    if repr.encrypted != p.encrypted() {
+        p.c.unauthenticated.fetch_add(1, Relaxed);
+        return;
+    }
+    let body: &[u8] = match &p.opener {
+        Some(o) => {
+            let mut o = o.lock().unwrap_or_else(|e| e.into_inner());
+            match o.open(datagram) {
+                Ok(b) => b,
+                Err(CryptoError::Duplicate(_)) | Err(CryptoError::TooOld(_)) => {
+                    p.c.replayed.fetch_add(1, Relaxed);
+                    return;
                 }
-            }
-            None => &datagram[HEADER_LEN..],
-        };
-        if repr.heartbeat {
-            for f in FrameIter::new(body) {
-                let Ok(f) = f else {
+                Err(CryptoError::Authentication) => {
+                    p.c.auth_failures.fetch_add(1, Relaxed);
+                    return;
+                }
+                Err(_) => {
                     s.malformed.fetch_add(1, Relaxed);
-                    break;
-                };
-                match heartbeat::Packet::new_checked(f).and_then(|pk| heartbeat::Repr::parse(&pk)) {
-                    Ok(hb) if hb.kind == heartbeat::Kind::Heartbeat => {
-                        let received =
-                            u16::try_from(f.len() - heartbeat::HEADER_LEN).unwrap_or(u16::MAX);
-                        let seen = HeartbeatSeen {
-                            ip: p.ip,
-                            heartbeat: heartbeat::Repr {
-                                padding_len: received,
-                                ..hb
-                            },
-                        };
-                        if let Some(tx) = s
-                            .heartbeats
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .as_ref()
-                        {
-                            let _ = tx.send(seen);
-                        }
-                    }
-                    _ => {
-                        s.malformed.fetch_add(1, Relaxed);
-                    }
+                    return;
                 }
             }
+        }
+        None => &datagram[HEADER_LEN..],
+    };
+    if repr.heartbeat {
+        if datagram_flags & FLAG_FRAGMENT != 0 {
+            s.malformed.fetch_add(1, Relaxed);
+            return;
+        }
+        receive_heartbeats(s, p, body);
+        return;
+    }
+    let vnet = repr_has_vnet(datagram_flags);
+    if datagram_flags & FLAG_FRAGMENT == 0 {
+        deliver_frames(s, p, body, vnet);
+        return;
+    }
+    let Ok(frag) = fragment::Packet::new_checked(body).and_then(|f| fragment::Repr::parse(&f))
+    else {
+        s.malformed.fetch_add(1, Relaxed);
+        return;
+    };
+    let piece = body.get(fragment::HEADER_LEN..).unwrap_or(&[]);
+    // The encrypted bit is the session's, not the burst's: compare the rest.
+    let flags = datagram_flags & !wire::FLAG_ENCRYPTED;
+    let mut r = p.reassembly.lock().unwrap_or_else(|e| e.into_inner());
+    let evicted = r.evicted();
+    match r.push(&frag, flags, piece) {
+        Ok(Some((body, flags))) => {
+            p.c.bursts_joined.fetch_add(1, Relaxed);
+            deliver_frames(s, p, body, repr_has_vnet(flags));
+        }
+        Ok(None) => {}
+        Err(Refusal::Duplicate | Refusal::Inconsistent) => {
+            p.c.pieces_dropped.fetch_add(1, Relaxed);
+        }
+    }
+    let newly_evicted = r.evicted() - evicted;
+    if newly_evicted > 0 {
+        p.c.pieces_dropped.fetch_add(newly_evicted, Relaxed);
+    }
+}
+
+fn receive_heartbeats(s: &Shared, p: &Peer, body: &[u8]) {
+    for f in FrameIter::new(body) {
+        let Ok(f) = f else {
+            s.malformed.fetch_add(1, Relaxed);
+            break;
+        };
+        match heartbeat::Packet::new_checked(f).and_then(|pk| heartbeat::Repr::parse(&pk)) {
+            Ok(hb) if hb.kind == heartbeat::Kind::Heartbeat => {
+                let received = u16::try_from(f.len() - heartbeat::HEADER_LEN).unwrap_or(u16::MAX);
+                let seen = HeartbeatSeen {
+                    ip: p.ip,
+                    heartbeat: heartbeat::Repr {
+                        padding_len: received,
+                        ..hb
+                    },
+                };
+                if let Some(tx) = s
+                    .heartbeats
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                {
+                    let _ = tx.send(seen);
+                }
+            }
+            _ => {
+                s.malformed.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
+/// Writes the frames of a plaintext body into the bridge, learning the sender's MACs.
+fn deliver_frames(s: &Shared, p: &Peer, body: &[u8], vnet: bool) {
+    let mut learned: Option<[u8; 6]> = None;
+    for f in FrameIter::new(body) {
+        let Ok(f) = f else {
+            s.malformed.fetch_add(1, Relaxed);
+            break;
+        };
+        let eth = if vnet {
+            f.get(VNET..).unwrap_or(&[])
+        } else {
+            f
+        };
+        if eth.len() < 14 {
+            s.malformed.fetch_add(1, Relaxed);
             continue;
         }
-        let vnet = repr_has_vnet(datagram_flags);
-        let mut learned: Option<[u8; 6]> = None;
-        for f in FrameIter::new(body) {
-            let Ok(f) = f else {
-                s.malformed.fetch_add(1, Relaxed);
-                break;
-            };
-            let eth = if vnet {
-                f.get(VNET..).unwrap_or(&[])
-            } else {
-                f
-            };
-            if eth.len() < 14 {
-                s.malformed.fetch_add(1, Relaxed);
-                continue;
-            }
-            let mut src = [0u8; 6];
-            src.copy_from_slice(&eth[6..12]);
-            if !is_multicast(&src) && learned != Some(src) {
-                let known = s
-                    .macs
-                    .read()
+        let mut src = [0u8; 6];
+        src.copy_from_slice(&eth[6..12]);
+        if !is_multicast(&src) && learned != Some(src) {
+            let known = s
+                .macs
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&src)
+                .copied();
+            if known != Some(p.ip) {
+                s.macs
+                    .write()
                     .unwrap_or_else(|e| e.into_inner())
-                    .get(&src)
-                    .copied();
-                if known != Some(p.ip) {
-                    s.macs
-                        .write()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(src, p.ip);
-                }
-                learned = Some(src);
+                    .insert(src, p.ip);
             }
-            p.c.rx_frames.fetch_add(1, Relaxed);
-            p.c.rx_bytes.fetch_add(eth.len() as u64, Relaxed);
-            let written = if vnet {
-                s.write_tap(f)
-            } else {
-                s.write_tap_plain(f)
-            };
-            if written {
-                s.injected.fetch_add(1, Relaxed);
-            } else {
-                // The kernel refuses an inconsistent virtio_net_hdr (EINVAL).
-                s.malformed.fetch_add(1, Relaxed);
-            }
+            learned = Some(src);
+        }
+        p.c.rx_frames.fetch_add(1, Relaxed);
+        p.c.rx_bytes.fetch_add(eth.len() as u64, Relaxed);
+        let written = if vnet {
+            s.write_tap(f)
+        } else {
+            s.write_tap_plain(f)
+        };
+        if written {
+            s.injected.fetch_add(1, Relaxed);
+        } else {
+            // The kernel refuses an inconsistent virtio_net_hdr (EINVAL).
+            s.malformed.fetch_add(1, Relaxed);
         }
     }
 }

@@ -4,7 +4,8 @@
 mod wire_common;
 
 use overlay::wire::{
-    auth, control, gossip, handshake, heartbeat, hexdump, icmp, ipam, ipv4, sleeve, WireError,
+    auth, control, fragment, gossip, handshake, heartbeat, hexdump, icmp, ipam, ipv4, sleeve,
+    WireError,
 };
 use wire_common::*;
 
@@ -130,6 +131,30 @@ fn sleeve_round_trip_and_snapshot() {
     let frames: Vec<_> = p.frames().collect::<Result<_, _>>().unwrap();
     assert_eq!(frames, vec![&b"abc"[..], &b"defg"[..]]);
     insta::assert_snapshot!("sleeve", hexdump(&b));
+}
+
+#[test]
+fn sleeve_fragment_round_trip_and_snapshot() {
+    // A whole piece datagram: sleeve header flagged vnet + fragment, fragment header, piece.
+    let mut b = emit_sleeve(&sleeve_header(), &[]);
+    b[1] = sleeve::FLAG_VNET_HDR | sleeve::FLAG_FRAGMENT;
+    b.extend(emit_fragment(&fragment_header(), b"second piece"));
+    let p = sleeve::Packet::new_checked(&b[..]).unwrap();
+    let r = sleeve::Repr::parse(&p).unwrap();
+    assert_eq!(r, sleeve_header());
+    let f = fragment::Packet::new_checked(p.body()).unwrap();
+    assert_eq!(fragment::Repr::parse(&f).unwrap(), fragment_header());
+    assert_eq!(f.piece(), b"second piece");
+    insta::assert_snapshot!("sleeve_fragment", hexdump(&b));
+}
+
+#[test]
+fn fragment_parse_fixed_bytes() {
+    let b = [0, 0, 1, 2, 0, 0, 0, 30, 0, 2, 0, 3, 0xaa, 0xbb];
+    let p = fragment::Packet::new_checked(&b[..]).unwrap();
+    let r = fragment::Repr::parse(&p).unwrap();
+    assert_eq!((r.burst, r.total, r.index, r.count), (258, 30, 2, 3));
+    assert_eq!(p.piece(), [0xaa, 0xbb]);
 }
 
 #[test]

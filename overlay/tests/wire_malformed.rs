@@ -3,7 +3,9 @@
 
 mod wire_common;
 
-use overlay::wire::{auth, control, gossip, handshake, heartbeat, ipam, ipv4, sleeve, WireError};
+use overlay::wire::{
+    auth, control, fragment, gossip, handshake, heartbeat, ipam, ipv4, sleeve, WireError,
+};
 use rstest::rstest;
 use wire_common::*;
 
@@ -24,6 +26,9 @@ fn parse_heartbeat(b: &[u8]) -> Result<heartbeat::Repr, WireError> {
 }
 fn parse_sleeve(b: &[u8]) -> Result<sleeve::Repr, WireError> {
     sleeve::Repr::parse(&sleeve::Packet::new_checked(b)?)
+}
+fn parse_fragment(b: &[u8]) -> Result<fragment::Repr, WireError> {
+    fragment::Repr::parse(&fragment::Packet::new_checked(b)?)
 }
 fn parse_control(b: &[u8]) -> Result<control::Repr, WireError> {
     control::Repr::parse(&control::Packet::new_checked(b)?)
@@ -120,6 +125,37 @@ fn heartbeat_rejects(#[case] bytes: Vec<u8>, #[case] want: WireError) {
     WireError::Malformed("sleeve short id exceeds 12 bits"))]
 fn sleeve_rejects(#[case] bytes: Vec<u8>, #[case] want: WireError) {
     assert_eq!(parse_sleeve(&bytes), Err(want));
+}
+
+fn fragment_with(edit: impl FnOnce(&mut fragment::Repr), piece: &[u8]) -> Vec<u8> {
+    let mut r = fragment_header();
+    edit(&mut r);
+    // Emit checks the header too: write the fields by hand.
+    let mut b = vec![0u8; fragment::HEADER_LEN];
+    b[0..4].copy_from_slice(&r.burst.to_be_bytes());
+    b[4..8].copy_from_slice(&r.total.to_be_bytes());
+    b[8..10].copy_from_slice(&r.index.to_be_bytes());
+    b[10..12].copy_from_slice(&r.count.to_be_bytes());
+    b.extend_from_slice(piece);
+    b
+}
+
+#[rstest]
+#[case::empty(vec![], WireError::Truncated)]
+#[case::header_cut(emit_fragment(&fragment_header(), b"x")[..11].to_vec(), WireError::Truncated)]
+#[case::no_piece(fragment_with(|_| {}, b""), WireError::Malformed("sleeve fragment with an empty piece"))]
+#[case::one_piece(fragment_with(|r| { r.count = 1; r.index = 0 }, b"x"),
+    WireError::Malformed("sleeve fragment count outside 2..=256"))]
+#[case::too_many(fragment_with(|r| r.count = 257, b"x"),
+    WireError::Malformed("sleeve fragment count outside 2..=256"))]
+#[case::index_past_count(fragment_with(|r| r.index = 3, b"x"),
+    WireError::Malformed("sleeve fragment index past its count"))]
+#[case::total_too_big(fragment_with(|r| r.total = 70_000, b"x"),
+    WireError::TooLong { len: 70_000, max: 65_537 })]
+#[case::piece_past_total(fragment_with(|r| r.total = 2, b"xyz"),
+    WireError::Malformed("sleeve fragment piece longer than its body"))]
+fn fragment_rejects(#[case] bytes: Vec<u8>, #[case] want: WireError) {
+    assert_eq!(parse_fragment(&bytes), Err(want));
 }
 
 #[rstest]

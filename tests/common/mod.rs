@@ -85,6 +85,24 @@ pub async fn ping_until(lab: &Lab, from: &str, dst: Ipv4Addr) -> bool {
     false
 }
 
+/// Accepts one connection on `l`, or fails after 15 s: a client that never arrives must not
+/// hang the test.
+fn accept_within(l: &TcpListener) -> Result<TcpStream, String> {
+    l.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let s = loop {
+        match l.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(format!("accept: {e}")),
+        }
+    };
+    s.set_nonblocking(false).map_err(|e| e.to_string())?;
+    Ok(s)
+}
+
 /// Connects from `from` to a TCP echo server in `to` at `addr` and checks the echo.
 pub async fn tcp_echo(lab: &Lab, from: &str, to: &str, addr: Ipv4Addr) -> Result<(), String> {
     let (tx, rx) = tokio::sync::oneshot::channel::<Result<SocketAddr, String>>();
@@ -98,21 +116,7 @@ pub async fn tcp_echo(lab: &Lab, from: &str, to: &str, addr: Ipv4Addr) -> Result
             }
         };
         let _ = tx.send(l.local_addr().map_err(|e| e.to_string()));
-        // Bounded accept: a client that never arrives must not hang the test.
-        l.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let mut s = loop {
-            match l.accept() {
-                Ok((s, _)) => break s,
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline =>
-                {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(e) => return Err(format!("accept: {e}")),
-            }
-        };
-        s.set_nonblocking(false).map_err(|e| e.to_string())?;
+        let mut s = accept_within(&l)?;
         s.set_read_timeout(Some(Duration::from_secs(10))).ok();
         let mut buf = [0u8; 4096];
         let n = std::io::Read::read(&mut s, &mut buf).map_err(|e| e.to_string())?;
@@ -150,6 +154,91 @@ pub async fn tcp_echo(lab: &Lab, from: &str, to: &str, addr: Ipv4Addr) -> Result
     let (s, c) = futures::join!(server, client);
     c?;
     s.map_err(|e| e.to_string())??;
+    Ok(())
+}
+
+/// The byte at offset `i` of the stream [`tcp_bulk`] sends.
+fn bulk_byte(i: u64) -> u8 {
+    (i.wrapping_mul(31) ^ (i >> 9)) as u8
+}
+
+/// FNV-1a over `bytes`, continuing from `h`.
+fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Sends `total` bytes of a known pattern over TCP from `from` to a server in `to` at `addr`
+/// in 256 KiB writes (big enough for the kernel to hand over whole 64 KiB bursts) and checks
+/// the server read exactly those bytes.
+pub async fn tcp_bulk(
+    lab: &Lab,
+    from: &str,
+    to: &str,
+    addr: Ipv4Addr,
+    total: u64,
+) -> Result<(), String> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<Result<SocketAddr, String>>();
+    let server_node = node(lab, to);
+    let server = server_node.run(move || async move {
+        let l = TcpListener::bind((addr, 0)).map_err(|e| e.to_string());
+        let _ = tx.send(
+            l.as_ref()
+                .map_err(Clone::clone)
+                .and_then(|l| l.local_addr().map_err(|e| e.to_string())),
+        );
+        let l = l?;
+        let mut s = accept_within(&l)?;
+        s.set_read_timeout(Some(Duration::from_secs(20))).ok();
+        let mut buf = vec![0u8; 1 << 18];
+        let (mut got, mut h) = (0u64, 0xcbf2_9ce4_8422_2325u64);
+        loop {
+            let n = std::io::Read::read(&mut s, &mut buf).map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            h = fnv1a(h, &buf[..n]);
+            got += n as u64;
+        }
+        Ok::<(u64, u64), String>((got, h))
+    });
+    let client = async {
+        let sa = rx.await.map_err(|e| e.to_string())??;
+        node(lab, from)
+            .run(move || async move {
+                let mut s = TcpStream::connect_timeout(&sa, Duration::from_secs(10))
+                    .map_err(|e| format!("connect {sa}: {e}"))?;
+                s.set_write_timeout(Some(Duration::from_secs(20))).ok();
+                let mut buf = vec![0u8; 1 << 18];
+                let (mut sent, mut h) = (0u64, 0xcbf2_9ce4_8422_2325u64);
+                while sent < total {
+                    let n = (total - sent).min(buf.len() as u64) as usize;
+                    for (k, b) in buf[..n].iter_mut().enumerate() {
+                        *b = bulk_byte(sent + k as u64);
+                    }
+                    std::io::Write::write_all(&mut s, &buf[..n])
+                        .map_err(|e| format!("write at {sent}: {e}"))?;
+                    h = fnv1a(h, &buf[..n]);
+                    sent += n as u64;
+                }
+                Ok::<u64, String>(h)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+    };
+    let (s, c) = futures::join!(server, client);
+    let sent_hash = c?;
+    let (got, got_hash) = s.map_err(|e| e.to_string())??;
+    if got != total {
+        return Err(format!("the server read {got} of {total} bytes"));
+    }
+    if got_hash != sent_hash {
+        return Err(format!(
+            "the server read {total} bytes but not the ones sent (digest {got_hash:x} != {sent_hash:x})"
+        ));
+    }
     Ok(())
 }
 

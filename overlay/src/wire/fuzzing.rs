@@ -6,7 +6,9 @@
 //! re-emits the `Repr` and parses it again: a panic here (from the decoder,
 //! or from the round-trip assertion) is a bug the fuzzer reports.
 
-use super::{auth, control, gossip, handshake, heartbeat, icmp, ipam, ipv4, sleeve, vxlan};
+use super::{
+    auth, control, fragment, gossip, handshake, heartbeat, icmp, ipam, ipv4, sleeve, vxlan,
+};
 
 /// Emits `repr` with `emit` into a buffer of `len` bytes and returns it.
 fn re_emit(len: usize, emit: impl FnOnce(&mut [u8]) -> super::Result<()>) -> Vec<u8> {
@@ -139,6 +141,37 @@ pub fn sleeve(data: &[u8]) {
         // An encrypted header re-emitted alone lacks its tag: compare views.
         if !r.encrypted {
             assert_eq!(back, Ok(r));
+        }
+    }
+}
+
+/// Fragment headers, and their pieces fed to a reassembler: the input is cut into up to eight
+/// fragment datagrams at offsets its first bytes choose, so pieces of one burst, duplicates
+/// and contradictions all occur.
+pub fn fragment(data: &[u8]) {
+    let Some((&cuts, rest)) = data.split_first() else {
+        return;
+    };
+    let mut r = crate::reassembly::Reassembler::new();
+    let step = usize::from(cuts % 8) + 1;
+    let len = rest.len().div_ceil(step).max(1);
+    for chunk in rest.chunks(len) {
+        let Ok(p) = fragment::Packet::new_checked(chunk) else {
+            continue;
+        };
+        let _ = (p.burst(), p.total(), p.index(), p.count(), p.piece());
+        let Ok(f) = fragment::Repr::parse(&p) else {
+            continue;
+        };
+        let again = re_emit(f.buffer_len(), |b| {
+            f.emit(&mut fragment::Packet::new_unchecked(b))
+        });
+        let back = fragment::Repr::parse(&fragment::Packet::new_unchecked(
+            &[&again[..], p.piece()].concat()[..],
+        ));
+        assert_eq!(back, Ok(f));
+        if let Ok(Some((body, _))) = r.push(&f, cuts, p.piece()) {
+            assert_eq!(body.len(), f.total as usize);
         }
     }
 }

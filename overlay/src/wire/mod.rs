@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod control;
 pub mod ethernet;
+pub mod fragment;
 pub mod fuzzing;
 pub mod gossip;
 pub mod handshake;

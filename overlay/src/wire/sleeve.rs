@@ -8,6 +8,7 @@
 //! +-----+-------+--------------+--------------+----------+-----------------------+
 //! body (plaintext):  | len u16 | frame | len u16 | frame | ...
 //! body (encrypted):  | ChaCha20-Poly1305(plaintext body) | tag (16) |
+//! body (fragment):   | fragment header (12) | piece of a plaintext body |
 //! ```
 //! The header is the AAD of the encryption and `counter` is its nonce, so it
 //! must never repeat under one key (see `crate::crypto::sleeve`). Frames are
@@ -46,7 +47,9 @@ pub const FLAG_HEARTBEAT: u8 = 0x02;
 pub const FLAG_VNET_HDR: u8 = 0x04;
 /// Bytes of the `virtio_net_hdr` in front of each frame under [`FLAG_VNET_HDR`].
 pub const VNET_HDR_LEN: usize = 10;
-const KNOWN_FLAGS: u8 = FLAG_ENCRYPTED | FLAG_HEARTBEAT | FLAG_VNET_HDR;
+/// Flag: the body is one piece of a larger body, behind a [`super::fragment`] header.
+pub const FLAG_FRAGMENT: u8 = 0x08;
+const KNOWN_FLAGS: u8 = FLAG_ENCRYPTED | FLAG_HEARTBEAT | FLAG_VNET_HDR | FLAG_FRAGMENT;
 
 /// Bytes sleeve adds around one frame on an IPv4 underlay: IPv4 (20) + UDP
 /// (8) + header + length prefix, plus the tag when encrypted. The overlay

@@ -3,7 +3,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
-use overlay::wire::{auth, control, gossip, handshake, heartbeat, ipam, sleeve};
+use overlay::wire::{auth, control, fragment, gossip, handshake, heartbeat, ipam, sleeve};
 
 pub fn hello() -> handshake::Repr {
     handshake::Repr {
@@ -148,6 +148,25 @@ pub fn emit_sleeve(r: &sleeve::Repr, frames: &[&[u8]]) -> Vec<u8> {
     }
     let len = w.len();
     b.truncate(len);
+    b
+}
+
+/// A fragment header of a split burst.
+pub fn fragment_header() -> fragment::Repr {
+    fragment::Repr {
+        burst: 3,
+        total: 50,
+        index: 1,
+        count: 3,
+    }
+}
+
+/// A fragment header followed by `piece`.
+pub fn emit_fragment(r: &fragment::Repr, piece: &[u8]) -> Vec<u8> {
+    let mut b = vec![0u8; r.buffer_len()];
+    r.emit(&mut fragment::Packet::new_unchecked(&mut b[..]))
+        .unwrap();
+    b.extend_from_slice(piece);
     b
 }
 
