@@ -17,6 +17,7 @@ pub mod netdev;
 pub mod odp;
 pub mod router;
 pub mod sleeve;
+pub mod topology;
 pub mod wire;
 
 /// TCP port of the control plane, and UDP port of the sleeve datapath (Weave's, so field reports
