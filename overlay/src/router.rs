@@ -1191,4 +1191,194 @@ mod tests {
         assert!(backoff(5, 999) < Duration::from_millis(12_000));
         assert!(backoff(0, 999) > Duration::from_millis(250));
     }
+
+    const H2: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 1, 2));
+    const H3: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 1, 3));
+    const H3_UID: u64 = 0x33;
+
+    fn entry(name: &str, uid: u64, version: u64, conns: &[(&str, IpAddr)]) -> PeerRepr {
+        PeerRepr {
+            name: name.into(),
+            uid,
+            short_id: (uid & 0xfff) as u16,
+            version,
+            connections: conns
+                .iter()
+                .map(|(n, ip)| ConnectionRepr {
+                    peer_name: (*n).into(),
+                    address: SocketAddr::new(*ip, 6783),
+                    established: true,
+                })
+                .collect(),
+            removed: false,
+        }
+    }
+
+    /// Router h1 connected to h2, knowing h3 from gossip (connected to h2 when
+    /// `h3_connected`), with an IPAM in which h3 owns the blocks of two containers.
+    fn h1_knowing_h3(h3_connected: bool) -> (Arc<Router>, Arc<Mutex<IpamSource>>) {
+        let r = Router::new(
+            Settings {
+                name: "h1".into(),
+                password: None,
+                port: 6783,
+            },
+            &[H2, H3],
+            0x11,
+        );
+        let (tx, _rx) = mpsc::unbounded_channel();
+        r.st().conns.insert(
+            "h2".into(),
+            Conn {
+                id: 1,
+                ip: H2,
+                role: Role::Initiator,
+                initiator: "h1".into(),
+                uid: 0x22,
+                short_id: 0x22,
+                encrypted: false,
+                since: Instant::now(),
+                tx,
+            },
+        );
+        let h2_conns: &[(&str, IpAddr)] = if h3_connected {
+            &[("h1", IpAddr::from([198, 18, 1, 1])), ("h3", H3)]
+        } else {
+            &[("h1", IpAddr::from([198, 18, 1, 1]))]
+        };
+        let range = crate::config::Range {
+            addr: std::net::Ipv4Addr::new(198, 19, 0, 0),
+            len: 16,
+        };
+        let mut h3 = crate::ipam::Ipam::new(range, H3_UID).unwrap_or_else(|e| panic!("{e}"));
+        for c in ["c5", "c6"] {
+            h3.allocate(c).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let ipam = Arc::new(Mutex::new(
+            IpamSource::open(range, 0x11, None).unwrap_or_else(|e| panic!("{e}")),
+        ));
+        ipam.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .merge(&h3.claims());
+        r.set_ipam(ipam.clone());
+        // Earlier gossip: h2 was connected to h3 at its address.
+        r.merge(vec![entry(
+            "h2",
+            0x22,
+            4,
+            &[("h1", IpAddr::from([198, 18, 1, 1])), ("h3", H3)],
+        )]);
+        r.merge(vec![
+            entry("h2", 0x22, 5, h2_conns),
+            entry("h3", H3_UID, 7, &[("h2", H2)]),
+        ]);
+        (r, ipam)
+    }
+
+    fn h3_blocks(ipam: &Arc<Mutex<IpamSource>>) -> usize {
+        let st = ipam.lock().unwrap_or_else(|e| e.into_inner()).status();
+        st.blocks.iter().filter(|b| b.owner == Some(H3_UID)).count()
+    }
+
+    #[rstest]
+    #[case::gone(false, false, Ok(false))]
+    #[case::live_is_refused(true, false, Err("h2"))]
+    #[case::live_forced(true, true, Ok(true))]
+    fn remove_refuses_a_live_peer_unless_forced(
+        #[case] h3_connected: bool,
+        #[case] force: bool,
+        #[case] want: Result<bool, &str>,
+    ) {
+        let (r, ipam) = h1_knowing_h3(h3_connected);
+        let owned = h3_blocks(&ipam);
+        assert!(owned >= 1);
+        match (r.remove_peer(H3, force), want) {
+            (Ok(removal), Ok(was_connected)) => {
+                assert_eq!(removal.peers.len(), 1);
+                let p = &removal.peers[0];
+                assert_eq!((p.name.as_str(), p.uid), ("h3", H3_UID));
+                assert_eq!(p.was_connected, was_connected);
+                assert_eq!(removal.blocks_freed(), owned);
+                assert!(removal.was_target);
+                assert_eq!(h3_blocks(&ipam), 0);
+                let st = r.status();
+                assert_eq!(st.removed_peers, ["h3"]);
+                assert!(st.peers.iter().all(|p| p.name != "h3"));
+                assert!(!st.targets.contains(&H3));
+            }
+            (Err(RemoveError::StillConnected { name, via, .. }), Err(seen_by)) => {
+                assert_eq!((name.as_str(), via), ("h3", vec![seen_by.to_string()]));
+                assert_eq!(h3_blocks(&ipam), owned, "nothing freed");
+                assert!(r.status().peers.iter().any(|p| p.name == "h3"));
+                assert!(r.status().targets.contains(&H3));
+            }
+            (got, want) => panic!("got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn stale_gossip_neither_revives_nor_redials_a_removed_peer() {
+        let (r, _) = h1_knowing_h3(false);
+        assert!(r.remove_peer(H3, false).is_ok());
+        // h2 has not heard the removal yet: it still gossips h3's old entry and a connection.
+        r.merge(vec![
+            entry("h2", 0x22, 6, &[("h3", H3)]),
+            entry("h3", H3_UID, 7, &[("h2", H2)]),
+        ]);
+        let st = r.status();
+        assert!(st.peers.iter().all(|p| p.name != "h3"));
+        assert!(!st.targets.contains(&H3), "not rediscovered");
+        assert!(r.st().banned.contains(&H3));
+        // A new incarnation of h3 (a restart: a much higher version) is welcome again.
+        r.merge(vec![entry("h3", H3_UID, 9_000, &[])]);
+        assert!(r.status().peers.iter().any(|p| p.name == "h3"));
+        assert!(r.status().removed_peers.is_empty());
+    }
+
+    #[test]
+    fn removing_an_unknown_address_is_an_error_and_a_silent_target_just_stops() {
+        let (r, _) = h1_knowing_h3(false);
+        let unknown = IpAddr::from([198, 18, 1, 99]);
+        assert_eq!(
+            r.remove_peer(unknown, false),
+            Err(RemoveError::NotAPeer(unknown))
+        );
+        // H2's address is a target, but the router also knows h2 is connected: refused.
+        assert!(matches!(
+            r.remove_peer(H2, false),
+            Err(RemoveError::StillConnected { .. })
+        ));
+        // An address that was configured but never answered: dialling stops, nothing freed.
+        let silent = IpAddr::from([198, 18, 1, 50]);
+        let r = Router::new(
+            Settings {
+                name: "h1".into(),
+                password: None,
+                port: 6783,
+            },
+            &[silent],
+            0x11,
+        );
+        let removal = r
+            .remove_peer(silent, false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(removal.peers.is_empty() && removal.was_target);
+        assert_eq!(removal.blocks_freed(), 0);
+        assert!(r.status().targets.is_empty());
+        assert!(matches!(
+            r.remove_peer(silent, false),
+            Err(RemoveError::NotAPeer(_))
+        ));
+    }
+
+    #[test]
+    fn a_router_that_hears_its_own_tombstone_outranks_it() {
+        let (r, _) = h1_knowing_h3(false);
+        let before = r.st().version;
+        let mut me = entry("h1", 0x11, before + 3, &[]);
+        me.removed = true;
+        r.merge(vec![me]);
+        assert_eq!(r.st().version, before + 4);
+        assert!(r.status().peers.iter().any(|p| p.name == "h1"));
+    }
 }
