@@ -190,7 +190,10 @@ impl Removal {
 pub enum RemoveError {
     /// The peer is still connected: removing it would free blocks its containers use.
     #[error(
-        "peer {name} at {address} is still connected (seen by {}): removing a live peer frees          the address blocks its containers use, so other routers may hand out the same          addresses until it re-addresses its containers; stop its router first (it drops out          within 10 s) and retry, or pass --force (API: \"force\":true) if it is really gone",
+        "peer {name} at {address} is still connected (seen by {}): removing a live peer frees \
+         the address blocks its containers use, so other routers may hand out the same \
+         addresses until it re-addresses its containers; stop its router first (it drops out \
+         within 10 s) and retry, or pass --force (API: \"force\":true) if it is really gone",
         via.join(", ")
     )]
     StillConnected {
@@ -203,7 +206,8 @@ pub enum RemoveError {
     },
     /// No peer, connection or dial target has that address.
     #[error(
-        "{0} is not a peer of this router: no connection, dial target or known peer has that          address (see `status`)"
+        "{0} is not a peer of this router: no connection, dial target or known peer has that \
+         address (see `status`)"
     )]
     NotAPeer(IpAddr),
 }
@@ -1380,5 +1384,19 @@ mod tests {
         r.merge(vec![me]);
         assert_eq!(r.st().version, before + 4);
         assert!(r.status().peers.iter().any(|p| p.name == "h1"));
+    }
+
+    #[test]
+    fn remove_errors_say_how_to_proceed() {
+        let errors = [
+            RemoveError::StillConnected {
+                name: "h3".into(),
+                address: H3,
+                via: vec!["h1".into(), "h2".into()],
+            },
+            RemoveError::NotAPeer(H3),
+        ];
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        insta::assert_snapshot!(text.join("\n"));
     }
 }
