@@ -635,3 +635,66 @@ async fn a_removed_router_frees_its_blocks_and_leaves_every_table() {
     lab.down().await.unwrap();
     assert!(leftovers(&id).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forced_removal_of_a_live_router_re_addresses_its_containers_and_it_stays() {
+    let id = unique("ovl-rmf");
+    let lab = up(THREE, &id).await;
+    let o = overlay(&lab, with_password(None)).await;
+    let h3_uid = o.status("h3").await.unwrap()["router"]["uid"]
+        .as_u64()
+        .unwrap();
+    eventually("h1 learns h3's claims", || async {
+        let h3 = blocks_of(&o.status("h3").await.unwrap(), h3_uid);
+        !h3.is_empty() && blocks_of(&o.status("h1").await.unwrap(), h3_uid) == h3
+    })
+    .await;
+    let old_blocks = blocks_of(&o.status("h1").await.unwrap(), h3_uid);
+    let answer = netsim::overlay_run::api_call(
+        &o.api_path("h1").unwrap(),
+        &serde_json::json!({"cmd": "peers", "op": "remove", "addr": "198.18.1.3", "force": true}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer["removed"][0]["was_connected"], true, "{answer}");
+    assert_eq!(answer["blocks_freed"], old_blocks.len(), "{answer}");
+    assert!(
+        answer["warning"]
+            .as_str()
+            .unwrap()
+            .contains("h3 still connected"),
+        "{answer}"
+    );
+    // h3 hears its blocks were freed: its containers lose their addresses (conflicts) and are
+    // re-addressed; it outranks its own tombstone and every router lists it again.
+    eventually("h3 re-addresses c5 and c6", || async {
+        o.status("h3").await.unwrap()["ipam_conflicts"]
+            .as_u64()
+            .unwrap()
+            >= 2
+            && o.status("h3").await.unwrap()["containers"]
+                .as_array()
+                .unwrap()
+                .len()
+                == 2
+    })
+    .await;
+    for host in ["h1", "h2", "h3"] {
+        eventually(&format!("{host} lists all three routers again"), || async {
+            let st = o.status(host).await.unwrap();
+            peer_names(&st) == ["h1", "h2", "h3"]
+                && st["router"]["removed_peers"] == serde_json::json!([])
+        })
+        .await;
+    }
+    assert!(o.log("h3").contains("this router was removed by a peer"));
+    // The containers work at their new addresses.
+    let c5 = netsim::verify::overlay_address(&node(&lab, "c5"))
+        .await
+        .unwrap();
+    assert!(ping_until(&lab, "c1", c5).await, "c1 -> c5 at {c5}");
+    assert!(ping_until(&lab, "c5", o.address_of("c3").unwrap()).await);
+    o.stop();
+    lab.down().await.unwrap();
+    assert!(leftovers(&id).is_empty());
+}
