@@ -516,3 +516,217 @@ async fn garbage_on_both_ports_is_dropped_and_counted() {
     lab.down().await.unwrap();
     assert!(leftovers(&id).is_empty());
 }
+
+/// Block prefixes (`a.b.c.d/len`) the IPAM status `st` says are owned by `uid`.
+fn blocks_of(st: &serde_json::Value, uid: u64) -> Vec<String> {
+    st["ipam"]["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["owner"].as_u64() == Some(uid))
+        .map(|b| b["block"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The peer names a router's status lists (itself included).
+fn peer_names(st: &serde_json::Value) -> Vec<String> {
+    st["router"]["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removed_router_frees_its_blocks_and_leaves_every_table() {
+    let id = unique("ovl-rm");
+    let lab = up(THREE, &id).await;
+    let mut o = overlay(&lab, with_password(None)).await;
+    let h3_ip = "198.18.1.3";
+    let remove = serde_json::json!({"cmd": "peers", "op": "remove", "addr": h3_ip});
+    let h1_api = o.api_path("h1").unwrap();
+    let h3_uid = o.status("h3").await.unwrap()["router"]["uid"]
+        .as_u64()
+        .unwrap();
+    // h1 and h2 agree with h3 on which blocks h3 owns (c5 and c6 live in them).
+    eventually("h1 and h2 learn h3's claims", || async {
+        let h3 = blocks_of(&o.status("h3").await.unwrap(), h3_uid);
+        let h1 = blocks_of(&o.status("h1").await.unwrap(), h3_uid);
+        let h2 = blocks_of(&o.status("h2").await.unwrap(), h3_uid);
+        !h3.is_empty() && h1 == h3 && h2 == h3
+    })
+    .await;
+    let h3_blocks = blocks_of(&o.status("h3").await.unwrap(), h3_uid);
+    // An address in h3's first block that h3 has not handed out (it hands out the lowest).
+    let block: Ipv4Addr = h3_blocks[0].split('/').next().unwrap().parse().unwrap();
+    let reclaimed = Ipv4Addr::from(u32::from(block) + 200);
+
+    // Removing a live peer is refused, and changes nothing.
+    let err = netsim::overlay_run::api_call(&h1_api, &remove)
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("h3") && err.contains("still connected"),
+        "{err}"
+    );
+    let h1 = o.status("h1").await.unwrap();
+    assert_eq!(blocks_of(&h1, h3_uid), h3_blocks);
+    assert!(peer_names(&h1).contains(&"h3".to_string()));
+    // So is taking an address in h3's block.
+    let c1_ns = node(&lab, "c1").netns_path().display().to_string();
+    let detach = serde_json::json!({"cmd": "detach", "netns": c1_ns});
+    let attach = serde_json::json!({"cmd": "attach", "netns": c1_ns, "addr": reclaimed});
+    netsim::overlay_run::api_call(&h1_api, &detach)
+        .await
+        .unwrap();
+    let err = netsim::overlay_run::api_call(&h1_api, &attach)
+        .await
+        .unwrap_err();
+    assert!(err.contains("owned by router"), "{err}");
+
+    // h3's router stops for good; once h1 sees nobody connected to it, h1 removes it.
+    o.kill("h3").unwrap();
+    eventually(
+        "h1 sees that nobody is connected to h3 any more",
+        || async {
+            let st = o.status("h1").await.unwrap();
+            conn_status(&o, "h1", "h3").await.is_none()
+                && st["router"]["peers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|p| p["name"] != "h3")
+                    .all(|p| {
+                        !p["connections"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .any(|c| c == "h3")
+                    })
+        },
+    )
+    .await;
+    let answer = netsim::overlay_run::api_call(&h1_api, &remove)
+        .await
+        .unwrap();
+    assert_eq!(answer["removed"][0]["name"], "h3", "{answer}");
+    assert_eq!(answer["removed"][0]["uid"], h3_uid, "{answer}");
+    assert_eq!(answer["removed"][0]["was_connected"], false, "{answer}");
+    assert_eq!(answer["blocks_freed"], h3_blocks.len(), "{answer}");
+    assert!(answer.get("warning").is_none(), "{answer}");
+
+    // Every remaining router forgets h3 and sees its blocks released.
+    for host in ["h1", "h2"] {
+        eventually(&format!("{host} drops h3 and its blocks"), || async {
+            let st = o.status(host).await.unwrap();
+            let released = st["ipam"]["blocks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|b| h3_blocks.contains(&b["block"].as_str().unwrap().to_string()))
+                .all(|b| b["owner"].is_null());
+            peer_names(&st) == ["h1", "h2"]
+                && st["router"]["removed_peers"] == serde_json::json!(["h3"])
+                && released
+        })
+        .await;
+    }
+    // h1 does not dial h3 any more.
+    let h1 = o.status("h1").await.unwrap();
+    let targets = h1["router"]["targets"].as_array().unwrap();
+    assert!(
+        !targets.iter().any(|t| t == h3_ip),
+        "h1 still dials h3: {targets:?}"
+    );
+
+    // The freed block is reclaimed: h1 hands out the address, h2 sees h1 own the block, and
+    // c3 on h2 reaches c1 there.
+    let got = netsim::overlay_run::api_call(&h1_api, &attach)
+        .await
+        .unwrap();
+    assert_eq!(got["addr"], format!("{reclaimed}/16"));
+    let h1_uid = h1["router"]["uid"].as_u64().unwrap();
+    eventually("h2 sees h1 own the reclaimed block", || async {
+        blocks_of(&o.status("h2").await.unwrap(), h1_uid).contains(&h3_blocks[0])
+    })
+    .await;
+    assert!(
+        ping_until(&lab, "c3", reclaimed).await,
+        "c3 -> c1 at {reclaimed}"
+    );
+
+    // A few gossip rounds later h3 is still gone everywhere (no stale gossip revived it).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for host in ["h1", "h2"] {
+        let st = o.status(host).await.unwrap();
+        assert_eq!(peer_names(&st), ["h1", "h2"], "{host}");
+        assert!(blocks_of(&st, h3_uid).is_empty(), "{host}");
+    }
+    o.stop();
+    lab.down().await.unwrap();
+    assert!(leftovers(&id).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forced_removal_of_a_live_router_re_addresses_its_containers_and_it_stays() {
+    let id = unique("ovl-rmf");
+    let lab = up(THREE, &id).await;
+    let o = overlay(&lab, with_password(None)).await;
+    let h3_uid = o.status("h3").await.unwrap()["router"]["uid"]
+        .as_u64()
+        .unwrap();
+    eventually("h1 learns h3's claims", || async {
+        let h3 = blocks_of(&o.status("h3").await.unwrap(), h3_uid);
+        !h3.is_empty() && blocks_of(&o.status("h1").await.unwrap(), h3_uid) == h3
+    })
+    .await;
+    let old_blocks = blocks_of(&o.status("h1").await.unwrap(), h3_uid);
+    let answer = netsim::overlay_run::api_call(
+        &o.api_path("h1").unwrap(),
+        &serde_json::json!({"cmd": "peers", "op": "remove", "addr": "198.18.1.3", "force": true}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer["removed"][0]["was_connected"], true, "{answer}");
+    assert_eq!(answer["blocks_freed"], old_blocks.len(), "{answer}");
+    assert!(
+        answer["warning"]
+            .as_str()
+            .unwrap()
+            .contains("h3 still connected"),
+        "{answer}"
+    );
+    // h3 hears its blocks were freed: its containers lose their addresses (conflicts) and are
+    // re-addressed; it outranks its own tombstone and every router lists it again.
+    eventually("h3 re-addresses c5 and c6", || async {
+        o.status("h3").await.unwrap()["ipam_conflicts"]
+            .as_u64()
+            .unwrap()
+            >= 2
+            && o.status("h3").await.unwrap()["containers"]
+                .as_array()
+                .unwrap()
+                .len()
+                == 2
+    })
+    .await;
+    for host in ["h1", "h2", "h3"] {
+        eventually(&format!("{host} lists all three routers again"), || async {
+            let st = o.status(host).await.unwrap();
+            peer_names(&st) == ["h1", "h2", "h3"]
+                && st["router"]["removed_peers"] == serde_json::json!([])
+        })
+        .await;
+    }
+    assert!(o.log("h3").contains("this router was removed by a peer"));
+    // The containers work at their new addresses.
+    let c5 = netsim::verify::overlay_address(&node(&lab, "c5"))
+        .await
+        .unwrap();
+    assert!(ping_until(&lab, "c1", c5).await, "c1 -> c5 at {c5}");
+    assert!(ping_until(&lab, "c5", o.address_of("c3").unwrap()).await);
+    o.stop();
+    lab.down().await.unwrap();
+    assert!(leftovers(&id).is_empty());
+}

@@ -89,6 +89,16 @@ impl IpamSource {
         out
     }
 
+    /// Frees the blocks of router `uid`, which left for good (`peers remove`), and saves.
+    /// Returns how many blocks were freed.
+    pub fn forget_peer(&mut self, uid: u64) -> usize {
+        let n = self.ipam.forget_peer(uid);
+        if n > 0 {
+            self.save();
+        }
+        n
+    }
+
     /// Takes the conflicts to handle (the containers to re-address).
     pub fn take_conflicts(&mut self) -> Vec<Conflict> {
         std::mem::take(&mut self.conflicts)

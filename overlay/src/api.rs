@@ -2,7 +2,8 @@
 //! answer per line.
 //!
 //! Requests: `{"cmd":"status"}`, `{"cmd":"attach","netns":"NAME|PATH","addr":"A.B.C.D"?}`,
-//! `{"cmd":"detach","netns":"..."}`, `{"cmd":"peers","op":"add"|"remove","addr":"IP"}`.
+//! `{"cmd":"detach","netns":"..."}`, `{"cmd":"peers","op":"add"|"remove","addr":"IP"}`
+//! (`"force":true` removes a peer that is still connected).
 //! Answers: `{"ok":true,...}` or `{"ok":false,"error":"..."}`.
 
 use std::path::{Path, PathBuf};
@@ -36,6 +37,10 @@ pub enum Request {
         op: PeerOp,
         /// The peer's underlay address.
         addr: std::net::IpAddr,
+        /// With `remove`: remove the peer even if it is still connected (see
+        /// `Router::remove_peer`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
     },
 }
 
@@ -45,7 +50,8 @@ pub enum Request {
 pub enum PeerOp {
     /// Start dialling.
     Add,
-    /// Stop dialling and disconnect.
+    /// Forget a departed peer: stop dialling it, drop it from the topology everywhere and free
+    /// its IPAM blocks.
     Remove,
 }
 
@@ -241,6 +247,13 @@ pub fn render_status(v: &serde_json::Value) -> String {
             }
         );
     }
+    let removed: Vec<&str> = r["removed_peers"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+        .unwrap_or_default();
+    if !removed.is_empty() {
+        let _ = writeln!(out, "removed peers: {}", removed.join(", "));
+    }
     let _ = writeln!(
         out,
         "refused {} (last: {}), handshake failures {}",
@@ -257,6 +270,36 @@ pub fn render_status(v: &serde_json::Value) -> String {
     let _ = writeln!(out, "containers:");
     for c in v["containers"].as_array().into_iter().flatten() {
         let _ = writeln!(out, "  {} {}", text(&c["netns"]), text(&c["addr"]));
+    }
+    out
+}
+
+/// Renders a `peers` answer for people: for `remove`, each peer removed, the blocks freed and
+/// any warning; nothing for `add`.
+pub fn render_peers_answer(v: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let Some(removed) = v["removed"].as_array() else {
+        return out;
+    };
+    let addr = v["address"].as_str().unwrap_or("?");
+    if removed.is_empty() {
+        let _ = writeln!(
+            out,
+            "stopped dialling {addr} (no peer was ever seen there; no blocks freed)"
+        );
+    }
+    for p in removed {
+        let _ = writeln!(
+            out,
+            "removed peer {} (uid {:016x}) at {addr}: {} IPAM block(s) freed",
+            p["name"].as_str().unwrap_or("?"),
+            p["uid"].as_u64().unwrap_or(0),
+            p["blocks_freed"],
+        );
+    }
+    if let Some(w) = v["warning"].as_str() {
+        let _ = writeln!(out, "warning: {w}");
     }
     out
 }
@@ -293,6 +336,21 @@ mod tests {
     }
 
     #[test]
+    fn peers_remove_answers_render_for_people() {
+        let answers = [
+            serde_json::json!({"ok": true}),
+            serde_json::json!({"ok": true, "address": "198.18.1.3", "removed": [],
+                "blocks_freed": 0, "was_target": true}),
+            serde_json::json!({"ok": true, "address": "198.18.1.3", "blocks_freed": 2,
+                "removed": [{"name": "h3", "uid": 0x1234, "blocks_freed": 2,
+                             "was_connected": true}],
+                "warning": "h3 still connected: ..."}),
+        ];
+        let text: Vec<String> = answers.iter().map(render_peers_answer).collect();
+        insta::assert_snapshot!(text.join("--\n"));
+    }
+
+    #[test]
     fn requests_have_stable_json() {
         let reqs = [
             Request::Status,
@@ -312,6 +370,12 @@ mod tests {
             Request::Peers {
                 op: PeerOp::Add,
                 addr: std::net::IpAddr::from([198, 18, 1, 2]),
+                force: false,
+            },
+            Request::Peers {
+                op: PeerOp::Remove,
+                addr: std::net::IpAddr::from([198, 18, 1, 3]),
+                force: true,
             },
         ];
         let text: Vec<String> = reqs

@@ -277,17 +277,39 @@ impl Handler for Daemon {
                     Err(e) => err(format!("detach {netns}: {e}")),
                 }
             }
-            Request::Peers { op, addr } => {
-                match op {
-                    PeerOp::Add => self.router.add_peer(addr),
-                    PeerOp::Remove => {
-                        if !self.router.remove_peer(addr) {
-                            return err(format!("{addr} is not a peer of this router"));
-                        }
-                    }
+            Request::Peers { op, addr, force } => match op {
+                PeerOp::Add => {
+                    self.router.add_peer(addr);
+                    json!({"ok": true})
                 }
-                json!({"ok": true})
-            }
+                PeerOp::Remove => match self.router.remove_peer(addr, force) {
+                    Ok(r) => {
+                        let forced: Vec<&str> = r
+                            .peers
+                            .iter()
+                            .filter(|p| p.was_connected)
+                            .map(|p| p.name.as_str())
+                            .collect();
+                        let mut v = json!({
+                            "ok": true,
+                            "address": r.address,
+                            "removed": r.peers,
+                            "blocks_freed": r.blocks_freed(),
+                            "was_target": r.was_target,
+                        });
+                        if !forced.is_empty() {
+                            v["warning"] = json!(format!(
+                                "{} still connected: its containers' blocks were freed; it will \
+                                 re-address them when it hears the tombstones, and until then \
+                                 other routers may hand out the same addresses",
+                                forced.join(", ")
+                            ));
+                        }
+                        v
+                    }
+                    Err(e) => err(e.to_string()),
+                },
+            },
         }
     }
 }

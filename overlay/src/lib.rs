@@ -18,6 +18,7 @@ pub mod odp;
 pub mod reassembly;
 pub mod router;
 pub mod sleeve;
+pub mod topology;
 pub mod wire;
 
 /// TCP port of the control plane, and UDP port of the sleeve datapath (Weave's, so field reports

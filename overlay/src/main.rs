@@ -58,6 +58,10 @@ enum Cmd {
         op: String,
         /// The peer's underlay address.
         addr: IpAddr,
+        /// With `remove`: remove the peer even if it is still connected (its containers get
+        /// new addresses; duplicates are possible until they do).
+        #[arg(long)]
+        force: bool,
         /// The router's name.
         #[arg(long)]
         name: Option<String>,
@@ -159,13 +163,28 @@ fn main() -> ExitCode {
             },
         )
         .map(|_| ()),
-        Cmd::Peers { op, addr, name } => {
+        Cmd::Peers {
+            op,
+            addr,
+            force,
+            name,
+        } => {
             let op = match op.as_str() {
                 "add" => Ok(PeerOp::Add),
                 "remove" => Ok(PeerOp::Remove),
                 other => Err(format!("peers {other:?}: use `add` or `remove`")),
             };
-            op.and_then(|op| client(name, Request::Peers { op, addr: *addr }).map(|_| ()))
+            op.and_then(|op| {
+                client(
+                    name,
+                    Request::Peers {
+                        op,
+                        addr: *addr,
+                        force: *force,
+                    },
+                )
+            })
+            .map(|v| print!("{}", api::render_peers_answer(&v)))
         }
     };
     match result {

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, Notify};
 use crate::alloc::IpamSource;
 use crate::crypto::handshake::{self, LocalOffer, Session};
 use crate::datapath::{Datapath, PeerSpec, PeerStats};
+use crate::topology::{PeerTable, Timing};
 use crate::wire::auth::{self, Role};
 use crate::wire::control::{self, MessageType};
 use crate::wire::gossip::{self, ConnectionRepr, PeerRepr};
@@ -72,10 +73,18 @@ struct State {
     short_id: u16,
     version: u64,
     conns: HashMap<String, Conn>,
-    peers: BTreeMap<String, PeerRepr>,
+    peers: PeerTable,
     targets: BTreeSet<IpAddr>,
     configured: BTreeSet<IpAddr>,
     dialing: BTreeSet<IpAddr>,
+    /// Addresses of removed peers: never re-added from gossip (only `peers add` or a
+    /// connection the peer makes lifts this).
+    banned: BTreeSet<IpAddr>,
+    /// The last underlay address seen for each peer name (own connections, then gossip).
+    addrs: BTreeMap<String, IpAddr>,
+    /// The last uid seen for each peer name, kept after its entry leaves the table so that
+    /// `peers remove` can still free its IPAM blocks.
+    uids: BTreeMap<String, u64>,
     refused: u64,
     handshake_failures: u64,
     last_refusal: Option<String>,
@@ -143,6 +152,66 @@ pub struct PeerStatus {
     pub connections: Vec<String>,
 }
 
+/// One peer that `peers remove` removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RemovedPeer {
+    /// Its name.
+    pub name: String,
+    /// The uid of the incarnation removed (its IPAM claims were under this uid).
+    pub uid: u64,
+    /// IPAM blocks freed (tombstoned) here; gossip frees them everywhere.
+    pub blocks_freed: usize,
+    /// It was still connected to this router or to a router reachable from it (only with
+    /// `force`).
+    pub was_connected: bool,
+}
+
+/// What `peers remove ADDR` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Removal {
+    /// The address given.
+    pub address: IpAddr,
+    /// The peers last seen at that address, now removed (usually one; none for an address
+    /// that was dialled but never answered).
+    pub peers: Vec<RemovedPeer>,
+    /// Whether the address was a dial target (it no longer is).
+    pub was_target: bool,
+}
+
+impl Removal {
+    /// IPAM blocks freed in total.
+    pub fn blocks_freed(&self) -> usize {
+        self.peers.iter().map(|p| p.blocks_freed).sum()
+    }
+}
+
+/// Why `peers remove` refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemoveError {
+    /// The peer is still connected: removing it would free blocks its containers use.
+    #[error(
+        "peer {name} at {address} is still connected (seen by {}): removing a live peer frees \
+         the address blocks its containers use, so other routers may hand out the same \
+         addresses until it re-addresses its containers; stop its router first (it drops out \
+         within 10 s) and retry, or pass --force (API: \"force\":true) if it is really gone",
+        via.join(", ")
+    )]
+    StillConnected {
+        /// The peer's name.
+        name: String,
+        /// The address given.
+        address: IpAddr,
+        /// The routers that still list a connection to it.
+        via: Vec<String>,
+    },
+    /// No peer, connection or dial target has that address.
+    #[error(
+        "{0} is not a peer of this router: no connection, dial target or known peer has that \
+         address (see `status`)"
+    )]
+    NotAPeer(IpAddr),
+}
+
 /// The control plane part of status.
 #[derive(Debug, Clone, Serialize)]
 pub struct RouterStatus {
@@ -160,6 +229,8 @@ pub struct RouterStatus {
     pub connections: Vec<ConnStatus>,
     /// Addresses this router dials (configured and discovered).
     pub targets: Vec<IpAddr>,
+    /// Removed peers whose tombstones this router still gossips (see `peers remove`).
+    pub removed_peers: Vec<String>,
     /// Connections refused for a password mismatch or a bad proof.
     pub refused: u64,
     /// Other handshake failures (timeouts, malformed Hellos, version mismatch).
@@ -186,29 +257,6 @@ pub fn short_id_conflict_moves_us(our_uid: u64, other_uid: u64) -> bool {
 pub fn backoff(attempt: u32, jitter: u32) -> Duration {
     let base = 250u64 << attempt.min(5);
     Duration::from_millis(base + base * u64::from(jitter % 1000) / 2000)
-}
-
-/// Merges received gossip into `peers` (never touching `own`): newer versions replace older.
-/// Returns whether anything changed.
-pub fn merge_gossip(
-    peers: &mut BTreeMap<String, PeerRepr>,
-    own: &str,
-    received: Vec<PeerRepr>,
-) -> bool {
-    let mut changed = false;
-    for p in received {
-        if p.name == own {
-            continue;
-        }
-        match peers.get(&p.name) {
-            Some(old) if old.version >= p.version => {}
-            _ => {
-                peers.insert(p.name.clone(), p);
-                changed = true;
-            }
-        }
-    }
-    changed
 }
 
 fn random_u64() -> u64 {
@@ -295,6 +343,7 @@ impl Router {
             version: now_micros(),
             targets: peers.iter().copied().collect(),
             configured: peers.iter().copied().collect(),
+            peers: PeerTable::new(&settings.name),
             ..State::default()
         };
         Arc::new(Router {
@@ -406,6 +455,7 @@ impl Router {
                 st.probe_round += 1;
                 st.probe_round
             };
+            self.age_peers(Timing::default());
             if let Some(dp) = self.dp() {
                 let _ = tokio::task::spawn_blocking(move || dp.probe(round)).await;
             }
@@ -418,33 +468,137 @@ impl Router {
             let mut st = self.st();
             st.targets.insert(ip);
             st.configured.insert(ip);
+            st.banned.remove(&ip);
         }
         self.ensure_dialer(ip);
     }
 
-    /// Stops dialling a peer address and closes its connection. Returns whether it was known.
-    pub fn remove_peer(self: &Arc<Self>, ip: IpAddr) -> bool {
+    /// `peers remove ADDR`: finds the peers last seen at `ip`, refuses (unless `force`) when
+    /// one is still connected to this router or to a router reachable from it, then stops
+    /// dialling `ip` for good (gossip does not bring it back), closes any connection to it,
+    /// turns the peers' topology entries into gossiped tombstones and frees their IPAM blocks
+    /// (tombstones that gossip spreads to every router).
+    pub fn remove_peer(self: &Arc<Self>, ip: IpAddr, force: bool) -> Result<Removal, RemoveError> {
+        let now = Instant::now();
         let mut st = self.st();
-        let known = st.targets.remove(&ip);
-        st.configured.remove(&ip);
-        let names: Vec<String> = st
+        let own_conns: Vec<String> = st.conns.keys().cloned().collect();
+        // The peers this address belongs to: a live connection from it, else the names last
+        // seen at it that are not removed already.
+        let mut names: Vec<String> = st
             .conns
             .iter()
             .filter(|(_, c)| c.ip == ip)
             .map(|(n, _)| n.clone())
             .collect();
-        for n in &names {
+        if names.is_empty() {
+            names = st
+                .addrs
+                .iter()
+                .filter(|(n, a)| **a == ip && !st.peers.is_tombstoned(n))
+                .map(|(n, _)| n.clone())
+                .collect();
+        }
+        let mut peers = Vec::new();
+        for name in &names {
+            let via = st
+                .peers
+                .connected_to(name, own_conns.iter().map(String::as_str));
+            if !via.is_empty() && !force {
+                return Err(RemoveError::StillConnected {
+                    name: name.clone(),
+                    address: ip,
+                    via,
+                });
+            }
+            let uid = st
+                .conns
+                .get(name)
+                .map(|c| c.uid)
+                .or_else(|| st.peers.get_any(name).map(|p| p.uid))
+                .or_else(|| st.uids.get(name).copied())
+                .unwrap_or(0);
+            peers.push(RemovedPeer {
+                name: name.clone(),
+                uid,
+                blocks_freed: 0,
+                was_connected: !via.is_empty(),
+            });
+        }
+        let was_target = st.targets.remove(&ip);
+        let was_configured = st.configured.remove(&ip);
+        if peers.is_empty() && !was_target && !was_configured {
+            return Err(RemoveError::NotAPeer(ip));
+        }
+        st.banned.insert(ip);
+        let closed: Vec<String> = st
+            .conns
+            .iter()
+            .filter(|(n, c)| c.ip == ip || names.contains(n))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in &closed {
             st.conns.remove(n);
+        }
+        for p in &peers {
+            if st.peers.remove(&p.name, now).is_some() {
+                tracing::warn!(
+                    "peer {} ({:016x}) at {ip} removed{}",
+                    p.name,
+                    p.uid,
+                    if p.was_connected {
+                        " although still connected (forced)"
+                    } else {
+                        ""
+                    }
+                );
+            }
         }
         st.version += 1;
         drop(st);
         if let Some(dp) = self.dp() {
-            for n in &names {
+            for n in &closed {
                 dp.remove_peer(n);
             }
         }
+        if let Some(ipam) = self.ipam() {
+            let mut ipam = ipam.lock().unwrap_or_else(|e| e.into_inner());
+            for p in &mut peers {
+                p.blocks_freed = ipam.forget_peer(p.uid);
+            }
+        }
         self.gossip.notify_waiters();
-        known || !names.is_empty()
+        Ok(Removal {
+            address: ip,
+            peers,
+            was_target,
+        })
+    }
+
+    /// Forgets peers unreachable for too long, drops old tombstones, and stops dialling the
+    /// discovered (not configured) addresses of peers forgotten or removed.
+    fn age_peers(&self, timing: Timing) {
+        let mut st = self.st();
+        let st = &mut *st;
+        let reachable = st.peers.reachable(st.conns.keys().map(String::as_str));
+        let expired = st.peers.expire(&reachable, Instant::now(), timing);
+        for name in &expired.forgotten {
+            tracing::info!(
+                "forgot peer {name}: unreachable for {:?}",
+                timing.forget_unreachable_after
+            );
+        }
+        Self::stop_dialling(st, &expired.forgotten);
+    }
+
+    /// Stops dialling the last known addresses of `names`, unless configured.
+    fn stop_dialling(st: &mut State, names: &[String]) {
+        for name in names {
+            if let Some(ip) = st.addrs.get(name).copied() {
+                if !st.configured.contains(&ip) && !st.conns.values().any(|c| c.ip == ip) {
+                    st.targets.remove(&ip);
+                }
+            }
+        }
     }
 
     fn ensure_dialer(self: &Arc<Self>, ip: IpAddr) {
@@ -509,6 +663,7 @@ impl Router {
             short_id: st.short_id,
             version: st.version,
             connections,
+            removed: false,
         }
     }
 
@@ -516,7 +671,7 @@ impl Router {
         let repr = {
             let st = self.st();
             let mut peers = vec![self.own_entry(&st)];
-            peers.extend(st.peers.values().cloned());
+            peers.extend(st.peers.gossip());
             gossip::Repr { peers }
         };
         let mut buf = vec![0u8; repr.buffer_len()];
@@ -596,14 +751,11 @@ impl Router {
             st.version += 1;
             // The peer's own entry arrives with its gossip; remember at least who it is.
             st.peers
-                .entry(peer.name.clone())
-                .or_insert_with(|| PeerRepr {
-                    name: peer.name.clone(),
-                    uid: peer.peer_uid,
-                    short_id: peer.short_id,
-                    version: 0,
-                    connections: Vec::new(),
-                });
+                .note_connected(&peer.name, peer.peer_uid, peer.short_id, Instant::now());
+            st.addrs.insert(peer.name.clone(), ip);
+            st.uids.insert(peer.name.clone(), peer.peer_uid);
+            // A removed peer that connects again is alive: it may be dialled again.
+            st.banned.remove(&ip);
             id
         };
         tracing::info!(
@@ -861,19 +1013,52 @@ impl Router {
             let st = &mut *st;
             let mut own_changed = false;
             for p in &received {
-                if p.name == self.settings.name && p.uid != self.uid && p.version >= st.version {
+                if p.name != self.settings.name || p.version < st.version {
+                    continue;
+                }
+                if p.removed {
+                    // Someone ran `peers remove` on this live router (forced, or across a
+                    // partition): its blocks are being freed; its containers in them will be
+                    // re-addressed as conflicts. It stays in the overlay by outranking the
+                    // tombstone.
+                    tracing::warn!(
+                        "this router was removed by a peer (tombstone version {}): rejoining; \
+                         its IPAM blocks were freed and its containers get new addresses",
+                        p.version
+                    );
+                    st.version = p.version + 1;
+                    own_changed = true;
+                } else if p.uid != self.uid {
                     // An earlier incarnation of this router is still gossiped: outrank it.
                     st.version = p.version + 1;
                     own_changed = true;
                 }
             }
-            let changed = merge_gossip(&mut st.peers, &self.settings.name, received);
+            // Learn where peers are, for `peers remove ADDR` and to stop dialling removed ones.
+            for p in received.iter().filter(|p| !p.removed) {
+                for c in &p.connections {
+                    if c.peer_name != self.settings.name && !st.conns.contains_key(&c.peer_name) {
+                        st.addrs.insert(c.peer_name.clone(), c.address.ip());
+                    }
+                }
+            }
+            for p in received
+                .iter()
+                .filter(|p| !p.removed && p.name != self.settings.name)
+            {
+                st.uids.insert(p.name.clone(), p.uid);
+            }
+            let merged = st.peers.merge(received, Instant::now());
+            for name in &merged.removed {
+                tracing::info!("peer {name} was removed (tombstone from gossip)");
+            }
+            Self::stop_dialling(st, &merged.removed);
             let clash = st
                 .peers
-                .values()
+                .live()
                 .any(|p| p.short_id == st.short_id && short_id_conflict_moves_us(self.uid, p.uid));
             if clash {
-                let used: BTreeSet<u16> = st.peers.values().map(|p| p.short_id).collect();
+                let used: BTreeSet<u16> = st.peers.live().map(|p| p.short_id).collect();
                 let start = (random_u64() % u64::from(MAX_SHORT_ID)) as u16;
                 if let Some(id) = (0..MAX_SHORT_ID)
                     .map(|i| (start + i) % MAX_SHORT_ID + 1)
@@ -885,20 +1070,24 @@ impl Router {
                     own_changed = true;
                 }
             }
-            for p in st.peers.values() {
+            for p in st.peers.live() {
                 for c in &p.connections {
+                    let ip = c.address.ip();
                     if c.peer_name != self.settings.name
                         && !st.conns.contains_key(&c.peer_name)
-                        && !st.targets.contains(&c.address.ip())
+                        && !st.peers.is_removed(&c.peer_name)
+                        && !st.targets.contains(&ip)
+                        && !st.banned.contains(&ip)
+                        && !discovered.contains(&ip)
                     {
-                        discovered.push(c.address.ip());
+                        discovered.push(ip);
                     }
                 }
             }
             for ip in &discovered {
                 st.targets.insert(*ip);
             }
-            changed || own_changed
+            merged.changed || own_changed
         };
         for ip in discovered {
             tracing::info!("discovered peer address {ip}");
@@ -929,7 +1118,7 @@ impl Router {
         let dp = self.dp();
         let st = self.st();
         let mut peers: Vec<PeerStatus> = std::iter::once(self.own_entry(&st))
-            .chain(st.peers.values().cloned())
+            .chain(st.peers.live().cloned())
             .map(|p| PeerStatus {
                 name: p.name,
                 uid: p.uid,
@@ -964,6 +1153,7 @@ impl Router {
             peers,
             connections,
             targets: st.targets.iter().copied().collect(),
+            removed_peers: st.peers.removed(),
             refused: st.refused,
             handshake_failures: st.handshake_failures,
             last_refusal: st.last_refusal.clone(),
@@ -1006,33 +1196,207 @@ mod tests {
         assert!(backoff(0, 999) > Duration::from_millis(250));
     }
 
-    fn peer(name: &str, version: u64) -> PeerRepr {
+    const H2: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 1, 2));
+    const H3: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 1, 3));
+    const H3_UID: u64 = 0x33;
+
+    fn entry(name: &str, uid: u64, version: u64, conns: &[(&str, IpAddr)]) -> PeerRepr {
         PeerRepr {
             name: name.into(),
-            uid: version,
-            short_id: 1,
+            uid,
+            short_id: (uid & 0xfff) as u16,
             version,
-            connections: vec![],
+            connections: conns
+                .iter()
+                .map(|(n, ip)| ConnectionRepr {
+                    peer_name: (*n).into(),
+                    address: SocketAddr::new(*ip, 6783),
+                    established: true,
+                })
+                .collect(),
+            removed: false,
+        }
+    }
+
+    /// Router h1 connected to h2, knowing h3 from gossip (connected to h2 when
+    /// `h3_connected`), with an IPAM in which h3 owns the blocks of two containers.
+    fn h1_knowing_h3(h3_connected: bool) -> (Arc<Router>, Arc<Mutex<IpamSource>>) {
+        let r = Router::new(
+            Settings {
+                name: "h1".into(),
+                password: None,
+                port: 6783,
+            },
+            &[H2, H3],
+            0x11,
+        );
+        let (tx, _rx) = mpsc::unbounded_channel();
+        r.st().conns.insert(
+            "h2".into(),
+            Conn {
+                id: 1,
+                ip: H2,
+                role: Role::Initiator,
+                initiator: "h1".into(),
+                uid: 0x22,
+                short_id: 0x22,
+                encrypted: false,
+                since: Instant::now(),
+                tx,
+            },
+        );
+        let h2_conns: &[(&str, IpAddr)] = if h3_connected {
+            &[("h1", IpAddr::from([198, 18, 1, 1])), ("h3", H3)]
+        } else {
+            &[("h1", IpAddr::from([198, 18, 1, 1]))]
+        };
+        let range = crate::config::Range {
+            addr: std::net::Ipv4Addr::new(198, 19, 0, 0),
+            len: 16,
+        };
+        let mut h3 = crate::ipam::Ipam::new(range, H3_UID).unwrap_or_else(|e| panic!("{e}"));
+        for c in ["c5", "c6"] {
+            h3.allocate(c).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let ipam = Arc::new(Mutex::new(
+            IpamSource::open(range, 0x11, None).unwrap_or_else(|e| panic!("{e}")),
+        ));
+        ipam.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .merge(&h3.claims());
+        r.set_ipam(ipam.clone());
+        // Earlier gossip: h2 was connected to h3 at its address.
+        r.merge(vec![entry(
+            "h2",
+            0x22,
+            4,
+            &[("h1", IpAddr::from([198, 18, 1, 1])), ("h3", H3)],
+        )]);
+        r.merge(vec![
+            entry("h2", 0x22, 5, h2_conns),
+            entry("h3", H3_UID, 7, &[("h2", H2)]),
+        ]);
+        (r, ipam)
+    }
+
+    fn h3_blocks(ipam: &Arc<Mutex<IpamSource>>) -> usize {
+        let st = ipam.lock().unwrap_or_else(|e| e.into_inner()).status();
+        st.blocks.iter().filter(|b| b.owner == Some(H3_UID)).count()
+    }
+
+    #[rstest]
+    #[case::gone(false, false, Ok(false))]
+    #[case::live_is_refused(true, false, Err("h2"))]
+    #[case::live_forced(true, true, Ok(true))]
+    fn remove_refuses_a_live_peer_unless_forced(
+        #[case] h3_connected: bool,
+        #[case] force: bool,
+        #[case] want: Result<bool, &str>,
+    ) {
+        let (r, ipam) = h1_knowing_h3(h3_connected);
+        let owned = h3_blocks(&ipam);
+        assert!(owned >= 1);
+        match (r.remove_peer(H3, force), want) {
+            (Ok(removal), Ok(was_connected)) => {
+                assert_eq!(removal.peers.len(), 1);
+                let p = &removal.peers[0];
+                assert_eq!((p.name.as_str(), p.uid), ("h3", H3_UID));
+                assert_eq!(p.was_connected, was_connected);
+                assert_eq!(removal.blocks_freed(), owned);
+                assert!(removal.was_target);
+                assert_eq!(h3_blocks(&ipam), 0);
+                let st = r.status();
+                assert_eq!(st.removed_peers, ["h3"]);
+                assert!(st.peers.iter().all(|p| p.name != "h3"));
+                assert!(!st.targets.contains(&H3));
+            }
+            (Err(RemoveError::StillConnected { name, via, .. }), Err(seen_by)) => {
+                assert_eq!((name.as_str(), via), ("h3", vec![seen_by.to_string()]));
+                assert_eq!(h3_blocks(&ipam), owned, "nothing freed");
+                assert!(r.status().peers.iter().any(|p| p.name == "h3"));
+                assert!(r.status().targets.contains(&H3));
+            }
+            (got, want) => panic!("got {got:?}, want {want:?}"),
         }
     }
 
     #[test]
-    fn gossip_merge_keeps_newer_versions_and_skips_self() {
-        let mut peers = BTreeMap::new();
-        assert!(merge_gossip(
-            &mut peers,
-            "me",
-            vec![peer("a", 5), peer("me", 99)]
+    fn stale_gossip_neither_revives_nor_redials_a_removed_peer() {
+        let (r, _) = h1_knowing_h3(false);
+        assert!(r.remove_peer(H3, false).is_ok());
+        // h2 has not heard the removal yet: it still gossips h3's old entry and a connection.
+        r.merge(vec![
+            entry("h2", 0x22, 6, &[("h3", H3)]),
+            entry("h3", H3_UID, 7, &[("h2", H2)]),
+        ]);
+        let st = r.status();
+        assert!(st.peers.iter().all(|p| p.name != "h3"));
+        assert!(!st.targets.contains(&H3), "not rediscovered");
+        assert!(r.st().banned.contains(&H3));
+        // A new incarnation of h3 (a restart: a much higher version) is welcome again.
+        r.merge(vec![entry("h3", H3_UID, 9_000, &[])]);
+        assert!(r.status().peers.iter().any(|p| p.name == "h3"));
+        assert!(r.status().removed_peers.is_empty());
+    }
+
+    #[test]
+    fn removing_an_unknown_address_is_an_error_and_a_silent_target_just_stops() {
+        let (r, _) = h1_knowing_h3(false);
+        let unknown = IpAddr::from([198, 18, 1, 99]);
+        assert_eq!(
+            r.remove_peer(unknown, false),
+            Err(RemoveError::NotAPeer(unknown))
+        );
+        // H2's address is a target, but the router also knows h2 is connected: refused.
+        assert!(matches!(
+            r.remove_peer(H2, false),
+            Err(RemoveError::StillConnected { .. })
         ));
-        assert_eq!(peers.len(), 1);
-        assert!(!merge_gossip(&mut peers, "me", vec![peer("a", 4)]));
-        assert_eq!(peers["a"].version, 5);
-        assert!(merge_gossip(
-            &mut peers,
-            "me",
-            vec![peer("a", 6), peer("b", 1)]
+        // An address that was configured but never answered: dialling stops, nothing freed.
+        let silent = IpAddr::from([198, 18, 1, 50]);
+        let r = Router::new(
+            Settings {
+                name: "h1".into(),
+                password: None,
+                port: 6783,
+            },
+            &[silent],
+            0x11,
+        );
+        let removal = r
+            .remove_peer(silent, false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(removal.peers.is_empty() && removal.was_target);
+        assert_eq!(removal.blocks_freed(), 0);
+        assert!(r.status().targets.is_empty());
+        assert!(matches!(
+            r.remove_peer(silent, false),
+            Err(RemoveError::NotAPeer(_))
         ));
-        assert_eq!(peers["a"].version, 6);
-        assert_eq!(peers.len(), 2);
+    }
+
+    #[test]
+    fn a_router_that_hears_its_own_tombstone_outranks_it() {
+        let (r, _) = h1_knowing_h3(false);
+        let before = r.st().version;
+        let mut me = entry("h1", 0x11, before + 3, &[]);
+        me.removed = true;
+        r.merge(vec![me]);
+        assert_eq!(r.st().version, before + 4);
+        assert!(r.status().peers.iter().any(|p| p.name == "h1"));
+    }
+
+    #[test]
+    fn remove_errors_say_how_to_proceed() {
+        let errors = [
+            RemoveError::StillConnected {
+                name: "h3".into(),
+                address: H3,
+                via: vec!["h1".into(), "h2".into()],
+            },
+            RemoveError::NotAPeer(H3),
+        ];
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        insta::assert_snapshot!(text.join("\n"));
     }
 }

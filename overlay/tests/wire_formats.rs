@@ -62,8 +62,12 @@ fn topology_round_trip_and_snapshot() {
     assert_eq!(gossip::Repr::parse(&p).unwrap(), r);
     // The zero-copy views agree with the Repr.
     let peers: Vec<_> = p.peers().collect();
-    assert_eq!(peers.len(), 2);
+    assert_eq!(peers.len(), 3);
     assert_eq!(peers[0].name(), b"host-a");
+    assert!(!peers[0].removed());
+    // The tombstone flag shares the short-id field without disturbing the short id.
+    assert!(peers[2].removed());
+    assert_eq!(peers[2].short_id(), 0x0123);
     let conns: Vec<_> = peers[0].connections().collect();
     assert_eq!(conns[1].address(), r.peers[0].connections[1].address);
     assert!(conns[0].established());

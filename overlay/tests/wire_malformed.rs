@@ -79,7 +79,9 @@ fn proof_rejects(#[case] bytes: Vec<u8>, #[case] want: WireError) {
 #[case::bad_family(edited(emit_topology(&topology()), |b| b[32] = 5),
     WireError::Malformed("gossip address family is neither 4 nor 6"))]
 #[case::short_id_13_bits(edited(emit_topology(&topology()), |b| b[20] = 0x10),
-    WireError::Malformed("gossip short id exceeds 12 bits"))]
+    WireError::Malformed("gossip short id field has reserved bits 12-14 set"))]
+#[case::reserved_flag_14(edited(emit_topology(&topology()), |b| b[20] = 0x40),
+    WireError::Malformed("gossip short id field has reserved bits 12-14 set"))]
 #[case::conn_count_huge(edited(emit_topology(&topology()), |b| { b[22] = 0xff; b[23] = 0xff; }),
     WireError::TooLong { len: 0xffff, max: 4096 })]
 #[case::peer_name_not_utf8(edited(emit_topology(&topology()), |b| b[25] = 0xc3),

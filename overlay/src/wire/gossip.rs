@@ -15,8 +15,11 @@
 //!           |flags|family| port u16 | addr (4 or 16)   |nlen| peer name |
 //!           +-----+------+----------+------------------+----+-----------+
 //! ```
-//! `family` is 4 or 6; flag bit 0 marks an established connection. Entries
-//! are variable length, so [`Packet::check_len`] walks them all once; the
+//! `family` is 4 or 6; flag bit 0 marks an established connection. The
+//! `shortid` field holds the 12-bit short id in bits 0-11 and peer flags in
+//! bits 12-15: bit 15 ([`PEER_REMOVED`]) marks a *tombstone*, an entry that
+//! says the peer was removed (`peers remove`) as of that version; bits 12-14
+//! are reserved and must be zero. Entries are variable length, so [`Packet::check_len`] walks them all once; the
 //! iterators then hand out views that cannot read out of bounds (and stop,
 //! rather than panic, on a buffer that was never checked).
 
@@ -53,6 +56,12 @@ pub const VERSION: u8 = 1;
 pub const MAX_PEERS: usize = 4096;
 /// Connection flag: the connection is established.
 pub const CONN_ESTABLISHED: u8 = 0x01;
+/// Peer flag (bit 15 of the short-id field): the entry is a tombstone, the peer was removed.
+pub const PEER_REMOVED: u16 = 0x8000;
+/// Bits of the short-id field that carry the short id.
+const SHORT_ID_MASK: u16 = MAX_SHORT_ID;
+/// Bits of the short-id field that are reserved (must be zero).
+const PEER_RESERVED: u16 = !(SHORT_ID_MASK | PEER_REMOVED);
 
 /// End offset of the connection starting at `at`, or why it is invalid.
 fn conn_end(b: &[u8], at: usize) -> Result<usize> {
@@ -230,9 +239,17 @@ impl<'a> PeerView<'a> {
     pub fn version(&self) -> u64 {
         be64(self.bytes, field::PEER_VERSION.start)
     }
-    /// The peer's short id.
+    /// The peer's short id (bits 0-11 of its field).
     pub fn short_id(&self) -> u16 {
-        be16(self.bytes, field::PEER_SHORT_ID.start)
+        be16(self.bytes, field::PEER_SHORT_ID.start) & SHORT_ID_MASK
+    }
+    /// Whether the entry is a tombstone ([`PEER_REMOVED`]).
+    pub fn removed(&self) -> bool {
+        be16(self.bytes, field::PEER_SHORT_ID.start) & PEER_REMOVED != 0
+    }
+    /// The reserved flag bits (12-14 of the short-id field); zero in a valid entry.
+    pub fn reserved_flags(&self) -> u16 {
+        be16(self.bytes, field::PEER_SHORT_ID.start) & PEER_RESERVED
     }
     /// Number of connections.
     pub fn connection_count(&self) -> u16 {
@@ -346,6 +363,8 @@ pub struct PeerRepr {
     pub version: u64,
     /// The peer's connections.
     pub connections: Vec<ConnectionRepr>,
+    /// A tombstone: the peer was removed as of `version` ([`PEER_REMOVED`]).
+    pub removed: bool,
 }
 
 impl PeerRepr {
@@ -401,8 +420,10 @@ impl Repr {
         }
         let mut peers = Vec::new();
         for p in packet.peers() {
-            if p.short_id() > MAX_SHORT_ID {
-                return Err(WireError::Malformed("gossip short id exceeds 12 bits"));
+            if p.reserved_flags() != 0 {
+                return Err(WireError::Malformed(
+                    "gossip short id field has reserved bits 12-14 set",
+                ));
             }
             let mut connections = Vec::new();
             for c in p.connections() {
@@ -421,6 +442,7 @@ impl Repr {
                 short_id: p.short_id(),
                 version: p.version(),
                 connections,
+                removed: p.removed(),
             });
         }
         Ok(Repr { peers })
@@ -466,7 +488,8 @@ impl Repr {
             let at = |r: core::ops::Range<usize>| pos + r.start..pos + r.end;
             b[at(field::PEER_UID)].copy_from_slice(&p.uid.to_be_bytes());
             b[at(field::PEER_VERSION)].copy_from_slice(&p.version.to_be_bytes());
-            b[at(field::PEER_SHORT_ID)].copy_from_slice(&p.short_id.to_be_bytes());
+            let flags = if p.removed { PEER_REMOVED } else { 0 };
+            b[at(field::PEER_SHORT_ID)].copy_from_slice(&(p.short_id | flags).to_be_bytes());
             b[at(field::PEER_CONNS)].copy_from_slice(&(p.connections.len() as u16).to_be_bytes());
             b[pos + field::PEER_NAME_LEN] = p.name.len() as u8;
             pos += field::PEER_NAME;

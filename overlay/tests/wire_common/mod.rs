@@ -47,6 +47,7 @@ pub fn topology() -> gossip::Repr {
                         established: false,
                     },
                 ],
+                removed: false,
             },
             gossip::PeerRepr {
                 name: "host-b".to_owned(),
@@ -54,6 +55,16 @@ pub fn topology() -> gossip::Repr {
                 short_id: 0x0fff,
                 version: 1,
                 connections: vec![],
+                removed: false,
+            },
+            // A tombstone: host-d was removed as of version 10.
+            gossip::PeerRepr {
+                name: "host-d".to_owned(),
+                uid: 4,
+                short_id: 0x0123,
+                version: 10,
+                connections: vec![],
+                removed: true,
             },
         ],
     }
