@@ -46,6 +46,13 @@ async fn every_container_reaches_every_other(#[case] password: Option<&str>) {
     assert_eq!(addrs.len(), 6, "every container attached: {addrs:?}");
     let distinct: std::collections::BTreeSet<_> = addrs.values().collect();
     assert_eq!(distinct.len(), 6, "distinct addresses: {addrs:?}");
+    // Probes (`netsim ping|perf|mtu LAB A c3`) find a container by the address its router gave.
+    for (c, addr) in &addrs {
+        assert_eq!(lab.address_of(c).await.unwrap(), *addr, "{c}");
+        assert_eq!(lab.address_of(&format!("{c}:eth0")).await.unwrap(), *addr);
+    }
+    let err = lab.address_of("c1:eth9").await.unwrap_err().to_string();
+    assert!(err.contains("c1 has no interface \"eth9\""), "{err}");
     for st in ["h1", "h2", "h3"] {
         let s = o.status(st).await.unwrap();
         assert_eq!(s["router"]["encrypted"], password.is_some());

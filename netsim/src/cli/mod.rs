@@ -814,7 +814,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut server_list = Vec::new();
             for name in &servers {
                 let node = server_node(&lab, name)?;
-                let addr = lab.plan().address_of(name).map_err(anyhow::Error::msg)?;
+                let addr = runtime()?.block_on(lab.address_of(name))?;
                 server_list.push(matrix::MatrixServer { node, addr });
             }
             let client_nodes = clients
@@ -1040,7 +1040,7 @@ fn if_a(lab: &str, x: &str, y: &str, shape: &model::plan::LinkShape, forward: bo
 /// The node named `from` and the address `to` resolves to.
 fn endpoints(lab: &Lab, from: &str, to: &str) -> Result<(NodeHandle, Ipv4Addr)> {
     let node = server_node(lab, from)?;
-    let addr = lab.plan().address_of(to).map_err(anyhow::Error::msg)?;
+    let addr = runtime()?.block_on(lab.address_of(to))?;
     Ok((node, addr))
 }
 

@@ -481,6 +481,73 @@ impl Lab {
         &self.inner.plan
     }
 
+    /// Resolves a probe target (`node`, `node:iface` or an IPv4 address) to an address: the
+    /// planned one, or, for a node the plan gives no address (a container addressed by its
+    /// overlay router), the first address its namespace has now.
+    pub async fn address_of(&self, target: &str) -> Result<std::net::Ipv4Addr, LabError> {
+        let planned = self.plan().address_of(target);
+        let (name, iface) = match target.split_once(':') {
+            Some((n, i)) => (n, Some(i.to_string())),
+            None => (target, None),
+        };
+        let node = match (&planned, self.node(name)) {
+            (Ok(addr), _) => return Ok(*addr),
+            (Err(_), Some(node))
+                if self
+                    .plan()
+                    .node(name)
+                    .is_some_and(|n| n.interfaces.is_empty()) =>
+            {
+                node
+            }
+            (Err(what), _) => {
+                return Err(LabError::Request {
+                    lab: self.id().to_string(),
+                    what: what.clone(),
+                })
+            }
+        };
+        let ns = node.netns_name();
+        let (found, names) = node
+            .run(move || async move {
+                let rt = tokio::runtime::Handle::current();
+                let nl = crate::kernel::rtnl::Netlink::open_here(&ns, &rt)?;
+                let links = nl.links().await?;
+                let addrs = nl.addrs().await?;
+                let found = addrs.into_iter().find_map(|(index, net)| {
+                    let link = links.iter().find(|l| l.index == index)?;
+                    let wanted = match &iface {
+                        Some(i) => &link.name == i,
+                        None => !net.addr().is_loopback(),
+                    };
+                    wanted.then_some(net.addr())
+                });
+                let names: Vec<String> = links.into_iter().map(|l| l.name).collect();
+                Ok::<_, crate::kernel::KernelError>((found, names))
+            })
+            .await?
+            .map_err(|source| LabError::Kernel {
+                lab: self.id().to_string(),
+                node: Some(name.to_string()),
+                source: Box::new(source),
+            })?;
+        let what = match target.split_once(':') {
+            Some((_, i)) if !names.iter().any(|n| n == i) => format!(
+                "{name} has no interface {i:?}; its interfaces are: {}",
+                names.join(", ")
+            ),
+            _ => format!(
+                "{target} has no address yet: a container gets one when its overlay router \
+                 attaches it (see `netsim status {}`)",
+                self.id()
+            ),
+        };
+        found.ok_or_else(|| LabError::Request {
+            lab: self.id().to_string(),
+            what,
+        })
+    }
+
     /// A handle on node `name`, if the lab has it.
     pub fn node(&self, name: &str) -> Option<NodeHandle> {
         self.inner.plan.node(name).map(|n| NodeHandle {
