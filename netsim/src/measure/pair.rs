@@ -51,7 +51,8 @@ pub async fn run(
     // The server waits for its client for as long as the client may take to connect.
     let accept_timeout = opts.io_timeout + Duration::from_secs(1);
     let server_half = server.run(move || async move {
-        let bound = Server::bind(test, bind_addr, opts);
+        let bound =
+            pin(opts.cpus.map(|c| c.server)).and_then(|()| Server::bind(test, bind_addr, opts));
         match bound {
             Ok(s) => {
                 let addr = s.local_addr();
@@ -80,7 +81,10 @@ pub async fn run(
             }
         };
         client
-            .run(move || async move { perf::client(test, addr, opts) })
+            .run(move || async move {
+                pin(opts.cpus.map(|c| c.client))?;
+                perf::client(test, addr, opts)
+            })
             .await
             .map_err(|e| half_error(test, "client", client, e))?
             .map_err(|e| half_error(test, "client", client, e))
@@ -94,6 +98,11 @@ pub async fn run(
         Err(e) => return Err(half_error(test, "server", server, e)),
     };
     Ok((result, tally))
+}
+
+/// Pins the calling thread to `cpu`, if one is given.
+fn pin(cpu: Option<usize>) -> std::io::Result<()> {
+    cpu.map_or(Ok(()), perf::pin_current_thread)
 }
 
 fn half_error(
