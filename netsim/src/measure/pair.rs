@@ -24,6 +24,18 @@ pub enum MeasureError {
         /// Why.
         source: std::io::Error,
     },
+    /// A CPU to pin a half to is not one this process may run on.
+    #[error("{test}: cannot pin the {half} to CPU {cpu}: {reason} (pick one of the CPUs `nproc` counts, from 0)")]
+    Cpu {
+        /// The test.
+        test: &'static str,
+        /// `server` or `client`.
+        half: &'static str,
+        /// The CPU asked for.
+        cpu: usize,
+        /// Why.
+        reason: String,
+    },
     /// A half failed to run.
     #[error("{test} {half} on {node} failed: {reason}")]
     Half {
@@ -46,6 +58,16 @@ pub async fn run(
     test: Test,
     opts: PerfOptions,
 ) -> Result<(PerfResult, ServerTally), MeasureError> {
+    if let Some(cpus) = opts.cpus {
+        for (half, cpu) in [("client", cpus.client), ("server", cpus.server)] {
+            check_cpu(cpu).map_err(|reason| MeasureError::Cpu {
+                test: test.name(),
+                half,
+                cpu,
+                reason,
+            })?;
+        }
+    }
     let (tx, rx) = tokio::sync::oneshot::channel::<Result<SocketAddr, std::io::Error>>();
     let bind_addr = SocketAddrV4::new(server_addr, 0);
     // The server waits for its client for as long as the client may take to connect.
@@ -98,6 +120,18 @@ pub async fn run(
         Err(e) => return Err(half_error(test, "server", server, e)),
     };
     Ok((result, tally))
+}
+
+/// Whether this process may run on `cpu`: checked before a run, so a bad CPU is reported as
+/// such and not as a failure of whichever half tried first.
+fn check_cpu(cpu: usize) -> Result<(), String> {
+    let allowed = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+        .map_err(|e| format!("cannot read this process's CPU affinity: {e}"))?;
+    match allowed.is_set(cpu) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("not in this process's CPU affinity".into()),
+        Err(e) => Err(format!("out of range ({e})")),
+    }
 }
 
 /// Pins the calling thread to `cpu`, if one is given.
