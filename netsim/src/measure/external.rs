@@ -5,6 +5,7 @@
 //! the cross-check (saying so) where it is not.
 
 use std::net::Ipv4Addr;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -61,11 +62,21 @@ pub fn available(tool: Tool) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// A server process killed (by its pid) when dropped.
+/// A server process, in a process group of its own, killed with its group when dropped: qperf's
+/// server forks a child per test, which would otherwise outlive it (as an orphan that finishes
+/// its test on its own, seconds later).
 struct ServerGuard(Child);
 
 impl Drop for ServerGuard {
     fn drop(&mut self) {
+        // The group's id is the server's pid (`process_group(0)` at spawn), and it holds only
+        // the server and what it forked.
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -87,6 +98,7 @@ fn start_server(
     let program = available(tool).ok_or(ExternalError::Missing(tool.program()))?;
     let mut cmd = node.command(program);
     cmd.args(args)
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
