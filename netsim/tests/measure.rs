@@ -9,7 +9,7 @@ use netsim::measure::icmp::{self, PingOptions};
 use netsim::measure::matrix;
 use netsim::measure::mtu::{self, Oversize};
 use netsim::measure::pair;
-use netsim::measure::perf::{PerfOptions, Test};
+use netsim::measure::perf::{CpuPin, PerfOptions, Test};
 use netsim::model::{self, Plan};
 use netsim::{Lab, UpOptions};
 use rstest::rstest;
@@ -88,6 +88,33 @@ async fn ping_measures_round_trips_and_loss() {
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "bounded in time"
+    );
+    lab.down().await.expect("down");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pinned_halves_measure_and_a_missing_cpu_is_a_clear_error() {
+    let lab = lab_of(star("m", 2, 1500), "mp").await;
+    let (h1, h2) = (lab.node("h1").expect("h1"), lab.node("h2").expect("h2"));
+    let pinned = |client, server| PerfOptions {
+        cpus: Some(CpuPin { client, server }),
+        ..short(Test::TcpBw)
+    };
+    let (result, tally) = pair::run(&h2, star_addr(2), &h1, Test::TcpBw, pinned(0, 0))
+        .await
+        .expect("both halves on CPU 0");
+    assert_eq!(result.partial, None);
+    assert!(
+        result.units > 0 && result.units == tally.bytes,
+        "{result:?}"
+    );
+    let err = pair::run(&h2, star_addr(2), &h1, Test::TcpBw, pinned(0, 100_000))
+        .await
+        .expect_err("no CPU 100000");
+    let text = err.to_string();
+    assert!(
+        text.contains("server") && text.contains("CPU 100000"),
+        "{text}"
     );
     lab.down().await.expect("down");
 }

@@ -5,6 +5,7 @@
 //! the cross-check (saying so) where it is not.
 
 use std::net::Ipv4Addr;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use thiserror::Error;
 
-use super::perf::Test;
+use super::perf::{PerfOptions, Test};
 use crate::lab::NodeHandle;
 
 /// An external measurement tool.
@@ -61,11 +62,21 @@ pub fn available(tool: Tool) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// A server process killed (by its pid) when dropped.
+/// A server process, in a process group of its own, killed with its group when dropped: qperf's
+/// server forks a child per test, which would otherwise outlive it (as an orphan that finishes
+/// its test on its own, seconds later).
 struct ServerGuard(Child);
 
 impl Drop for ServerGuard {
     fn drop(&mut self) {
+        // The group's id is the server's pid (`process_group(0)` at spawn), and it holds only
+        // the server and what it forked.
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -87,6 +98,7 @@ fn start_server(
     let program = available(tool).ok_or(ExternalError::Missing(tool.program()))?;
     let mut cmd = node.command(program);
     cmd.args(args)
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -133,12 +145,14 @@ async fn run_client<T>(
 }
 
 /// iperf3 TCP throughput from `client` to `server` listening on `addr`, in bytes per second
-/// as the receiver counted them.
+/// as the receiver counted them. Takes the built-in probe's settings, so both measure the same
+/// thing: `duration` (whole seconds, at least one), `msg_size` (iperf3's `-l`, the size of each
+/// write and read) and `cpus` (iperf3's `-A client,server`).
 pub async fn iperf3_tcp_bw(
     server: &NodeHandle,
     addr: Ipv4Addr,
     client: &NodeHandle,
-    duration: Duration,
+    opts: &PerfOptions,
 ) -> Result<f64, ExternalError> {
     let port = "5201".to_string();
     let _server = start_server(
@@ -153,23 +167,39 @@ pub async fn iperf3_tcp_bw(
             port.clone(),
         ],
     )?;
-    let secs = duration.as_secs().max(1).to_string();
     run_client(
         Tool::Iperf3,
         client,
-        vec![
-            "-c".into(),
-            addr.to_string(),
-            "-p".into(),
-            port,
-            "-t".into(),
-            secs,
-            "-J".into(),
-        ],
+        iperf3_client_args(addr, &port, opts),
         Duration::from_secs(3),
         |output| parse_iperf3_json(&output.stdout),
     )
     .await
+}
+
+/// The iperf3 client's command line for `opts`.
+fn iperf3_client_args(addr: Ipv4Addr, port: &str, opts: &PerfOptions) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "-c".into(),
+        addr.to_string(),
+        "-p".into(),
+        port.into(),
+        "-t".into(),
+        whole_seconds(opts.duration),
+        "-l".into(),
+        opts.msg_size.max(1).to_string(),
+        "-J".into(),
+    ];
+    if let Some(cpus) = opts.cpus {
+        args.push("-A".into());
+        args.push(format!("{},{}", cpus.client, cpus.server));
+    }
+    args
+}
+
+/// Both tools take whole seconds.
+fn whole_seconds(duration: Duration) -> String {
+    duration.as_secs().max(1).to_string()
 }
 
 /// The receiver's throughput in bytes per second from iperf3's `-J` output.
@@ -194,32 +224,49 @@ pub enum QperfFigure {
     Latency(f64),
 }
 
-/// Runs one qperf test from `client` against a qperf server started in `server`.
+/// Runs one qperf test from `client` against a qperf server started in `server`, with the
+/// built-in probe's settings: `duration` (whole seconds, at least one), `msg_size` (qperf's
+/// `--msg_size`) and `cpus` (`--loc_cpu_affinity`, `--rem_cpu_affinity`).
 pub async fn qperf(
     server: &NodeHandle,
     addr: Ipv4Addr,
     client: &NodeHandle,
     test: Test,
-    duration: Duration,
+    opts: &PerfOptions,
 ) -> Result<QperfFigure, ExternalError> {
     let port = "19765".to_string();
     let _server = start_server(Tool::Qperf, server, &["--listen_port".into(), port.clone()])?;
-    let secs = duration.as_secs().max(1).to_string();
     run_client(
         Tool::Qperf,
         client,
-        vec![
-            addr.to_string(),
-            "--listen_port".into(),
-            port,
-            "--time".into(),
-            secs,
-            test.name().into(),
-        ],
+        qperf_client_args(addr, &port, test, opts),
         Duration::from_secs(3),
         |output| parse_qperf(&String::from_utf8_lossy(&output.stdout), test),
     )
     .await
+}
+
+/// The qperf client's command line for `test` with `opts`.
+fn qperf_client_args(addr: Ipv4Addr, port: &str, test: Test, opts: &PerfOptions) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        addr.to_string(),
+        "--listen_port".into(),
+        port.into(),
+        "--time".into(),
+        whole_seconds(opts.duration),
+        "--msg_size".into(),
+        opts.msg_size.max(1).to_string(),
+    ];
+    if let Some(cpus) = opts.cpus {
+        // qperf numbers CPUs from 1 (0 means "any"), whatever its help text says: `-lca 1`
+        // leaves the process with Cpus_allowed_list 0.
+        args.push("--loc_cpu_affinity".into());
+        args.push((cpus.client + 1).to_string());
+        args.push("--rem_cpu_affinity".into());
+        args.push((cpus.server + 1).to_string());
+    }
+    args.push(test.name().into());
+    args
 }
 
 /// Reads qperf's figure for `test` from its output (`bw = 488 MB/sec`, `recv_bw = ...`,
@@ -303,6 +350,38 @@ mod tests {
     #[case("tcp_bw:\n    bw  =  3 furlongs/sec\n")]
     fn bad_qperf_output_is_an_error(#[case] text: &str) {
         assert!(parse_qperf(text, Test::TcpBw).is_err());
+    }
+
+    fn pinned(msg_size: usize) -> PerfOptions {
+        PerfOptions {
+            duration: Duration::from_millis(1500),
+            msg_size,
+            cpus: Some(crate::measure::perf::CpuPin {
+                client: 0,
+                server: 1,
+            }),
+            ..PerfOptions::for_test(Test::TcpBw)
+        }
+    }
+
+    #[test]
+    fn tools_get_the_built_in_probes_settings() {
+        let addr = Ipv4Addr::new(198, 18, 0, 2);
+        assert_eq!(
+            iperf3_client_args(addr, "5201", &pinned(65536)).join(" "),
+            "-c 198.18.0.2 -p 5201 -t 1 -l 65536 -J -A 0,1"
+        );
+        // qperf numbers CPUs from 1.
+        assert_eq!(
+            qperf_client_args(addr, "19765", Test::TcpBw, &pinned(65536)).join(" "),
+            "198.18.0.2 --listen_port 19765 --time 1 --msg_size 65536 \
+             --loc_cpu_affinity 1 --rem_cpu_affinity 2 tcp_bw"
+        );
+        let unpinned = PerfOptions::for_test(Test::TcpBw);
+        assert!(!iperf3_client_args(addr, "5201", &unpinned).contains(&"-A".to_string()));
+        assert!(!qperf_client_args(addr, "19765", Test::TcpBw, &unpinned)
+            .iter()
+            .any(|a| a.contains("affinity")));
     }
 
     #[test]

@@ -140,6 +140,7 @@ pub async fn run(
         }
     }
     let accept_for = opts.io_timeout + opts.duration + Duration::from_secs(2);
+    let msg_size = opts.msg_size;
     let mut bound = Vec::new();
     let mut server_runs = Vec::new();
     for (server, streams) in servers.iter().zip(&expected) {
@@ -155,7 +156,7 @@ pub async fn run(
                 }
             };
             let _ = tx.send(listener.local_addr());
-            serve_streams(listener, streams, accept_for);
+            serve_streams(listener, streams, accept_for, msg_size);
         }));
         bound.push(rx);
     }
@@ -219,7 +220,7 @@ pub async fn run(
 
 /// Accepts `streams` connections (or until `accept_for` passes) and sinks each on its own
 /// thread; threads inherit the namespace of the thread that spawns them.
-fn serve_streams(listener: TcpListener, streams: usize, accept_for: Duration) {
+fn serve_streams(listener: TcpListener, streams: usize, accept_for: Duration, msg_size: usize) {
     let deadline = Instant::now() + accept_for;
     let mut sinks = Vec::new();
     if listener.set_nonblocking(true).is_err() {
@@ -232,7 +233,9 @@ fn serve_streams(listener: TcpListener, streams: usize, accept_for: Duration) {
                     continue;
                 }
                 let _ = stream.set_read_timeout(Some(accept_for));
-                sinks.push(std::thread::spawn(move || perf::sink_stream(stream)));
+                sinks.push(std::thread::spawn(move || {
+                    perf::sink_stream(stream, msg_size)
+                }));
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(2));

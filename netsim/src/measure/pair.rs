@@ -24,6 +24,18 @@ pub enum MeasureError {
         /// Why.
         source: std::io::Error,
     },
+    /// A CPU to pin a half to is not one this process may run on.
+    #[error("{test}: cannot pin the {half} to CPU {cpu}: {reason} (pick one of the CPUs `nproc` counts, from 0)")]
+    Cpu {
+        /// The test.
+        test: &'static str,
+        /// `server` or `client`.
+        half: &'static str,
+        /// The CPU asked for.
+        cpu: usize,
+        /// Why.
+        reason: String,
+    },
     /// A half failed to run.
     #[error("{test} {half} on {node} failed: {reason}")]
     Half {
@@ -46,12 +58,23 @@ pub async fn run(
     test: Test,
     opts: PerfOptions,
 ) -> Result<(PerfResult, ServerTally), MeasureError> {
+    if let Some(cpus) = opts.cpus {
+        for (half, cpu) in [("client", cpus.client), ("server", cpus.server)] {
+            check_cpu(cpu).map_err(|reason| MeasureError::Cpu {
+                test: test.name(),
+                half,
+                cpu,
+                reason,
+            })?;
+        }
+    }
     let (tx, rx) = tokio::sync::oneshot::channel::<Result<SocketAddr, std::io::Error>>();
     let bind_addr = SocketAddrV4::new(server_addr, 0);
     // The server waits for its client for as long as the client may take to connect.
     let accept_timeout = opts.io_timeout + Duration::from_secs(1);
     let server_half = server.run(move || async move {
-        let bound = Server::bind(test, bind_addr, opts);
+        let bound =
+            pin(opts.cpus.map(|c| c.server)).and_then(|()| Server::bind(test, bind_addr, opts));
         match bound {
             Ok(s) => {
                 let addr = s.local_addr();
@@ -80,7 +103,10 @@ pub async fn run(
             }
         };
         client
-            .run(move || async move { perf::client(test, addr, opts) })
+            .run(move || async move {
+                pin(opts.cpus.map(|c| c.client))?;
+                perf::client(test, addr, opts)
+            })
             .await
             .map_err(|e| half_error(test, "client", client, e))?
             .map_err(|e| half_error(test, "client", client, e))
@@ -94,6 +120,23 @@ pub async fn run(
         Err(e) => return Err(half_error(test, "server", server, e)),
     };
     Ok((result, tally))
+}
+
+/// Whether this process may run on `cpu`: checked before a run, so a bad CPU is reported as
+/// such and not as a failure of whichever half tried first.
+fn check_cpu(cpu: usize) -> Result<(), String> {
+    let allowed = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+        .map_err(|e| format!("cannot read this process's CPU affinity: {e}"))?;
+    match allowed.is_set(cpu) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("not in this process's CPU affinity".into()),
+        Err(e) => Err(format!("out of range ({e})")),
+    }
+}
+
+/// Pins the calling thread to `cpu`, if one is given.
+fn pin(cpu: Option<usize>) -> std::io::Result<()> {
+    cpu.map_or(Ok(()), perf::pin_current_thread)
 }
 
 fn half_error(

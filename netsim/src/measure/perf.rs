@@ -64,6 +64,30 @@ pub struct PerfOptions {
     pub msg_size: usize,
     /// How long any single socket operation may block before the run is cut short.
     pub io_timeout: Duration,
+    /// The CPUs the two halves run on, or `None` to leave placement to the scheduler.
+    #[serde(default)]
+    pub cpus: Option<CpuPin>,
+}
+
+/// Where the two halves of a run are pinned: each half's thread (or an external tool's
+/// process) may run only on its CPU. Pinning every tool the same way makes CPU-bound figures
+/// comparable from one tool to the next: without it the scheduler places each run's two
+/// halves afresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuPin {
+    /// The client's CPU (the sender in `tcp_bw` and `udp_bw`), numbered from 0.
+    pub client: usize,
+    /// The server's CPU (the receiver in `tcp_bw` and `udp_bw`), numbered from 0.
+    pub server: usize,
+}
+
+/// Restricts the calling thread to `cpu` (numbered from 0).
+pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu)
+        .map_err(|e| io::Error::other(format!("CPU {cpu} is out of range: {e}")))?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        .map_err(|e| io::Error::other(format!("cannot pin the thread to CPU {cpu}: {e}")))
 }
 
 impl PerfOptions {
@@ -73,6 +97,7 @@ impl PerfOptions {
             duration: Duration::from_secs(2),
             msg_size: test.default_msg_size(),
             io_timeout: Duration::from_secs(2),
+            cpus: None,
         }
     }
 }
@@ -136,7 +161,7 @@ impl Server {
                 stream.set_read_timeout(Some(opts.io_timeout))?;
                 stream.set_write_timeout(Some(opts.io_timeout))?;
                 match test {
-                    Test::TcpBw => sink_stream(stream),
+                    Test::TcpBw => sink_stream(stream, opts.msg_size),
                     _ => tcp_echo(stream, opts.msg_size),
                 }
             }
@@ -187,25 +212,45 @@ fn accept_within(listener: &TcpListener, timeout: Duration) -> io::Result<TcpStr
 }
 
 /// The server side of one `tcp_bw` stream: counts what arrives until the client closes, then
-/// tells the client the count (the receiver's figure is the one reported).
-pub fn sink_stream(mut stream: TcpStream) -> io::Result<ServerTally> {
-    let mut buf = vec![0u8; 256 * 1024];
+/// tells the client the count (the receiver's figure is the one reported). Reads at most
+/// `msg_size` bytes at a time, as qperf's and iperf3's receivers do: on an unshaped link the
+/// receiver's system-call rate is part of what is measured.
+///
+/// The clock is read at the first byte and at the end, not per read: where reading it is a
+/// system call (User-Mode Linux has no fast clock), a read per message would cost as much as
+/// the data. The end is the client's close; a read that timed out ended `read_timeout` after
+/// the last byte, so that wait is not counted.
+pub fn sink_stream(mut stream: TcpStream, msg_size: usize) -> io::Result<ServerTally> {
+    let mut buf = vec![0u8; msg_size.max(1)];
     let mut tally = ServerTally::default();
     let mut first: Option<Instant> = None;
+    let idle = stream.read_timeout().ok().flatten().unwrap_or_default();
+    let mut waited = Duration::ZERO;
     loop {
         match stream.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                let now = Instant::now();
-                let start = *first.get_or_insert(now);
+                if first.is_none() {
+                    first = Some(Instant::now());
+                }
                 tally.bytes += n as u64;
                 tally.messages += 1;
-                tally.active = now - start;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             // A cut link: report what arrived.
-            Err(_) => break,
+            Err(e) => {
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) {
+                    waited = idle;
+                }
+                break;
+            }
         }
+    }
+    if let Some(first) = first {
+        tally.active = first.elapsed().saturating_sub(waited);
     }
     // Tell the client how much arrived and over how long, so it reports the receiver's figure.
     let mut report = [0u8; 16];
@@ -213,6 +258,24 @@ pub fn sink_stream(mut stream: TcpStream) -> io::Result<ServerTally> {
     report[8..].copy_from_slice(&(tally.active.as_nanos() as u64).to_be_bytes());
     let _ = stream.write_all(&report);
     Ok(tally)
+}
+
+/// A flag that turns true once `duration` has passed, set by a timer thread: the send loops
+/// test it instead of reading the clock per message (see [`sink_stream`] for why).
+fn deadline_flag(duration: Duration) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let setter = flag.clone();
+    let spawned = std::thread::Builder::new()
+        .name("perf-timer".into())
+        .spawn(move || {
+            std::thread::sleep(duration);
+            setter.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    if spawned.is_err() {
+        // No thread to time the run: stop at once rather than never.
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    flag
 }
 
 fn tcp_echo(mut stream: TcpStream, msg_size: usize) -> io::Result<ServerTally> {
@@ -316,10 +379,14 @@ fn connect(server: SocketAddr, opts: PerfOptions) -> io::Result<TcpStream> {
 
 fn tcp_bw_client(server: SocketAddr, opts: PerfOptions) -> io::Result<PerfResult> {
     let mut stream = connect(server, opts)?;
+    // Bulk data wants Nagle's algorithm, as qperf and iperf3 leave it: with it off, the tail of
+    // every message that is not a whole number of segments leaves as a small packet of its own.
+    stream.set_nodelay(false)?;
     let msg = vec![0x5au8; opts.msg_size.max(1)];
     let start = Instant::now();
+    let done = deadline_flag(opts.duration);
     let mut partial = None;
-    while start.elapsed() < opts.duration {
+    while !done.load(std::sync::atomic::Ordering::Relaxed) {
         if let Err(e) = stream.write_all(&msg) {
             partial = Some(format!("sending stopped after {:?}: {e}", start.elapsed()));
             break;
@@ -512,6 +579,34 @@ mod tests {
         let r = loopback_run(test);
         assert!(r.units > 10, "{r:?}");
         assert!(r.latency_us.unwrap_or(0.0) > 0.0);
+    }
+
+    #[test]
+    fn pinned_halves_run_on_their_cpu() {
+        let opts = PerfOptions {
+            duration: Duration::from_millis(200),
+            cpus: Some(CpuPin {
+                client: 0,
+                server: 0,
+            }),
+            ..PerfOptions::for_test(Test::TcpBw)
+        };
+        let server = Server::bind(Test::TcpBw, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), opts)
+            .expect("bind on loopback");
+        let addr = server.local_addr().expect("bound address");
+        let handle = std::thread::spawn(move || {
+            pin_current_thread(0)?;
+            let mask = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+                .map_err(io::Error::other)?;
+            server.serve(Duration::from_secs(5)).map(|t| (t, mask))
+        });
+        pin_current_thread(0).expect("CPU 0 exists");
+        let result = client(Test::TcpBw, addr, opts).expect("client runs");
+        let (tally, mask) = handle.join().expect("server thread").expect("server ran");
+        assert_eq!(tally.bytes, result.units);
+        assert!(mask.is_set(0).unwrap_or(false));
+        assert!(!mask.is_set(1).unwrap_or(true), "only CPU 0 is allowed");
+        assert!(pin_current_thread(100_000).is_err(), "no such CPU");
     }
 
     #[test]
