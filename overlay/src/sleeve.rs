@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use std::io::{IoSlice, IoSliceMut};
 
-use nix::sys::socket::{self as nsock, sockopt, ControlMessage, ControlMessageOwned, MsgFlags};
+use nix::sys::socket::{self as nsock, ControlMessage, ControlMessageOwned, MsgFlags};
 
 use crate::crypto::sleeve::{Opener, Sealer};
 use crate::crypto::CryptoError;
@@ -223,7 +223,7 @@ impl Sleeve {
         }
         // Pieces of a split burst that arrive as one GSO packet are read in one go (kernels
         // without UDP GRO hand them over one by one, which works too).
-        let _ = nsock::setsockopt(&sock, sockopt::UdpGroSegment, &true);
+        let _ = set_int_opt(&sock, libc::SOL_UDP, libc::UDP_GRO, 1);
         let probe_sock = UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))?;
         // Probes carry DF and ignore the cached path MTU: only what really crosses is acked.
         set_int_opt(
@@ -502,9 +502,6 @@ impl Shared {
             .saturating_sub(IP_UDP + HEADER_LEN + reserve)
             .min(MAX_UDP);
         let Some((piece, count)) = fragment::plan(total, room) else {
-            if out.len() < MAX_DATAGRAM {
-                out.resize(MAX_DATAGRAM, 0);
-            }
             self.send_frames(p, std::slice::from_ref(&frame), out, true);
             return;
         };

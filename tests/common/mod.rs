@@ -103,64 +103,85 @@ fn accept_within(l: &TcpListener) -> Result<TcpStream, String> {
     Ok(s)
 }
 
-/// Connects from `from` to a TCP echo server in `to` at `addr` and checks the echo.
-pub async fn tcp_echo(lab: &Lab, from: &str, to: &str, addr: Ipv4Addr) -> Result<(), String> {
+/// A TCP connection from `from` to a listener in `to` at `addr`: `serve` runs on the
+/// accepted end (inside `to`), `talk` on the connecting end (inside `from`); both results are
+/// returned. A client that never arrives, or a listener that cannot bind, ends in an error.
+async fn tcp_pair<A, B>(
+    lab: &Lab,
+    from: &str,
+    to: &str,
+    addr: Ipv4Addr,
+    serve: impl FnOnce(TcpStream) -> Result<A, String> + Send + 'static,
+    talk: impl FnOnce(TcpStream) -> Result<B, String> + Send + 'static,
+) -> Result<(A, B), String>
+where
+    A: Send + 'static,
+    B: Send + 'static,
+{
     let (tx, rx) = tokio::sync::oneshot::channel::<Result<SocketAddr, String>>();
     let server_node = node(lab, to);
     let server = server_node.run(move || async move {
-        let l = match TcpListener::bind((addr, 0)) {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = tx.send(Err(e.to_string()));
-                return Err(e.to_string());
-            }
-        };
-        let _ = tx.send(l.local_addr().map_err(|e| e.to_string()));
-        let mut s = accept_within(&l)?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-        let mut buf = [0u8; 4096];
-        let n = std::io::Read::read(&mut s, &mut buf).map_err(|e| e.to_string())?;
-        std::io::Write::write_all(&mut s, &buf[..n]).map_err(|e| e.to_string())?;
-        Ok::<(), String>(())
+        let l = TcpListener::bind((addr, 0)).map_err(|e| e.to_string());
+        let _ = tx.send(
+            l.as_ref()
+                .map_err(Clone::clone)
+                .and_then(|l| l.local_addr().map_err(|e| e.to_string())),
+        );
+        serve(accept_within(&l?)?)
     });
     let client = async {
         let sa = rx.await.map_err(|e| e.to_string())??;
         node(lab, from)
             .run(move || async move {
-                let mut s = TcpStream::connect_timeout(&sa, Duration::from_secs(10))
+                let s = TcpStream::connect_timeout(&sa, Duration::from_secs(10))
                     .map_err(|e| format!("connect {sa}: {e}"))?;
-                s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-                let msg = b"overlay tcp echo";
-                std::io::Write::write_all(&mut s, msg).map_err(|e| e.to_string())?;
-                let mut buf = [0u8; 64];
-                let mut got = 0;
-                while got < msg.len() {
-                    let n =
-                        std::io::Read::read(&mut s, &mut buf[got..]).map_err(|e| e.to_string())?;
-                    if n == 0 {
-                        break;
-                    }
-                    got += n;
-                }
-                if &buf[..got] == msg {
-                    Ok(())
-                } else {
-                    Err(format!("echo mismatch: {:?}", &buf[..got]))
-                }
+                talk(s)
             })
             .await
             .map_err(|e| e.to_string())?
     };
     let (s, c) = futures::join!(server, client);
-    c?;
-    s.map_err(|e| e.to_string())??;
-    Ok(())
+    let c = c?;
+    Ok((s.map_err(|e| e.to_string())??, c))
+}
+
+/// Connects from `from` to a TCP echo server in `to` at `addr` and checks the echo.
+pub async fn tcp_echo(lab: &Lab, from: &str, to: &str, addr: Ipv4Addr) -> Result<(), String> {
+    let serve = |mut s: TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        let mut buf = [0u8; 4096];
+        let n = std::io::Read::read(&mut s, &mut buf).map_err(|e| e.to_string())?;
+        std::io::Write::write_all(&mut s, &buf[..n]).map_err(|e| e.to_string())
+    };
+    let talk = |mut s: TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        let msg = b"overlay tcp echo";
+        std::io::Write::write_all(&mut s, msg).map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 64];
+        let mut got = 0;
+        while got < msg.len() {
+            let n = std::io::Read::read(&mut s, &mut buf[got..]).map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        if &buf[..got] == msg {
+            Ok(())
+        } else {
+            Err(format!("echo mismatch: {:?}", &buf[..got]))
+        }
+    };
+    tcp_pair(lab, from, to, addr, serve, talk).await.map(|_| ())
 }
 
 /// The byte at offset `i` of the stream [`tcp_bulk`] sends.
 fn bulk_byte(i: u64) -> u8 {
     (i.wrapping_mul(31) ^ (i >> 9)) as u8
 }
+
+/// FNV-1a's starting value.
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
 /// FNV-1a over `bytes`, continuing from `h`.
 fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
@@ -180,57 +201,36 @@ pub async fn tcp_bulk(
     addr: Ipv4Addr,
     total: u64,
 ) -> Result<(), String> {
-    let (tx, rx) = tokio::sync::oneshot::channel::<Result<SocketAddr, String>>();
-    let server_node = node(lab, to);
-    let server = server_node.run(move || async move {
-        let l = TcpListener::bind((addr, 0)).map_err(|e| e.to_string());
-        let _ = tx.send(
-            l.as_ref()
-                .map_err(Clone::clone)
-                .and_then(|l| l.local_addr().map_err(|e| e.to_string())),
-        );
-        let l = l?;
-        let mut s = accept_within(&l)?;
+    let serve = |mut s: TcpStream| {
         s.set_read_timeout(Some(Duration::from_secs(20))).ok();
         let mut buf = vec![0u8; 1 << 18];
-        let (mut got, mut h) = (0u64, 0xcbf2_9ce4_8422_2325u64);
+        let (mut got, mut h) = (0u64, FNV_OFFSET);
         loop {
             let n = std::io::Read::read(&mut s, &mut buf).map_err(|e| format!("read: {e}"))?;
             if n == 0 {
-                break;
+                return Ok((got, h));
             }
             h = fnv1a(h, &buf[..n]);
             got += n as u64;
         }
-        Ok::<(u64, u64), String>((got, h))
-    });
-    let client = async {
-        let sa = rx.await.map_err(|e| e.to_string())??;
-        node(lab, from)
-            .run(move || async move {
-                let mut s = TcpStream::connect_timeout(&sa, Duration::from_secs(10))
-                    .map_err(|e| format!("connect {sa}: {e}"))?;
-                s.set_write_timeout(Some(Duration::from_secs(20))).ok();
-                let mut buf = vec![0u8; 1 << 18];
-                let (mut sent, mut h) = (0u64, 0xcbf2_9ce4_8422_2325u64);
-                while sent < total {
-                    let n = (total - sent).min(buf.len() as u64) as usize;
-                    for (k, b) in buf[..n].iter_mut().enumerate() {
-                        *b = bulk_byte(sent + k as u64);
-                    }
-                    std::io::Write::write_all(&mut s, &buf[..n])
-                        .map_err(|e| format!("write at {sent}: {e}"))?;
-                    h = fnv1a(h, &buf[..n]);
-                    sent += n as u64;
-                }
-                Ok::<u64, String>(h)
-            })
-            .await
-            .map_err(|e| e.to_string())?
     };
-    let (s, c) = futures::join!(server, client);
-    let sent_hash = c?;
-    let (got, got_hash) = s.map_err(|e| e.to_string())??;
+    let talk = move |mut s: TcpStream| {
+        s.set_write_timeout(Some(Duration::from_secs(20))).ok();
+        let mut buf = vec![0u8; 1 << 18];
+        let (mut sent, mut h) = (0u64, FNV_OFFSET);
+        while sent < total {
+            let n = (total - sent).min(buf.len() as u64) as usize;
+            for (k, b) in buf[..n].iter_mut().enumerate() {
+                *b = bulk_byte(sent + k as u64);
+            }
+            std::io::Write::write_all(&mut s, &buf[..n])
+                .map_err(|e| format!("write at {sent}: {e}"))?;
+            h = fnv1a(h, &buf[..n]);
+            sent += n as u64;
+        }
+        Ok(h)
+    };
+    let ((got, got_hash), sent_hash) = tcp_pair(lab, from, to, addr, serve, talk).await?;
     if got != total {
         return Err(format!("the server read {got} of {total} bytes"));
     }

@@ -745,9 +745,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ..icmp::PingOptions::default()
             };
             let lab = Lab::attach(&lab)?;
-            let (node, addr) = endpoints(&lab, &from, &to)?;
+            let rt = runtime()?;
+            let (node, addr) = endpoints(&rt, &lab, &from, &to)?;
             let result =
-                runtime()?.block_on(node.run(move || async move { icmp::ping(addr, &opts) }))??;
+                rt.block_on(node.run(move || async move { icmp::ping(addr, &opts) }))??;
             if json {
                 output::print_json(&result)?;
             } else {
@@ -777,9 +778,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 })
                 .collect::<Result<Vec<_>>>()?;
             let lab = Lab::attach(&lab)?;
-            let (client, addr) = endpoints(&lab, &from, &to)?;
-            let server = server_node(&lab, &to)?;
             let rt = runtime()?;
+            let (client, addr) = endpoints(&rt, &lab, &from, &to)?;
+            let server = server_node(&lab, &to)?;
             let mut results = Vec::new();
             for t in tests {
                 let opts = perf::PerfOptions {
@@ -811,10 +812,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
         } => {
             let lab = Lab::attach(&lab)?;
+            let rt = runtime()?;
             let mut server_list = Vec::new();
             for name in &servers {
                 let node = server_node(&lab, name)?;
-                let addr = runtime()?.block_on(lab.address_of(name))?;
+                let addr = rt.block_on(lab.address_of(name))?;
                 server_list.push(matrix::MatrixServer { node, addr });
             }
             let client_nodes = clients
@@ -834,7 +836,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ..perf::PerfOptions::for_test(perf::Test::TcpBw)
             };
             eprintln!("matrix: {} clients for {duration:?} ...", clients.len());
-            let result = runtime()?.block_on(matrix::run(&servers, &clients, opts))?;
+            let result = rt.block_on(matrix::run(&servers, &clients, opts))?;
             if json {
                 output::print_json(&result)?;
             } else {
@@ -850,9 +852,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
         } => {
             let lab = Lab::attach(&lab)?;
-            let (node, addr) = endpoints(&lab, &from, &to)?;
-            let found = runtime()?
-                .block_on(node.run(move || async move { mtu::path_mtu(addr, max, 2) }))??;
+            let rt = runtime()?;
+            let (node, addr) = endpoints(&rt, &lab, &from, &to)?;
+            let found =
+                rt.block_on(node.run(move || async move { mtu::path_mtu(addr, max, 2) }))??;
             if json {
                 output::print_json(&found)?;
             } else {
@@ -1038,9 +1041,14 @@ fn if_a(lab: &str, x: &str, y: &str, shape: &model::plan::LinkShape, forward: bo
 }
 
 /// The node named `from` and the address `to` resolves to.
-fn endpoints(lab: &Lab, from: &str, to: &str) -> Result<(NodeHandle, Ipv4Addr)> {
+fn endpoints(
+    rt: &tokio::runtime::Runtime,
+    lab: &Lab,
+    from: &str,
+    to: &str,
+) -> Result<(NodeHandle, Ipv4Addr)> {
     let node = server_node(lab, from)?;
-    let addr = runtime()?.block_on(lab.address_of(to))?;
+    let addr = rt.block_on(lab.address_of(to))?;
     Ok((node, addr))
 }
 

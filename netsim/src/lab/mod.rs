@@ -485,29 +485,25 @@ impl Lab {
     /// planned one, or, for a node the plan gives no address (a container addressed by its
     /// overlay router), the first address its namespace has now.
     pub async fn address_of(&self, target: &str) -> Result<std::net::Ipv4Addr, LabError> {
-        let planned = self.plan().address_of(target);
+        let request = |what: String| LabError::Request {
+            lab: self.id().to_string(),
+            what,
+        };
         let (name, iface) = match target.split_once(':') {
             Some((n, i)) => (n, Some(i.to_string())),
             None => (target, None),
         };
-        let node = match (&planned, self.node(name)) {
-            (Ok(addr), _) => return Ok(*addr),
-            (Err(_), Some(node))
-                if self
-                    .plan()
-                    .node(name)
-                    .is_some_and(|n| n.interfaces.is_empty()) =>
-            {
-                node
-            }
-            (Err(what), _) => {
-                return Err(LabError::Request {
-                    lab: self.id().to_string(),
-                    what: what.clone(),
-                })
-            }
+        let unaddressed = self
+            .plan()
+            .node(name)
+            .is_some_and(|n| n.interfaces.is_empty());
+        let node = match (self.plan().address_of(target), self.node(name)) {
+            (Ok(addr), _) => return Ok(addr),
+            (Err(_), Some(node)) if unaddressed => node,
+            (Err(what), _) => return Err(request(what)),
         };
         let ns = node.netns_name();
+        let wanted_iface = iface.clone();
         let (found, names) = node
             .run(move || async move {
                 let rt = tokio::runtime::Handle::current();
@@ -516,7 +512,7 @@ impl Lab {
                 let addrs = nl.addrs().await?;
                 let found = addrs.into_iter().find_map(|(index, net)| {
                     let link = links.iter().find(|l| l.index == index)?;
-                    let wanted = match &iface {
+                    let wanted = match &wanted_iface {
                         Some(i) => &link.name == i,
                         None => !net.addr().is_loopback(),
                     };
@@ -531,20 +527,18 @@ impl Lab {
                 node: Some(name.to_string()),
                 source: Box::new(source),
             })?;
-        let what = match target.split_once(':') {
-            Some((_, i)) if !names.iter().any(|n| n == i) => format!(
-                "{name} has no interface {i:?}; its interfaces are: {}",
-                names.join(", ")
-            ),
-            _ => format!(
-                "{target} has no address yet: a container gets one when its overlay router \
-                 attaches it (see `netsim status {}`)",
-                self.id()
-            ),
-        };
-        found.ok_or_else(|| LabError::Request {
-            lab: self.id().to_string(),
-            what,
+        found.ok_or_else(|| {
+            request(match iface {
+                Some(i) if !names.contains(&i) => format!(
+                    "{name} has no interface {i:?}; its interfaces are: {}",
+                    names.join(", ")
+                ),
+                _ => format!(
+                    "{target} has no address yet: a container gets one when its overlay router \
+                     attaches it (see `netsim status {}`)",
+                    self.id()
+                ),
+            })
         })
     }
 
