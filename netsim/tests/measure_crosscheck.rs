@@ -271,9 +271,18 @@ async fn builtin_tcp_bw_agrees_with_iperf3_and_qperf_on_a_rate_limited_link() {
         return;
     };
     let (client, server) = (lab.node("h1").expect("h1"), lab.node("h2").expect("h2"));
-    // 200 Mbit/s on the client's egress: all three must see the limit, and agree. Far below
-    // what one CPU can push, so no pinning is needed.
-    let rate = 25_000_000u64;
+    // A limit on the client's egress: all three must see it, and agree. Far below what one CPU
+    // can push, so no pinning is needed. In the kernel lane the limit is 50 Mbit/s: on the
+    // guest's one slow CPU, iperf3's receiver falls behind at 200 Mbit/s (its per-interval
+    // counts stall, then catch up) and stops counting when the sender says the time is up,
+    // with megabytes still unread in its socket. Measured there, it counted 0.86-0.92 of
+    // what the link carried at 200 Mbit/s, 0.85-1.00 at 100 Mbit/s and 1.00 at 50 Mbit/s
+    // (docs/benchmarks.md).
+    let (rate, what) = if testing::in_kernel_lane() {
+        (6_250_000u64, "50 Mbit/s")
+    } else {
+        (25_000_000u64, "200 Mbit/s")
+    };
     shape_egress(&client, rate).await;
     let plan = Plan {
         rounds: 3,
@@ -281,7 +290,7 @@ async fn builtin_tcp_bw_agrees_with_iperf3_and_qperf_on_a_rate_limited_link() {
         cpus: None,
         statistic: Statistic::Best,
     };
-    compare("200 Mbit/s", plan, &server, &client, Some(rate as f64)).await;
+    compare(what, plan, &server, &client, Some(rate as f64)).await;
     lab.down().await.expect("down");
 }
 
