@@ -91,6 +91,8 @@ struct State {
     malformed_control: u64,
     next_conn_id: u64,
     probe_round: u64,
+    /// The newest tombstone of this router a peer gossiped, logged once per version.
+    tombstone_heard: Option<u64>,
 }
 
 /// The control plane of one router.
@@ -1012,20 +1014,24 @@ impl Router {
             let mut st = self.st();
             let st = &mut *st;
             let mut own_changed = false;
-            for p in &received {
-                if p.name != self.settings.name || p.version < st.version {
-                    continue;
-                }
-                if p.removed {
+            for p in received.iter().filter(|p| p.name == self.settings.name) {
+                if p.removed && st.tombstone_heard < Some(p.version) {
                     // Someone ran `peers remove` on this live router (forced, or across a
                     // partition): its blocks are being freed; its containers in them will be
                     // re-addressed as conflicts. It stays in the overlay by outranking the
-                    // tombstone.
+                    // tombstone (below), unless its own entry already does (it changed
+                    // while the tombstone was on its way).
                     tracing::warn!(
                         "this router was removed by a peer (tombstone version {}): rejoining; \
                          its IPAM blocks were freed and its containers get new addresses",
                         p.version
                     );
+                    st.tombstone_heard = Some(p.version);
+                }
+                if p.version < st.version {
+                    continue;
+                }
+                if p.removed {
                     st.version = p.version + 1;
                     own_changed = true;
                 } else if p.uid != self.uid {
