@@ -323,7 +323,7 @@ fn remove_state(id: &str, path: &std::path::Path) -> Result<(), LabError> {
     if let Some(dir) = path.parent() {
         let _ = std::fs::remove_dir_all(dir.join(format!("{id}-overlay")));
     }
-    match std::fs::remove_file(path) {
+    let removed = match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(source) => Err(LabError::State {
@@ -331,7 +331,14 @@ fn remove_state(id: &str, path: &std::path::Path) -> Result<(), LabError> {
             path: path.to_path_buf(),
             source,
         }),
+    };
+    // The run directory goes with the last lab in it (removing a directory that still holds
+    // anything fails, and is left alone; `LabState::create` makes it again if a lab coming
+    // up loses this race).
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::remove_dir(dir);
     }
+    removed
 }
 
 impl Lab {

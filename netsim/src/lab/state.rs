@@ -128,9 +128,22 @@ impl LabState {
     /// hard-linked to the final name, which fails if the name exists.
     pub fn create(&self, path: &Path) -> Result<(), LabError> {
         let dir = path.parent().unwrap_or(Path::new("/"));
-        std::fs::create_dir_all(dir).map_err(|e| self.io_err(dir, e))?;
         let tmp = tmp_path(path);
-        self.write_tmp(&tmp)?;
+        // The last lab to go down removes the run directory when it is left empty
+        // (`remove_state`): if that happens between making the directory and writing into
+        // it, make it again.
+        let mut attempts = 0;
+        loop {
+            std::fs::create_dir_all(dir).map_err(|e| self.io_err(dir, e))?;
+            match self.write_tmp(&tmp) {
+                Err(LabError::State { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound && attempts < 3 =>
+                {
+                    attempts += 1;
+                }
+                other => break other?,
+            }
+        }
         let linked = std::fs::hard_link(&tmp, path);
         let _ = std::fs::remove_file(&tmp);
         match linked {
