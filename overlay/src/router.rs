@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch};
 
 use crate::alloc::IpamSource;
 use crate::crypto::handshake::{self, LocalOffer, Session};
@@ -100,7 +100,8 @@ pub struct Router {
     settings: Settings,
     uid: u64,
     state: Mutex<State>,
-    gossip: Notify,
+    /// Bumped whenever what this router gossips changed; every connection watches it.
+    gossip: watch::Sender<u64>,
     datapath: Mutex<Option<Arc<dyn Datapath>>>,
     ipam: Mutex<Option<Arc<Mutex<IpamSource>>>>,
 }
@@ -352,10 +353,15 @@ impl Router {
             settings,
             uid,
             state: Mutex::new(st),
-            gossip: Notify::new(),
+            gossip: watch::Sender::new(0),
             datapath: Mutex::new(None),
             ipam: Mutex::new(None),
         })
+    }
+
+    /// Tells every connection to gossip now: what this router knows changed.
+    fn wake_gossip(&self) {
+        self.gossip.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     fn st(&self) -> std::sync::MutexGuard<'_, State> {
@@ -401,7 +407,7 @@ impl Router {
 
     /// Gossips topology and IPAM claims to every peer now (e.g. after a new address claim).
     pub fn announce(&self) {
-        self.gossip.notify_waiters();
+        self.wake_gossip();
     }
 
     /// The router's unique id.
@@ -568,7 +574,7 @@ impl Router {
                 p.blocks_freed = ipam.forget_peer(p.uid);
             }
         }
-        self.gossip.notify_waiters();
+        self.wake_gossip();
         Ok(Removal {
             address: ip,
             peers,
@@ -779,7 +785,7 @@ impl Router {
                 keys,
             });
         }
-        self.gossip.notify_waiters();
+        self.wake_gossip();
 
         let writer = tokio::spawn(async move {
             while let Some(f) = rx.recv().await {
@@ -791,6 +797,9 @@ impl Router {
         });
         let _ = tx.send(self.gossip_frame());
         let _ = tx.send(self.claims_frame());
+        // Subscribed before the loop: a change announced while a frame is being handled is
+        // still seen at the next turn (a `Notify` woken then would be missed until the tick).
+        let mut changes = self.gossip.subscribe();
         let mut tick = tokio::time::interval(GOSSIP_PERIOD);
         let mut last_rx = Instant::now();
         let reason = loop {
@@ -808,7 +817,7 @@ impl Router {
                     }
                     Err(e) => break format!("read: {e}"),
                 },
-                _ = self.gossip.notified() => {
+                Ok(()) = changes.changed() => {
                     let _ = tx.send(self.gossip_frame());
                     let _ = tx.send(self.claims_frame());
                 }
@@ -836,7 +845,7 @@ impl Router {
             if let Some(dp) = self.dp() {
                 dp.remove_peer(&peer.name);
             }
-            self.gossip.notify_waiters();
+            self.wake_gossip();
         }
         drop(tx);
         writer.abort();
@@ -998,7 +1007,7 @@ impl Router {
                 if let Some(ipam) = self.ipam() {
                     let out = ipam.lock().unwrap_or_else(|e| e.into_inner()).merge(&repr);
                     if out.changed {
-                        self.gossip.notify_waiters();
+                        self.wake_gossip();
                     }
                 }
             }
@@ -1100,7 +1109,7 @@ impl Router {
             self.ensure_dialer(ip);
         }
         if changed {
-            self.gossip.notify_waiters();
+            self.wake_gossip();
         }
     }
 
