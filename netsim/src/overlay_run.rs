@@ -221,11 +221,17 @@ impl Overlay {
         for host in &names {
             overlay.wait_ready(host).await?;
         }
-        let everyone_connected = opts.host_passwords.is_empty();
-        if everyone_connected {
-            for host in &names {
-                overlay.wait_connected(host, names.len() - 1).await?;
-            }
+        // Every router connects to every other with the same password (all of them, unless
+        // `host_passwords` sets some apart) before any container is attached: a router that
+        // hands out addresses before it hears its peers' IPAM claims may pick a block one of
+        // them uses, and the container it loses is re-addressed afterwards.
+        for host in &names {
+            let password = &overlay.routers[host].password;
+            let peers = names
+                .iter()
+                .filter(|other| *other != host && &overlay.routers[*other].password == password)
+                .count();
+            overlay.wait_connected(host, peers).await?;
         }
         if !opts.no_attach {
             for n in &plan.nodes {
