@@ -131,9 +131,17 @@ pub struct Counters {
     pub dropped: [u64; 2],
 }
 
+/// What `netsim delay-line` prints on stdout once it carries frames.
+pub const READY: &str = "ready";
+
 /// Runs the delay line in the calling thread's namespace until `stop` returns true (checked
-/// at least every 100 ms) or an unrecoverable socket error. Returns the counters.
-pub fn run(cfg: &DelayLineConfig, stop: &dyn Fn() -> bool) -> Result<Counters, String> {
+/// at least every 100 ms) or an unrecoverable socket error. Calls `ready` once both of its
+/// sockets are open. Returns the counters.
+pub fn run(
+    cfg: &DelayLineConfig,
+    stop: &dyn Fn() -> bool,
+    ready: &mut dyn FnMut(),
+) -> Result<Counters, String> {
     // Wake-ups as precise as the kernel allows: the default 50 us slack would bias delays.
     // SAFETY: prctl(PR_SET_TIMERSLACK) takes an integer argument and touches only this thread.
     unsafe {
@@ -144,6 +152,8 @@ pub fn run(cfg: &DelayLineConfig, stop: &dyn Fn() -> bool) -> Result<Counters, S
             .map_err(|e| format!("AF_PACKET socket on interface index {ifindex}: {e}"))
     };
     let sockets = [open(cfg.a_ifindex)?, open(cfg.b_ifindex)?];
+    // From here on every frame is carried: whoever started the line may send traffic.
+    ready();
     let mut dirs = [
         Direction::new(cfg.a_to_b.clone(), cfg.seed),
         Direction::new(cfg.b_to_a.clone(), cfg.seed ^ 0x9e37_79b9_7f4a_7c15),

@@ -948,7 +948,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::DelayLine { config } => {
             let cfg: crate::delay_line::DelayLineConfig =
                 serde_json::from_str(&config).context("bad delay-line configuration")?;
-            match crate::delay_line::run(&cfg, &|| false) {
+            // One line on stdout once both sockets are open: the lab waits for it
+            // (`lab::shaping::spawn_delay_line`). Nothing else is written there.
+            let mut ready = || {
+                use std::io::Write as _;
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{}", crate::delay_line::READY);
+                let _ = out.flush();
+            };
+            match crate::delay_line::run(&cfg, &|| false, &mut ready) {
                 Ok(_) => Ok(ExitCode::SUCCESS),
                 Err(e) => bail!("delay line: {e}"),
             }

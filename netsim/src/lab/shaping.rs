@@ -896,10 +896,11 @@ pub(crate) fn spawn_delay_line(
     let program = netsim_program();
     let mut cmd = super::command_in(&crate::kernel::netns::path(&wire.ns), program.as_os_str());
     // No stdio is inherited: a caller that reads our output (a shell pipe, a test harness)
-    // must not wait for the delay line, which lives as long as the lab.
+    // must not wait for the delay line, which lives as long as the lab. Its stdout is a pipe
+    // to us that carries one line, once it carries frames (read below, then closed).
     cmd.args(["delay-line", "--config", &json])
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null());
     let child = cmd.spawn().map_err(|source| LabError::Process {
         lab: lab.to_string(),
@@ -912,10 +913,34 @@ pub(crate) fn spawn_delay_line(
         source,
     })?;
     let pid = child.id();
+    let mut child = child;
+    let ready = child
+        .stdout
+        .take()
+        .map(|out| wait_ready(out, DELAY_LINE_READY_WAIT));
     // `down`/`clean` kill it by PID; a thread reaps it when that happens, for as long as this
     // process lives (a CLI process exits first and leaves it to init).
-    let mut child = child;
     std::thread::spawn(move || child.wait());
+    match ready {
+        Some(Readiness::Exited) => {
+            return Err(LabError::Task {
+                lab: lab.to_string(),
+                what: format!(
+                    "the delay line of link {} (pid {pid}) exited before carrying a frame; run \
+                     `{} delay-line --config '{json}'` in namespace {} to see why",
+                    link.label(),
+                    program.display(),
+                    wire.ns
+                ),
+            })
+        }
+        Some(Readiness::Late) => tracing::warn!(
+            "the delay line of link {} (pid {pid}) did not report ready within {:?}; going on",
+            link.label(),
+            DELAY_LINE_READY_WAIT
+        ),
+        Some(Readiness::Ready) | None => {}
+    }
     Ok(
         crate::kernel::process::start_time(pid).map(|start| ProcRecord {
             pid,
@@ -925,6 +950,38 @@ pub(crate) fn spawn_delay_line(
             stopped: false,
         }),
     )
+}
+
+/// How long a starting delay line may take to open its sockets before the lab goes on without
+/// its word (a slow guest takes milliseconds; this is far above that).
+const DELAY_LINE_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What a starting delay line said.
+enum Readiness {
+    /// It printed its ready line.
+    Ready,
+    /// Its stdout closed first: it exited.
+    Exited,
+    /// Nothing within the wait.
+    Late,
+}
+
+/// Waits up to `wait` for the delay line's ready line on `out` (on a thread of its own, which
+/// closes the pipe when it has read the line).
+fn wait_ready(out: std::process::ChildStdout, wait: std::time::Duration) -> Readiness {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        let mut line = String::new();
+        let read = std::io::BufReader::new(out).read_line(&mut line);
+        let said_ready = matches!(read, Ok(n) if n > 0) && line.trim() == crate::delay_line::READY;
+        let _ = tx.send(said_ready);
+    });
+    match rx.recv_timeout(wait) {
+        Ok(true) => Readiness::Ready,
+        Ok(false) => Readiness::Exited,
+        Err(_) => Readiness::Late,
+    }
 }
 
 /// Stops the delay line of `link`, if it runs.
