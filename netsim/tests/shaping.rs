@@ -4,7 +4,7 @@
 //! that is absent or wildly off, not a few percent.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 use std::sync::Once;
 use std::time::Duration;
@@ -232,30 +232,6 @@ async fn emulated_rate_limits_throughput() {
     down_and_check(lab).await;
 }
 
-/// Accepts one connection on `l`, or fails after `timeout`.
-fn accept_within(l: &TcpListener, timeout: Duration) -> std::io::Result<(TcpStream, SocketAddr)> {
-    l.set_nonblocking(true)?;
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        match l.accept() {
-            Ok((s, peer)) => {
-                s.set_nonblocking(false)?;
-                return Ok((s, peer));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if std::time::Instant::now() >= deadline {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "no client connected",
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// Sends `n` numbered UDP datagrams from h1 to h2 and returns (received, duplicates,
 /// out of order).
 async fn udp_sequence(lab: &Lab, n: u32, port: u16) -> (u32, u32, u32) {
@@ -338,7 +314,7 @@ async fn gso_sized_frames_cross_the_delay_line_intact() {
         let l = TcpListener::bind((H2, 7200))?;
         let _ = bound.send(());
         // Bounded: a client that failed must not leave the server waiting forever.
-        let (mut s, _) = accept_within(&l, Duration::from_secs(20))?;
+        let mut s = netsim::measure::perf::accept_within(&l, Duration::from_secs(20))?;
         s.set_read_timeout(Some(Duration::from_secs(20)))?;
         let mut got = Vec::with_capacity(TOTAL);
         s.read_to_end(&mut got)?;

@@ -187,7 +187,10 @@ pub struct ServerTally {
     pub active: Duration,
 }
 
-fn accept_within(listener: &TcpListener, timeout: Duration) -> io::Result<TcpStream> {
+/// Accepts one connection on `listener`, or fails with `TimedOut` after `timeout`: a client
+/// that never comes must not leave the server waiting forever. The stream is blocking, with
+/// Nagle off.
+pub fn accept_within(listener: &TcpListener, timeout: Duration) -> io::Result<TcpStream> {
     listener.set_nonblocking(true)?;
     let deadline = Instant::now() + timeout;
     loop {
