@@ -34,6 +34,14 @@ fn with_password(p: Option<&str>) -> OverlayOptions {
     }
 }
 
+/// Sleeve alone (`--fast-path off`), for tests of sleeve's own behaviour.
+fn sleeve_only(p: Option<&str>) -> OverlayOptions {
+    OverlayOptions {
+        router_args: vec!["--fast-path".into(), "off".into()],
+        ..with_password(p)
+    }
+}
+
 #[rstest]
 #[case::plain(None)]
 #[case::encrypted(Some("correct horse battery staple"))]
@@ -264,7 +272,7 @@ async fn the_underlay_shows_container_payload_only_without_password(
 async fn tcp_bursts_cross_in_pieces_and_arrive_intact(#[case] password: Option<&str>) {
     let id = unique("ovl-gso");
     let lab = up(THREE, &id).await;
-    let o = overlay(&lab, with_password(password)).await;
+    let o = overlay(&lab, sleeve_only(password)).await;
     let c3 = o.address_of("c3").unwrap();
     assert!(ping_until(&lab, "c1", c3).await);
     tcp_bulk(&lab, "c1", "c3", c3, 64 << 20)
@@ -341,28 +349,16 @@ async fn a_replayed_datagram_is_counted_and_dropped() {
 async fn a_broadcast_reaches_each_remote_container_once() {
     let id = unique("ovl-bc");
     let lab = up(THREE, &id).await;
-    let o = overlay(&lab, with_password(None)).await;
+    let o = overlay(&lab, sleeve_only(None)).await;
     assert!(ping_until(&lab, "c1", o.address_of("c3").unwrap()).await);
     assert!(ping_until(&lab, "c1", o.address_of("c5").unwrap()).await);
-    let marker = b"BROADCAST-ONCE-4411".to_vec();
-    let mut caps = Vec::new();
-    for c in ["c2", "c3", "c4", "c5", "c6"] {
-        caps.push((c, Capture::open(&node(&lab, c)).await));
-    }
-    // The overlay subnet's broadcast address (the containers have no default route for
-    // 255.255.255.255): an Ethernet broadcast on the bridge.
-    let bcast = Ipv4Addr::new(198, 19, 255, 255);
-    udp_send(&lab, "c1", bcast, 9998, marker.clone(), 1).await;
-    let counts = tokio::task::spawn_blocking(move || {
-        caps.into_iter()
-            .map(|(c, cap)| {
-                let frames = cap.drain(Duration::from_millis(800));
-                (c, frames.iter().filter(|f| contains(f, &marker)).count())
-            })
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap();
+    let counts = broadcast_copies(
+        &lab,
+        "c1",
+        &["c2", "c3", "c4", "c5", "c6"],
+        b"BROADCAST-ONCE-4411",
+    )
+    .await;
     assert_eq!(
         counts,
         [("c2", 1), ("c3", 1), ("c4", 1), ("c5", 1), ("c6", 1)],
@@ -373,17 +369,47 @@ async fn a_broadcast_reaches_each_remote_container_once() {
     assert!(leftovers(&id).is_empty());
 }
 
+/// A 1400-byte hop between a 1500-byte host and a 1400-byte one. On sleeve alone, and with the
+/// fast path: there the automatic MTU follows each host's own link (1450 on h1), h1's
+/// full-size heartbeats do not cross the hop, and the connection moves to sleeve saying why;
+/// sleeve then learns the path and answers DF frames that do not fit.
+#[rstest]
+#[case::sleeve(true)]
+#[case::fast_path_too_small(false)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_smaller_path_mtu_is_learnt_and_df_traffic_gets_frag_needed() {
+async fn a_smaller_path_mtu_is_learnt_and_df_traffic_gets_frag_needed(#[case] sleeve: bool) {
     let id = unique("ovl-pmtu");
     let lab = up("tests/topologies/overlay-pmtu.toml", &id).await;
-    let o = overlay(&lab, with_password(None)).await;
+    let opts = if sleeve {
+        sleeve_only(None)
+    } else {
+        with_password(None)
+    };
+    let o = overlay(&lab, opts).await;
     let (c1, c2) = (o.address_of("c1").unwrap(), o.address_of("c2").unwrap());
     let h1 = o.status("h1").await.unwrap();
     let h2 = o.status("h2").await.unwrap();
-    // Automatic MTU from each host's own link: 1500 - 60 and 1400 - 60.
-    assert_eq!(h1["mtu"], 1440);
-    assert_eq!(h2["mtu"], 1340);
+    // Automatic MTU from each host's own link: 1500 and 1400 minus sleeve's 60 or vxlan's 50.
+    let overhead = if sleeve { 60 } else { 50 };
+    assert_eq!(h1["mtu"], 1500 - overhead);
+    assert_eq!(h2["mtu"], 1400 - overhead);
+    if !sleeve {
+        // The heartbeats see the hop: sleeve carries this connection, and status says why.
+        eventually("h1 finds the fast path too small for the hop", || async {
+            conn_status(&o, "h1", "h2").await.is_some_and(|c| {
+                c["path"]["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("path MTU too small"))
+            })
+        })
+        .await;
+        let c = conn_status(&o, "h1", "h2").await.unwrap();
+        assert_eq!(c["datapath"], "sleeve", "{c}");
+        assert_eq!(
+            conn_status(&o, "h2", "h1").await.unwrap()["datapath"],
+            "sleeve"
+        );
+    }
     eventually("h1 learns the 1400-byte path to h2", || async {
         conn_status(&o, "h1", "h2")
             .await

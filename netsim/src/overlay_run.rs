@@ -58,6 +58,8 @@ pub struct OverlayOptions {
     pub host_passwords: BTreeMap<String, Option<String>>,
     /// Do not attach containers.
     pub no_attach: bool,
+    /// Extra `overlay-router run` arguments for every router (e.g. `--fast-path off`).
+    pub router_args: Vec<String>,
 }
 
 /// Finds the router binary: `$NETSIM_OVERLAY_BIN`, else next to the running executable (or one
@@ -198,6 +200,7 @@ impl Overlay {
                     args.push(addr.to_string());
                 }
             }
+            args.extend(opts.router_args.iter().cloned());
             let password = opts
                 .host_passwords
                 .get(host)

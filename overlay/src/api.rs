@@ -200,13 +200,30 @@ pub fn render_status(v: &serde_json::Value) -> String {
         text(&v["range"]),
         text(&v["datapath"]),
     );
+    let fast = &v["fast_path"];
+    if fast.is_object() {
+        if fast["available"].as_bool() == Some(true) {
+            let _ = writeln!(out, "fast path: kernel vxlan on UDP {}", fast["port"]);
+        } else {
+            let _ = writeln!(out, "fast path: unavailable: {}", text(&fast["reason"]));
+        }
+    }
     let _ = writeln!(out, "connections:");
     for c in r["connections"].as_array().into_iter().flatten() {
         let s = &c["stats"];
+        let p = &c["path"];
+        let path = if p.is_object() {
+            let rtt = p["heartbeat_rtt_us"]
+                .as_u64()
+                .map(|us| format!(", heartbeat rtt {:.2} ms", us as f64 / 1000.0))
+                .unwrap_or_default();
+            format!("for {} s: {}{rtt}", p["since_s"], text(&p["reason"]))
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "  {:<10} {:<15} {:<7} {:<9} path MTU {} (overlay {}), tx {} rx {} frames, \
-             replayed {}, auth failures {}, frag-needed {}{}",
+            "  {:<10} {:<15} {:<7} {:<9} {path}",
             text(&c["peer"]),
             text(&c["address"]),
             text(&c["datapath"]),
@@ -215,6 +232,12 @@ pub fn render_status(v: &serde_json::Value) -> String {
             } else {
                 "plain"
             },
+        );
+        let _ = writeln!(
+            out,
+            "  {:<10} sleeve: path MTU {} (overlay {}), tx {} rx {} frames, replayed {}, auth \
+             failures {}, frag-needed {}{}",
+            "",
             s["path_mtu"],
             s["overlay_mtu"],
             s["tx_frames"],
@@ -311,13 +334,14 @@ mod tests {
     #[test]
     fn status_renders_for_people() {
         let v = serde_json::json!({
-            "ok": true, "ready": true, "mtu": 1424, "underlay_mtu": 1500,
-            "range": "198.19.0.0/16", "datapath": "sleeve",
+            "ok": true, "ready": true, "mtu": 1450, "underlay_mtu": 1500,
+            "range": "198.19.0.0/16", "datapath": "vxlan",
+            "fast_path": {"available": true, "port": 6784},
             "datapath_stats": {"unknown_peer": 0, "malformed": 2, "tx_dropped": 0, "injected": 9},
             "containers": [{"netns": "/run/netns/c1", "addr": "198.19.32.0/16"}],
             "router": {
-                "name": "h1", "short_id": 17, "encrypted": true, "refused": 1,
-                "last_refusal": "198.18.1.3: the peer's password proof does not verify",
+                "name": "h1", "short_id": 17, "encrypted": false, "refused": 1,
+                "last_refusal": "198.18.1.3: the peer requires a password and this router has none",
                 "handshake_failures": 0,
                 "peers": [
                     {"name": "h1", "short_id": 17, "connections": ["h2"]},
@@ -325,9 +349,18 @@ mod tests {
                     {"name": "h3", "short_id": 9, "connections": []}
                 ],
                 "connections": [{
-                    "peer": "h2", "address": "198.18.1.2", "datapath": "sleeve", "encrypted": true,
-                    "stats": {"path_mtu": 1500, "overlay_mtu": 1424, "tx_frames": 10,
+                    "peer": "h2", "address": "198.18.1.2", "datapath": "sleeve", "encrypted": false,
+                    "path": {"datapath": "sleeve", "since_s": 4, "heartbeat_rtt_us": null,
+                             "reason": "heartbeats on UDP 6784 unanswered for 4.0 s"},
+                    "stats": {"path_mtu": 1500, "overlay_mtu": 1440, "tx_frames": 10,
                               "rx_frames": 12, "replayed": 0, "auth_failures": 0,
+                              "frag_needed_sent": 0, "healthy": true}
+                }, {
+                    "peer": "h3", "address": "198.18.1.3", "datapath": "vxlan", "encrypted": false,
+                    "path": {"datapath": "vxlan", "since_s": 61, "heartbeat_rtt_us": 512,
+                             "reason": "heartbeats on UDP 6784 answered both ways"},
+                    "stats": {"path_mtu": 1500, "overlay_mtu": 1440, "tx_frames": 3,
+                              "rx_frames": 2, "replayed": 0, "auth_failures": 0,
                               "frag_needed_sent": 0, "healthy": true}
                 }]
             }

@@ -9,10 +9,14 @@ use serde_json::json;
 use crate::alloc::{AddressSource, IpamSource};
 use crate::api::{self, Handler, PeerOp, Request};
 use crate::config::{Mtu, Range};
-use crate::datapath::Datapath;
+use crate::datapath::select::Timing;
+use crate::datapath::sleeve::Sleeve;
+use crate::datapath::tiers::Tiers;
+use crate::datapath::vxlan::{self, Vxlan};
+use crate::datapath::vxlan_dev::VxlanDevice;
+use crate::datapath::{auto_mtu, Datapath};
 use crate::netdev::{self, Netdev};
 use crate::router::{Router, Settings};
-use crate::sleeve::Sleeve;
 
 /// Everything `overlay-router run` needs.
 #[derive(Clone)]
@@ -33,6 +37,29 @@ pub struct Options {
     pub api: PathBuf,
     /// State directory (address holdings).
     pub state_dir: Option<PathBuf>,
+    /// The kernel vxlan fast path.
+    pub fast_path: FastPathOptions,
+}
+
+/// Settings of the kernel vxlan fast path.
+#[derive(Debug, Clone, Copy)]
+pub struct FastPathOptions {
+    /// Try the fast path at all (`--fast-path off` runs on sleeve alone).
+    pub enabled: bool,
+    /// Its UDP port.
+    pub port: u16,
+    /// Heartbeat timing: interval, fallback and recovery delays.
+    pub timing: Timing,
+}
+
+impl Default for FastPathOptions {
+    fn default() -> Self {
+        FastPathOptions {
+            enabled: true,
+            port: crate::VXLAN_PORT,
+            timing: Timing::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Options {
@@ -45,6 +72,7 @@ impl std::fmt::Debug for Options {
             .field("encrypted", &self.password.is_some())
             .field("mtu", &self.mtu)
             .field("api", &self.api)
+            .field("fast_path", &self.fast_path)
             .finish()
     }
 }
@@ -54,6 +82,8 @@ pub struct Daemon {
     opts: Options,
     router: Arc<Router>,
     sleeve: Arc<Sleeve>,
+    tiers: Arc<Tiers>,
+    macs: Mutex<std::collections::BTreeMap<String, [u8; 6]>>,
     netdev: Netdev,
     bridge: u32,
     mtu: u32,
@@ -81,12 +111,13 @@ impl Daemon {
             .await
             .context("read the underlay MTU")?;
         let encrypted = opts.password.is_some();
-        let mtu = match opts.mtu {
-            Mtu::Auto => crate::wire::sleeve::overlay_mtu(underlay_mtu as usize, encrypted) as u32,
+        let mtu_for = |fast: bool| match opts.mtu {
+            Mtu::Auto => auto_mtu(underlay_mtu, fast, encrypted),
             Mtu::Fixed(m) => m,
         };
+        let fast_mtu = mtu_for(true);
         let bridge = netdev
-            .ensure_bridge(netdev::BRIDGE, mtu)
+            .ensure_bridge(netdev::BRIDGE, fast_mtu)
             .await
             .context("create the overlay bridge")?;
         let tap = netdev::create_tap(netdev::TAP).context("create the sleeve TAP device")?;
@@ -95,9 +126,47 @@ impl Daemon {
             .await?
             .ok_or_else(|| anyhow::anyhow!("TAP {} vanished", netdev::TAP))?;
         netdev
-            .set(tap_link.index, netdev::TAP, true, Some(bridge), Some(mtu))
+            .set(
+                tap_link.index,
+                netdev::TAP,
+                true,
+                Some(bridge),
+                Some(fast_mtu),
+            )
             .await
             .context("attach the TAP to the bridge")?;
+        // The fast path, if this host can have it; never fatal (weave #1599 is the anti-example).
+        let device =
+            if !opts.fast_path.enabled {
+                Err("turned off (--fast-path off)".to_string())
+            } else if encrypted {
+                Err("the overlay is encrypted: kernel vxlan would carry container frames in clear, \
+                 so sleeve carries them sealed"
+                .to_string())
+            } else {
+                VxlanDevice::create(
+                    &netdev,
+                    bridge,
+                    tap_link.index,
+                    opts.fast_path.port,
+                    fast_mtu,
+                )
+                .await
+            };
+        if let Err(why) = &device {
+            tracing::warn!("vxlan fast path unavailable: {why}; every connection uses sleeve");
+        }
+        let mtu = mtu_for(device.is_ok());
+        if mtu != fast_mtu {
+            netdev
+                .set(bridge, netdev::BRIDGE, true, None, Some(mtu))
+                .await
+                .context("set the bridge MTU")?;
+            netdev
+                .set(tap_link.index, netdev::TAP, true, None, Some(mtu))
+                .await
+                .context("set the TAP MTU")?;
+        }
 
         if let Some(dir) = &opts.state_dir {
             std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
@@ -114,6 +183,7 @@ impl Daemon {
                 name: opts.name.clone(),
                 password: opts.password.as_ref().map(|p| p.as_bytes().to_vec()),
                 port: opts.listen.port(),
+                fast_path: device.is_ok(),
             },
             &opts.peers,
             uid,
@@ -130,11 +200,30 @@ impl Daemon {
             )
             .context("start sleeve on UDP")?,
         );
-        router.set_datapath(sleeve.clone() as Arc<dyn Datapath>);
+        let (fast_tx, mut fast_rx) = tokio::sync::mpsc::unbounded_channel();
+        let fast = Vxlan::start(
+            vxlan::Settings {
+                port: opts.fast_path.port,
+                timing: opts.fast_path.timing,
+                overlay_mtu: mtu,
+                uid,
+            },
+            device,
+            sleeve.clone(),
+            fast_tx,
+        );
+        let tiers = Arc::new(Tiers::new(sleeve.clone(), fast));
+        router.set_datapath(tiers.clone() as Arc<dyn Datapath>);
         let r = router.clone();
         tokio::spawn(async move {
             while let Some(seen) = hb_rx.recv().await {
                 r.ack_heartbeat(seen.ip, seen.heartbeat);
+            }
+        });
+        let r = router.clone();
+        tokio::spawn(async move {
+            while let Some(seen) = fast_rx.recv().await {
+                r.ack_fast_heartbeat(seen.uid, seen.heartbeat);
             }
         });
         router
@@ -145,6 +234,8 @@ impl Daemon {
             opts: opts.clone(),
             router,
             sleeve,
+            tiers,
+            macs: Mutex::new(std::collections::BTreeMap::new()),
             netdev,
             bridge,
             mtu,
@@ -182,8 +273,9 @@ impl Daemon {
             }
         });
         tracing::info!(
-            "router {} ready: MTU {mtu} (underlay {underlay_mtu}), {}, API {}",
+            "router {} ready: MTU {mtu} (underlay {underlay_mtu}), datapath {}, {}, API {}",
             opts.name,
+            daemon.tiers.kind(),
             if encrypted {
                 "encrypted"
             } else {
@@ -192,6 +284,11 @@ impl Daemon {
             opts.api.display()
         );
         Ok(daemon)
+    }
+
+    /// Removes what the router made in the kernel that would outlive it (the vxlan device).
+    pub async fn shutdown(&self) {
+        self.tiers.fast().shutdown().await;
     }
 
     /// Status as JSON.
@@ -209,7 +306,11 @@ impl Daemon {
             "mtu": self.mtu,
             "underlay_mtu": self.underlay_mtu,
             "range": format!("{}/{}", self.opts.range.addr, self.opts.range.len),
-            "datapath": self.sleeve.kind(),
+            "datapath": self.tiers.kind(),
+            "fast_path": match self.tiers.fast().availability() {
+                Ok(()) => json!({"available": true, "port": self.opts.fast_path.port}),
+                Err(why) => json!({"available": false, "port": self.opts.fast_path.port, "reason": why}),
+            },
             "datapath_stats": self.sleeve.stats(),
             "containers": containers,
             "ipam": alloc.status(),
@@ -240,12 +341,17 @@ impl Daemon {
         )
         .await
         {
-            Ok(iface) => Ok(json!({
-                "ok": true,
-                "addr": format!("{addr}/{}", self.opts.range.len),
-                "iface": iface,
-                "mtu": self.mtu,
-            })),
+            Ok((iface, mac)) => {
+                if let Some(mac) = mac {
+                    self.set_mac(netns, Some(mac));
+                }
+                Ok(json!({
+                    "ok": true,
+                    "addr": format!("{addr}/{}", self.opts.range.len),
+                    "iface": iface,
+                    "mtu": self.mtu,
+                }))
+            }
             Err(e) => {
                 self.alloc
                     .lock()
@@ -257,6 +363,21 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Records (or forgets) a container's MAC and announces the set to every peer.
+    fn set_mac(&self, netns: &str, mac: Option<[u8; 6]>) {
+        let all: Vec<[u8; 6]> = {
+            let mut macs = self.macs.lock().unwrap_or_else(|e| e.into_inner());
+            match mac {
+                Some(m) => macs.insert(netns.to_string(), m),
+                None => macs.remove(netns),
+            };
+            macs.values().copied().collect()
+        };
+        self.router.set_local_macs(all);
+    }
+}
+
 impl Handler for Daemon {
     async fn handle(&self, req: Request) -> serde_json::Value {
         let err = |e: String| json!({"ok": false, "error": e});
@@ -265,6 +386,7 @@ impl Handler for Daemon {
             Request::Attach { netns, addr } => self.attach(&netns, addr).await.unwrap_or_else(err),
             Request::Detach { netns } => {
                 let removed = netdev::detach(&self.netdev, &netns).await;
+                self.set_mac(&netns, None);
                 let released = self
                     .alloc
                     .lock()

@@ -17,7 +17,7 @@ pub mod netdev;
 pub mod odp;
 pub mod reassembly;
 pub mod router;
-pub mod sleeve;
+
 pub mod topology;
 pub mod wire;
 

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use overlay::api::{self, PeerOp, Request};
 use overlay::config::{self, Mtu, Range};
-use overlay::daemon::{Daemon, Options};
+use overlay::daemon::{Daemon, FastPathOptions, Options};
+use overlay::datapath::select::Timing;
 
 /// A Weave-Net-style overlay router for one host.
 #[derive(Debug, Parser)]
@@ -91,6 +92,23 @@ struct RunArgs {
     /// Where the router keeps state (address holdings).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// The kernel vxlan fast path: `auto` (use it where it works) or `off` (sleeve only).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "off"])]
+    fast_path: String,
+    /// UDP port of the vxlan fast path.
+    #[arg(long, default_value_t = overlay::VXLAN_PORT)]
+    fast_path_port: u16,
+    /// Fast-path heartbeat interval, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    heartbeat_ms: u64,
+    /// A connection whose fast-path heartbeats go unanswered this long falls back to sleeve
+    /// (milliseconds).
+    #[arg(long, default_value_t = 1500)]
+    fallback_ms: u64,
+    /// A connection that fell back returns to the fast path once its heartbeats have been
+    /// answered without a break this long (milliseconds).
+    #[arg(long, default_value_t = 5000)]
+    recover_ms: u64,
 }
 
 fn parse_peer(s: &str) -> Result<IpAddr, String> {
@@ -117,6 +135,27 @@ fn options(args: &RunArgs, api: Option<PathBuf>) -> Result<Options, String> {
         mtu: args.mtu.parse::<Mtu>().map_err(|e| e.to_string())?,
         api: api.unwrap_or_else(|| api::default_path(&args.name)),
         state_dir: args.state_dir.clone(),
+        fast_path: fast_path_options(args)?,
+    })
+}
+
+fn fast_path_options(args: &RunArgs) -> Result<FastPathOptions, String> {
+    let ms = std::time::Duration::from_millis;
+    if args.heartbeat_ms == 0 || args.fallback_ms < 2 * args.heartbeat_ms {
+        return Err(format!(
+            "--fallback-ms {} must be at least two heartbeat intervals (--heartbeat-ms {}), or a \
+             single late heartbeat would move connections to sleeve",
+            args.fallback_ms, args.heartbeat_ms
+        ));
+    }
+    Ok(FastPathOptions {
+        enabled: args.fast_path == "auto",
+        port: args.fast_path_port,
+        timing: Timing {
+            interval: ms(args.heartbeat_ms),
+            fallback_after: ms(args.fallback_ms),
+            recover_after: ms(args.recover_ms),
+        },
     })
 }
 
@@ -237,6 +276,7 @@ fn run(args: &RunArgs, api: Option<PathBuf>) -> ExitCode {
             _ = term.recv() => {}
         }
         let _ = std::fs::remove_file(&api_path);
+        daemon.shutdown().await;
         drop(daemon);
         tracing::info!("router stopped");
         ExitCode::SUCCESS

@@ -129,6 +129,12 @@ impl Netdev {
         })
     }
 
+    /// The rtnetlink handle, for requests this module has no helper for (the vxlan datapath's
+    /// device and FDB).
+    pub(crate) fn handle(&self) -> &rtnetlink::Handle {
+        &self.handle
+    }
+
     /// Every interface of the namespace.
     pub async fn links(&self) -> Result<Vec<Link>> {
         let mut stream = self.handle.link().get().execute();
@@ -390,7 +396,8 @@ pub fn create_tap(name: &str) -> Result<Tap> {
 }
 
 /// Attaches the container namespace at `netns`: a veth from it into the bridge, `eth0` inside
-/// with `addr/prefix` and `mtu`, both ends and the container's loopback up.
+/// with `addr/prefix` and `mtu`, both ends and the container's loopback up. Returns the host
+/// end's name and the container's MAC.
 pub async fn attach(
     host: &Netdev,
     bridge: u32,
@@ -399,7 +406,7 @@ pub async fn attach(
     prefix: u8,
     mtu: u32,
     rt: &tokio::runtime::Handle,
-) -> Result<String> {
+) -> Result<(String, Option<[u8; 6]>)> {
     let path = netns_path(netns);
     let ns_fd = open_netns(&path)?;
     let name = host_veth_name(netns);
@@ -429,7 +436,7 @@ pub async fn attach(
     if let Some(lo) = links.iter().find(|l| l.loopback) {
         inner.set(lo.index, &lo.name, true, None, None).await?;
     }
-    Ok(name)
+    Ok((name, eth.mac))
 }
 
 /// Removes a container's attachment (deleting the host end deletes the pair).

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::alloc::IpamSource;
 use crate::crypto::handshake::{self, LocalOffer, Session};
+use crate::datapath::vxlan::PathStatus;
 use crate::datapath::{Datapath, PeerSpec, PeerStats};
 use crate::topology::{PeerTable, Timing};
 use crate::wire::auth::{self, Role};
@@ -43,6 +44,8 @@ pub struct Settings {
     pub password: Option<Vec<u8>>,
     /// TCP port peers listen on.
     pub port: u16,
+    /// Whether this router offers the vxlan fast path (its device exists).
+    pub fast_path: bool,
 }
 
 impl std::fmt::Debug for Settings {
@@ -51,6 +54,7 @@ impl std::fmt::Debug for Settings {
             .field("name", &self.name)
             .field("encrypted", &self.password.is_some())
             .field("port", &self.port)
+            .field("fast_path", &self.fast_path)
             .finish()
     }
 }
@@ -104,6 +108,8 @@ pub struct Router {
     gossip: watch::Sender<u64>,
     datapath: Mutex<Option<Arc<dyn Datapath>>>,
     ipam: Mutex<Option<Arc<Mutex<IpamSource>>>>,
+    /// The MACs of this router's containers, announced to every peer.
+    local_macs: Mutex<Vec<[u8; 6]>>,
 }
 
 impl std::fmt::Debug for Router {
@@ -134,6 +140,8 @@ pub struct ConnStatus {
     pub encrypted: bool,
     /// The datapath carrying this connection's frames.
     pub datapath: String,
+    /// The fast path's view of the connection: since when on its datapath, why, heartbeats.
+    pub path: Option<PathStatus>,
     /// Seconds since it was established.
     pub age_s: u64,
     /// Datapath counters.
@@ -356,6 +364,7 @@ impl Router {
             gossip: watch::Sender::new(0),
             datapath: Mutex::new(None),
             ipam: Mutex::new(None),
+            local_macs: Mutex::new(Vec::new()),
         })
     }
 
@@ -403,6 +412,58 @@ impl Router {
             return Vec::new();
         }
         frame(MessageType::IpamClaims, &buf)
+    }
+
+    /// The MACs of this router's containers as a control frame.
+    fn macs_frame(&self) -> Vec<u8> {
+        let repr = crate::wire::macs::Repr {
+            macs: self
+                .local_macs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        };
+        let mut buf = vec![0u8; repr.buffer_len()];
+        if repr
+            .emit(&mut crate::wire::macs::Packet::new_unchecked(&mut buf[..]))
+            .is_err()
+        {
+            return Vec::new();
+        }
+        frame(MessageType::LocalMacs, &buf)
+    }
+
+    /// Sets the MACs of this router's containers and announces them to every peer (they steer
+    /// frames for them to the datapath of their connection to this router).
+    pub fn set_local_macs(&self, mut macs: Vec<[u8; 6]>) {
+        macs.sort_unstable();
+        macs.dedup();
+        {
+            let mut mine = self.local_macs.lock().unwrap_or_else(|e| e.into_inner());
+            if *mine == macs {
+                return;
+            }
+            *mine = macs;
+        }
+        let f = self.macs_frame();
+        for c in self.st().conns.values() {
+            let _ = c.tx.send(f.clone());
+        }
+    }
+
+    /// Answers a fast-path heartbeat from the router with uid `uid` over its connection.
+    pub fn ack_fast_heartbeat(&self, uid: u64, hb: heartbeat::Repr) {
+        let st = self.st();
+        if let Some(c) = st.conns.values().find(|c| c.uid == uid) {
+            let ack = hb.ack(hb.padding_len);
+            let mut b = vec![0u8; ack.buffer_len()];
+            if ack
+                .emit(&mut heartbeat::Packet::new_unchecked(&mut b[..]))
+                .is_ok()
+            {
+                let _ = c.tx.send(frame(MessageType::FastHeartbeatAck, &b));
+            }
+        }
     }
 
     /// Gossips topology and IPAM claims to every peer now (e.g. after a new address claim).
@@ -782,6 +843,8 @@ impl Router {
                 ip,
                 short_id: peer.short_id,
                 connection_id: id,
+                uid: peer.peer_uid,
+                fast_path: peer.features.contains(Features::VXLAN),
                 keys,
             });
         }
@@ -797,6 +860,7 @@ impl Router {
         });
         let _ = tx.send(self.gossip_frame());
         let _ = tx.send(self.claims_frame());
+        let _ = tx.send(self.macs_frame());
         // Subscribed before the loop: a change announced while a frame is being handled is
         // still seen at the next turn (a `Notify` woken then would be missed until the tick).
         let mut changes = self.gossip.subscribe();
@@ -866,7 +930,11 @@ impl Router {
             version_min: hello::PROTOCOL_VERSION_MIN,
             version_max: hello::PROTOCOL_VERSION_MAX,
             password: self.settings.password.is_some(),
-            features: Features::SLEEVE,
+            features: if self.settings.fast_path {
+                Features(Features::SLEEVE.0 | Features::VXLAN.0)
+            } else {
+                Features::SLEEVE
+            },
             peer_uid: self.uid,
             short_id,
             nonce: offer.nonce(),
@@ -984,7 +1052,7 @@ impl Router {
                             dp.acked(
                                 from,
                                 ack.sequence,
-                                crate::sleeve::heartbeat_size(ack.padding_len, encrypted),
+                                crate::datapath::sleeve::heartbeat_size(ack.padding_len, encrypted),
                             );
                         }
                     }
@@ -993,6 +1061,30 @@ impl Router {
             }
             MessageType::Close => {
                 return Err(format!("peer closed: {}", String::from_utf8_lossy(payload)));
+            }
+            MessageType::LocalMacs => {
+                match crate::wire::macs::Packet::new_checked(payload)
+                    .and_then(|p| crate::wire::macs::Repr::parse(&p))
+                {
+                    Ok(r) => {
+                        if let Some(dp) = self.dp() {
+                            dp.set_peer_macs(from, r.macs);
+                        }
+                    }
+                    Err(_) => self.st().malformed_control += 1,
+                }
+            }
+            MessageType::FastHeartbeatAck => {
+                match heartbeat::Packet::new_checked(payload)
+                    .and_then(|p| heartbeat::Repr::parse(&p))
+                {
+                    Ok(ack) if ack.kind == heartbeat::Kind::Ack => {
+                        if let Some(dp) = self.dp() {
+                            dp.fast_acked(from, &ack);
+                        }
+                    }
+                    _ => self.st().malformed_control += 1,
+                }
             }
             MessageType::IpamClaims => {
                 let repr = match crate::wire::ipam::Packet::new_checked(payload)
@@ -1154,7 +1246,12 @@ impl Router {
                 peer_uid: c.uid,
                 short_id: c.short_id,
                 encrypted: c.encrypted,
-                datapath: dp.as_ref().map(|d| d.kind()).unwrap_or("none").to_string(),
+                datapath: dp
+                    .as_ref()
+                    .and_then(|d| d.peer_path(name).map(|p| p.datapath))
+                    .or_else(|| dp.as_ref().map(|d| d.kind().to_string()))
+                    .unwrap_or_else(|| "none".to_string()),
+                path: dp.as_ref().and_then(|d| d.peer_path(name)),
                 age_s: c.since.elapsed().as_secs(),
                 stats: dp.as_ref().and_then(|d| d.peer_stats(name)),
             })
@@ -1241,6 +1338,7 @@ mod tests {
                 name: "h1".into(),
                 password: None,
                 port: 6783,
+                fast_path: false,
             },
             &[H2, H3],
             0x11,
@@ -1374,6 +1472,7 @@ mod tests {
                 name: "h1".into(),
                 password: None,
                 port: 6783,
+                fast_path: false,
             },
             &[silent],
             0x11,

@@ -242,6 +242,154 @@ pub async fn tcp_bulk(
     Ok(())
 }
 
+/// What a paced TCP stream saw.
+#[derive(Debug, Clone, Copy)]
+pub struct Paced {
+    /// Bytes the server read, all in the order sent.
+    pub bytes: u64,
+    /// The longest time the server waited for the next bytes.
+    pub longest_stall: Duration,
+}
+
+/// Keeps one TCP connection from `from` to a server in `to` at `addr` busy for `duration`:
+/// 4 KiB every 10 ms of a known pattern. Fails on a reset, a timeout (30 s without data) or a
+/// byte out of place; otherwise returns how much crossed and the longest stall the server saw.
+pub async fn tcp_paced(
+    lab: &Lab,
+    from: &str,
+    to: &str,
+    addr: Ipv4Addr,
+    duration: Duration,
+) -> Result<Paced, String> {
+    let serve = |mut s: TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut got = 0u64;
+        let mut last = Instant::now();
+        let mut longest = Duration::ZERO;
+        loop {
+            let n =
+                std::io::Read::read(&mut s, &mut buf).map_err(|e| format!("read at {got}: {e}"))?;
+            if n == 0 {
+                return Ok(Paced {
+                    bytes: got,
+                    longest_stall: longest,
+                });
+            }
+            longest = longest.max(last.elapsed());
+            last = Instant::now();
+            for (k, b) in buf[..n].iter().enumerate() {
+                if *b != bulk_byte(got + k as u64) {
+                    return Err(format!("byte {} out of place", got + k as u64));
+                }
+            }
+            got += n as u64;
+        }
+    };
+    let talk = move |mut s: TcpStream| {
+        s.set_write_timeout(Some(Duration::from_secs(30))).ok();
+        let end = Instant::now() + duration;
+        let mut sent = 0u64;
+        let mut buf = vec![0u8; 4096];
+        while Instant::now() < end {
+            for (k, b) in buf.iter_mut().enumerate() {
+                *b = bulk_byte(sent + k as u64);
+            }
+            std::io::Write::write_all(&mut s, &buf).map_err(|e| format!("write at {sent}: {e}"))?;
+            sent += buf.len() as u64;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(sent)
+    };
+    let (paced, sent) = tcp_pair(lab, from, to, addr, serve, talk).await?;
+    if paced.bytes != sent {
+        return Err(format!("the server read {} of {sent} bytes", paced.bytes));
+    }
+    Ok(paced)
+}
+
+/// Waits until `host`'s connection to `peer` is on `datapath`; returns how long that took.
+pub async fn wait_datapath(
+    o: &Overlay,
+    host: &str,
+    peer: &str,
+    datapath: &str,
+    limit: Duration,
+) -> Result<Duration, String> {
+    let start = Instant::now();
+    let mut last = serde_json::Value::Null;
+    while start.elapsed() < limit {
+        if let Some(c) = conn_status(o, host, peer).await {
+            if c["datapath"] == datapath {
+                return Ok(start.elapsed());
+            }
+            last = c["path"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!(
+        "{host} -> {peer} not on {datapath} after {limit:?}; last seen: {last}"
+    ))
+}
+
+/// Packets a device in `node_name`'s namespace received and sent (`/proc/net/dev` read from a
+/// thread inside the namespace; sysfs would show the root namespace's devices).
+pub async fn dev_packets(lab: &Lab, node_name: &str, dev: &str) -> (u64, u64) {
+    let dev = dev.to_string();
+    let text = node(lab, node_name)
+        .run(|| async { std::fs::read_to_string("/proc/thread-self/net/dev") })
+        .await
+        .expect("run in node")
+        .expect("read /proc/thread-self/net/dev");
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{dev}:")))
+        .unwrap_or_else(|| panic!("no {dev} in {node_name}: {text}"));
+    let f: Vec<u64> = line
+        .split_once(':')
+        .map(|x| x.1)
+        .unwrap_or("")
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    (f[1], f[9])
+}
+
+/// Sends one UDP datagram carrying `marker` from `from` to the overlay's broadcast address
+/// (198.19.255.255: the containers have no route for 255.255.255.255, so this is an Ethernet
+/// broadcast on the bridge) and counts, in each of `others`, the frames that carry it.
+pub async fn broadcast_copies(
+    lab: &Lab,
+    from: &str,
+    others: &[&'static str],
+    marker: &[u8],
+) -> Vec<(&'static str, usize)> {
+    let mut caps = Vec::new();
+    for c in others {
+        caps.push((*c, Capture::open(&node(lab, c)).await));
+    }
+    udp_send(
+        lab,
+        from,
+        Ipv4Addr::new(198, 19, 255, 255),
+        9998,
+        marker.to_vec(),
+        1,
+    )
+    .await;
+    let marker = marker.to_vec();
+    tokio::task::spawn_blocking(move || {
+        caps.into_iter()
+            .map(|(c, cap)| {
+                let frames = cap.drain(Duration::from_millis(800));
+                (c, frames.iter().filter(|f| contains(f, &marker)).count())
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("capture thread")
+}
+
 /// Sends `count` UDP datagrams carrying `payload` from `from` to `dst:port`
 /// (broadcast allowed).
 pub async fn udp_send(

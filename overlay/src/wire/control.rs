@@ -40,6 +40,10 @@ pub enum MessageType {
     HeartbeatAck,
     /// Orderly close; the payload is an optional UTF-8 reason.
     Close,
+    /// [`super::macs`]: the MACs of the sender's local containers.
+    LocalMacs,
+    /// [`super::heartbeat`]: acknowledgement of a heartbeat that crossed the vxlan fast path.
+    FastHeartbeatAck,
     /// A type this version does not know; a reader skips it.
     Unknown(u8),
 }
@@ -53,6 +57,8 @@ impl From<u8> for MessageType {
             4 => Self::IpamClaims,
             5 => Self::HeartbeatAck,
             6 => Self::Close,
+            7 => Self::LocalMacs,
+            8 => Self::FastHeartbeatAck,
             other => Self::Unknown(other),
         }
     }
@@ -67,6 +73,8 @@ impl From<MessageType> for u8 {
             MessageType::IpamClaims => 4,
             MessageType::HeartbeatAck => 5,
             MessageType::Close => 6,
+            MessageType::LocalMacs => 7,
+            MessageType::FastHeartbeatAck => 8,
             MessageType::Unknown(v) => v,
         }
     }

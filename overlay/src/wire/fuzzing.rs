@@ -7,7 +7,7 @@
 //! or from the round-trip assertion) is a bug the fuzzer reports.
 
 use super::{
-    auth, control, fragment, gossip, handshake, heartbeat, icmp, ipam, ipv4, sleeve, vxlan,
+    auth, control, fragment, gossip, handshake, heartbeat, icmp, ipam, ipv4, macs, sleeve, vxlan,
 };
 
 /// Emits `repr` with `emit` into a buffer of `len` bytes and returns it.
@@ -105,6 +105,23 @@ pub fn ipam(data: &[u8]) {
             r.emit(&mut ipam::Packet::new_unchecked(b))
         });
         let back = ipam::Repr::parse(&ipam::Packet::new_unchecked(&again[..]));
+        assert_eq!(back.as_ref(), Ok(&r));
+    }
+}
+
+/// MAC announcements.
+pub fn macs(data: &[u8]) {
+    let Ok(p) = macs::Packet::new_checked(data) else {
+        return;
+    };
+    for i in 0..=usize::from(p.count()) {
+        let _ = p.mac(i);
+    }
+    if let Ok(r) = macs::Repr::parse(&p) {
+        let again = re_emit(r.buffer_len(), |b| {
+            r.emit(&mut macs::Packet::new_unchecked(b))
+        });
+        let back = macs::Repr::parse(&macs::Packet::new_unchecked(&again[..]));
         assert_eq!(back.as_ref(), Ok(&r));
     }
 }

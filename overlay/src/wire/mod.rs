@@ -18,6 +18,7 @@ pub mod heartbeat;
 pub mod icmp;
 pub mod ipam;
 pub mod ipv4;
+pub mod macs;
 pub mod sleeve;
 pub mod vxlan;
 

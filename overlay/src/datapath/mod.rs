@@ -1,11 +1,37 @@
-//! What the router asks of a datapath, per peer connection. Sleeve implements it; the kernel
-//! fast paths (Open vSwitch, vxlan) will sit beside it and the router will pick one per peer.
+//! The datapaths: how frames cross between hosts.
+//!
+//! - [`sleeve`]: userspace, UDP 6783, always there (the fallback, and the only way when the
+//!   overlay is encrypted).
+//! - [`vxlan`]: the kernel vxlan fast path on UDP 6784 ([`vxlan_dev`] is its kernel adapter).
+//! - [`select`]: the pure per-connection choice between the two, driven by heartbeats.
+//! - [`tiers`]: what the router drives: sleeve and the fast path together, per connection.
+//!
+//! The Open vSwitch kernel datapath will be one more tier beside vxlan.
+
+pub mod select;
+pub mod sleeve;
+pub mod tiers;
+pub mod vxlan;
+pub mod vxlan_dev;
 
 use std::net::IpAddr;
 
 use serde::Serialize;
 
 use crate::crypto::handshake::SessionKeys;
+use crate::wire::heartbeat;
+
+/// The overlay MTU `mtu = "auto"` gives: the underlay MTU minus vxlan's 50 bytes when this host
+/// has the fast path, else minus sleeve's overhead. Peers reached through sleeve on a host with
+/// the fast path get DF frames above sleeve's limit answered with ICMP "fragmentation needed"
+/// (and others fragmented), so one MTU serves both.
+pub fn auto_mtu(underlay_mtu: u32, fast_path: bool, encrypted: bool) -> u32 {
+    if fast_path && !encrypted {
+        crate::wire::vxlan::overlay_mtu(underlay_mtu as usize) as u32
+    } else {
+        crate::wire::sleeve::overlay_mtu(underlay_mtu as usize, encrypted) as u32
+    }
+}
 
 /// A peer the datapath should carry frames to and from.
 #[derive(Debug, Clone)]
@@ -18,6 +44,10 @@ pub struct PeerSpec {
     pub short_id: u16,
     /// The connection's id, echoed by heartbeats.
     pub connection_id: u64,
+    /// The peer incarnation's uid (its fast-path heartbeats carry it).
+    pub uid: u64,
+    /// Whether the peer offers the vxlan fast path (its Hello says so).
+    pub fast_path: bool,
     /// Session keys when the overlay is encrypted.
     pub keys: Option<SessionKeys>,
 }
@@ -90,4 +120,32 @@ pub trait Datapath: Send + Sync {
     fn probe(&self, round: u64);
     /// A peer acknowledged heartbeat `round` of `size` underlay bytes.
     fn acked(&self, name: &str, round: u64, size: usize);
+    /// The peer announced the MACs of its containers.
+    fn set_peer_macs(&self, _name: &str, _macs: Vec<[u8; 6]>) {}
+    /// The peer acknowledged a fast-path heartbeat.
+    fn fast_acked(&self, _name: &str, _ack: &heartbeat::Repr) {}
+    /// Which datapath carries the connection to `name`, since when and why.
+    fn peer_path(&self, _name: &str) -> Option<vxlan::PathStatus> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case::vxlan_1500(1500, true, false, 1450)]
+    #[case::vxlan_jumbo(9000, true, false, 8950)]
+    #[case::sleeve_1500(1500, false, false, 1440)]
+    #[case::encrypted_uses_sleeve(1500, true, true, 1424)]
+    fn auto_mtu_follows_the_underlay_and_the_datapath(
+        #[case] underlay: u32,
+        #[case] fast: bool,
+        #[case] encrypted: bool,
+        #[case] want: u32,
+    ) {
+        assert_eq!(auto_mtu(underlay, fast, encrypted), want);
+    }
 }

@@ -87,6 +87,9 @@ struct Peer {
     next_burst: AtomicU32,
     /// Split bodies from this peer being put back together (receive thread only).
     reassembly: Mutex<Reassembler>,
+    /// Whether broadcasts and unknown unicast go to this peer through sleeve (cleared while
+    /// the fast path carries them, so each reaches the peer once).
+    flooded: AtomicBool,
     c: Counters,
 }
 
@@ -266,6 +269,15 @@ impl Sleeve {
         self.shared.local_short_id.store(u32::from(id), Relaxed);
     }
 
+    /// Whether sleeve floods broadcasts and unknown unicast to the peer `name` (it does unless
+    /// the peer's connection is on the fast path).
+    pub fn set_flooded(&self, name: &str, on: bool) {
+        let peers = self.shared.peers.read().unwrap_or_else(|e| e.into_inner());
+        for p in peers.values().filter(|p| p.name == name) {
+            p.flooded.store(on, Relaxed);
+        }
+    }
+
     /// Stops the threads (they notice within a second).
     pub fn stop(&self) {
         self.shared.stop.store(true, Relaxed);
@@ -297,6 +309,7 @@ impl Datapath for Sleeve {
             last_ack_round: AtomicU64::new(0),
             next_burst: AtomicU32::new(0),
             reassembly: Mutex::new(Reassembler::new()),
+            flooded: AtomicBool::new(true),
             c: Counters::default(),
         };
         let mut peers = self.shared.peers.write().unwrap_or_else(|e| e.into_inner());
@@ -749,7 +762,7 @@ fn tap_to_udp(s: &Shared) {
             };
             let targets: Vec<&Arc<Peer>> = match known {
                 Some(p) => vec![p],
-                None => peers.values().collect(),
+                None => peers.values().filter(|p| p.flooded.load(Relaxed)).collect(),
             };
             let flooded = known.is_none();
             for p in targets {

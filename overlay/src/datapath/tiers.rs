@@ -1,0 +1,77 @@
+//! What the router drives: sleeve for every connection, and the vxlan fast path for those whose
+//! heartbeats cross it. Sleeve keeps receiving from every peer whatever the choice, so frames
+//! a peer sends while the two sides change datapath are not lost.
+
+use std::sync::Arc;
+
+use super::sleeve::Sleeve;
+use super::vxlan::{PathStatus, Vxlan};
+use super::{Datapath, DatapathStats, PeerSpec, PeerStats};
+use crate::wire::heartbeat;
+
+/// Sleeve and the fast path together.
+#[derive(Debug)]
+pub struct Tiers {
+    sleeve: Arc<Sleeve>,
+    fast: Vxlan,
+}
+
+impl Tiers {
+    /// Both datapaths of one router.
+    pub fn new(sleeve: Arc<Sleeve>, fast: Vxlan) -> Self {
+        Tiers { sleeve, fast }
+    }
+
+    /// The fast path.
+    pub fn fast(&self) -> &Vxlan {
+        &self.fast
+    }
+}
+
+impl Datapath for Tiers {
+    fn kind(&self) -> &'static str {
+        if self.fast.availability().is_ok() {
+            "vxlan"
+        } else {
+            "sleeve"
+        }
+    }
+
+    fn add_peer(&self, spec: PeerSpec) {
+        self.sleeve.add_peer(spec.clone());
+        self.fast.add_peer(&spec);
+    }
+
+    fn remove_peer(&self, name: &str) {
+        self.fast.remove_peer(name);
+        self.sleeve.remove_peer(name);
+    }
+
+    fn peer_stats(&self, name: &str) -> Option<PeerStats> {
+        self.sleeve.peer_stats(name)
+    }
+
+    fn stats(&self) -> DatapathStats {
+        self.sleeve.stats()
+    }
+
+    fn probe(&self, round: u64) {
+        self.sleeve.probe(round);
+    }
+
+    fn acked(&self, name: &str, round: u64, size: usize) {
+        self.sleeve.acked(name, round, size);
+    }
+
+    fn set_peer_macs(&self, name: &str, macs: Vec<[u8; 6]>) {
+        self.fast.set_peer_macs(name, macs);
+    }
+
+    fn fast_acked(&self, name: &str, ack: &heartbeat::Repr) {
+        self.fast.acked(name, ack);
+    }
+
+    fn peer_path(&self, name: &str) -> Option<PathStatus> {
+        self.fast.peer_path(name)
+    }
+}

@@ -1,0 +1,778 @@
+//! The kernel vxlan fast path: a vxlan device on the overlay bridge carries container frames
+//! between hosts without the router touching them; the router only decides, per connection,
+//! whether a peer is reached through it or through sleeve, and keeps the kernel's tables in
+//! step with that decision.
+//!
+//! - **Heartbeats** cross the fast path itself: every [`Timing::interval`] the router sends
+//!   each peer two vxlan packets to UDP 6784 with DF set, a small one and one padded to the
+//!   overlay MTU. Inside is an Ethernet frame of type [`heartbeat::HEARTBEAT_ETHERTYPE`] to a
+//!   link-local group address (the bridge never forwards those); the peer's kernel decapsulates
+//!   it, the peer's router reads it from its vxlan device and acknowledges it over the control
+//!   connection. What crossed decides: [`super::select::Selector`].
+//! - **Tables**: per peer on the fast path, an all-zero FDB entry (one copy of each broadcast
+//!   and unknown unicast) and an entry per announced MAC on the vxlan device, and the bridge's
+//!   static entry for each announced MAC pointing at the vxlan port; for a peer on sleeve, the
+//!   bridge entries point at sleeve's TAP and sleeve floods to it. [`plan`] computes the
+//!   requests from what is installed and what should be, so a change is always the difference.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::select::{Path, Reason, Selector, Timing};
+use super::sleeve::Sleeve;
+use super::vxlan_dev::{VxlanDevice, FLOOD};
+use super::PeerSpec;
+use crate::wire::{ethernet, heartbeat, vxlan as vxwire};
+
+/// The link-local group address heartbeats are sent to (802.1 "nearest bridge" range: a bridge
+/// hands such frames to the port's own stack instead of forwarding them).
+pub const HEARTBEAT_DST: [u8; 6] = [0x01, 0x80, 0xc2, 0x00, 0x00, 0x0e];
+const ETH: usize = 14;
+
+/// A fast-path heartbeat that arrived: the router acknowledges it to the sender, found by uid.
+#[derive(Debug, Clone, Copy)]
+pub struct FastHeartbeatSeen {
+    /// The sending router's uid (heartbeats carry it as their connection id).
+    pub uid: u64,
+    /// The heartbeat (its padding length is what arrived).
+    pub heartbeat: heartbeat::Repr,
+}
+
+/// One request to the kernel (or to sleeve) that [`plan`] asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Sleeve floods to the peer again (it is on sleeve).
+    SleeveCarries(String, bool),
+    /// Add the peer's all-zero FDB entry.
+    AddFlood(IpAddr),
+    /// Remove it.
+    DelFlood(IpAddr),
+    /// Send frames for a MAC to the peer through vxlan.
+    AddMac([u8; 6], IpAddr),
+    /// Stop doing so.
+    DelMac([u8; 6], IpAddr),
+    /// Point the bridge's entry for a MAC at the vxlan port (`true`) or the TAP.
+    Steer([u8; 6], bool),
+    /// Remove the bridge's entry for a MAC.
+    Unsteer([u8; 6]),
+}
+
+/// What the kernel holds (or should hold) for one peer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Installed {
+    /// On the fast path.
+    pub fast: bool,
+    /// The peer's MACs with entries.
+    pub macs: BTreeSet<[u8; 6]>,
+}
+
+/// The requests that turn `have` into `want` (`None`: the peer is gone) for the peer `name` at
+/// `ip`, in an order that never leaves a frame without a way: the new way is opened before the
+/// old one is closed.
+pub fn plan(name: &str, ip: IpAddr, have: &Installed, want: Option<&Installed>) -> Vec<Op> {
+    let mut ops = Vec::new();
+    let empty = Installed::default();
+    let gone = want.is_none();
+    let want = want.unwrap_or(&empty);
+    let removed: Vec<[u8; 6]> = have.macs.difference(&want.macs).copied().collect();
+    if want.fast && !gone {
+        if !have.fast {
+            ops.push(Op::AddFlood(ip));
+        }
+        for m in &want.macs {
+            if !have.fast || !have.macs.contains(m) {
+                ops.push(Op::AddMac(*m, ip));
+                ops.push(Op::Steer(*m, true));
+            }
+        }
+        if !have.fast {
+            ops.push(Op::SleeveCarries(name.to_string(), false));
+        }
+    } else {
+        if have.fast && !gone {
+            ops.push(Op::SleeveCarries(name.to_string(), true));
+        }
+        for m in &want.macs {
+            if have.fast || !have.macs.contains(m) {
+                ops.push(Op::Steer(*m, false));
+            }
+        }
+        if have.fast {
+            for m in have.macs.intersection(&want.macs) {
+                ops.push(Op::DelMac(*m, ip));
+            }
+        }
+    }
+    for m in removed {
+        ops.push(Op::Unsteer(m));
+        if have.fast {
+            ops.push(Op::DelMac(m, ip));
+        }
+    }
+    if have.fast && (!want.fast || gone) {
+        ops.push(Op::DelFlood(ip));
+    }
+    ops
+}
+
+/// One connection's fast-path state, as status shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PathStatus {
+    /// `vxlan` or `sleeve`.
+    pub datapath: String,
+    /// Seconds on it.
+    pub since_s: u64,
+    /// Why.
+    pub reason: String,
+    /// Round trip of the last acknowledged fast-path heartbeat, microseconds.
+    pub heartbeat_rtt_us: Option<u64>,
+    /// Fast-path heartbeats sent, acknowledged, and received from the peer.
+    pub heartbeats_sent: u64,
+    /// See `heartbeats_sent`.
+    pub heartbeats_acked: u64,
+    /// See `heartbeats_sent`.
+    pub heartbeats_received: u64,
+    /// MACs the peer announced.
+    pub peer_macs: usize,
+}
+
+struct FastPeer {
+    ip: IpAddr,
+    uid: u64,
+    selector: Selector,
+    macs: BTreeSet<[u8; 6]>,
+    installed: Installed,
+    rtt: Option<Duration>,
+    sent: u64,
+    acked: u64,
+    received: u64,
+}
+
+/// Fast-path settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// UDP port of vxlan (6784).
+    pub port: u16,
+    /// Heartbeat timing.
+    pub timing: Timing,
+    /// The overlay MTU the fast path must carry.
+    pub overlay_mtu: u32,
+    /// This router's uid (heartbeats carry it).
+    pub uid: u64,
+}
+
+struct Inner {
+    settings: Settings,
+    device: Option<VxlanDevice>,
+    unavailable: Option<String>,
+    sock: Option<UdpSocket>,
+    sleeve: Arc<Sleeve>,
+    peers: Mutex<BTreeMap<String, FastPeer>>,
+    base: Instant,
+    stop: AtomicBool,
+    /// Serializes reconciliation, so two passes never interleave their requests.
+    apply: tokio::sync::Mutex<()>,
+}
+
+/// The fast path of one router (present even when the device could not be made: then every
+/// connection stays on sleeve and says why).
+#[derive(Clone)]
+pub struct Vxlan {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Vxlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vxlan")
+            .field("available", &self.inner.device.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn open_heartbeat_socket() -> std::io::Result<UdpSocket> {
+    let sock = UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))?;
+    let probe: libc::c_int = libc::IP_PMTUDISC_PROBE;
+    // SAFETY: setsockopt with a pointer to a live c_int and its size. DF on, cached path MTU
+    // ignored: only what really crosses is acknowledged.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&probe as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    sock.set_nonblocking(true)?;
+    Ok(sock)
+}
+
+/// An AF_PACKET socket that receives only heartbeat frames arriving on device `index`. The
+/// kernel filters by ethertype, so container traffic never reaches the router.
+fn open_receiver(index: u32) -> std::io::Result<OwnedFd> {
+    let proto = heartbeat::HEARTBEAT_ETHERTYPE.to_be();
+    // SAFETY: socket(2) with constant arguments; the result is checked.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::c_int::from(proto),
+        )
+    };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a descriptor we just opened and own.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: sockaddr_ll is plain data; zero is a valid start.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = proto;
+    sll.sll_ifindex = index as i32;
+    // SAFETY: bind(2) with a sockaddr_ll that lives for the call and its size.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// A locally administered unicast MAC for this router's heartbeats.
+fn local_mac(uid: u64) -> [u8; 6] {
+    let b = uid.to_be_bytes();
+    [0x02, b[3], b[4], b[5], b[6], b[7]]
+}
+
+impl Vxlan {
+    /// The fast path over `device`, or (`Err(why)`) a fast path that is not there. Heartbeats
+    /// that arrive are handed to `seen`.
+    pub fn start(
+        settings: Settings,
+        device: Result<VxlanDevice, String>,
+        sleeve: Arc<Sleeve>,
+        seen: tokio::sync::mpsc::UnboundedSender<FastHeartbeatSeen>,
+    ) -> Self {
+        let (device, mut unavailable) = match device {
+            Ok(d) => (Some(d), None),
+            Err(why) => (None, Some(why)),
+        };
+        let mut sock = None;
+        let mut receiver = None;
+        if let Some(d) = &device {
+            match (open_heartbeat_socket(), open_receiver(d.index)) {
+                (Ok(s), Ok(r)) => {
+                    sock = Some(s);
+                    receiver = Some(r);
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    unavailable = Some(format!("cannot open the heartbeat sockets: {e}"));
+                }
+            }
+        }
+        let device = if unavailable.is_some() { None } else { device };
+        let inner = Arc::new(Inner {
+            settings,
+            device,
+            unavailable,
+            sock,
+            sleeve,
+            peers: Mutex::new(BTreeMap::new()),
+            base: Instant::now(),
+            stop: AtomicBool::new(false),
+            apply: tokio::sync::Mutex::new(()),
+        });
+        if let Some(fd) = receiver {
+            let i = inner.clone();
+            let spawned = std::thread::Builder::new()
+                .name("vxlan-heartbeats".into())
+                .spawn(move || receive_loop(&i, &fd, &seen));
+            if let Err(e) = spawned {
+                tracing::warn!("cannot start the heartbeat receiver: {e}");
+            }
+        }
+        if inner.device.is_some() {
+            let i = inner.clone();
+            tokio::spawn(async move { heartbeat_loop(i).await });
+        }
+        Vxlan { inner }
+    }
+
+    /// Whether the device exists; `Err` says why not.
+    pub fn availability(&self) -> Result<(), String> {
+        match &self.inner.unavailable {
+            Some(why) => Err(why.clone()),
+            None => Ok(()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, FastPeer>> {
+        self.inner.peers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A connection came up.
+    pub fn add_peer(&self, spec: &PeerSpec) {
+        let now = Instant::now();
+        let s = &self.inner.settings;
+        let selector = match (&self.inner.unavailable, spec.keys.is_some(), spec.fast_path) {
+            (Some(why), _, _) => Selector::unavailable(
+                now,
+                s.timing,
+                s.overlay_mtu,
+                Reason::LocalUnavailable(why.clone()),
+            ),
+            (None, true, _) => Selector::unavailable(
+                now,
+                s.timing,
+                s.overlay_mtu,
+                Reason::LocalUnavailable(
+                    "the overlay is encrypted and kernel vxlan would carry frames in clear".into(),
+                ),
+            ),
+            (None, false, false) => {
+                Selector::unavailable(now, s.timing, s.overlay_mtu, Reason::PeerUnavailable)
+            }
+            (None, false, true) => Selector::new(now, s.timing, s.overlay_mtu),
+        };
+        let mut peers = self.lock();
+        let macs = peers
+            .get(&spec.name)
+            .map(|p| p.macs.clone())
+            .unwrap_or_default();
+        let installed = peers
+            .remove(&spec.name)
+            .map(|p| p.installed)
+            .unwrap_or_default();
+        peers.insert(
+            spec.name.clone(),
+            FastPeer {
+                ip: spec.ip,
+                uid: spec.uid,
+                selector,
+                macs,
+                installed,
+                rtt: None,
+                sent: 0,
+                acked: 0,
+                received: 0,
+            },
+        );
+        drop(peers);
+        self.reconcile_soon();
+    }
+
+    /// A connection went away: its entries are removed.
+    pub fn remove_peer(&self, name: &str) {
+        let gone = self.lock().remove(name);
+        if let (Some(p), Some(dev)) = (gone, self.inner.device.clone()) {
+            let ops = plan(name, p.ip, &p.installed, None);
+            let inner = self.inner.clone();
+            spawn_quiet(async move {
+                let _guard = inner.apply.lock().await;
+                run_ops(&inner, &dev, &ops).await;
+            });
+        }
+    }
+
+    /// The peer `name` announced the MACs of its containers.
+    pub fn set_peer_macs(&self, name: &str, macs: Vec<[u8; 6]>) {
+        let mut peers = self.lock();
+        if let Some(p) = peers.get_mut(name) {
+            p.macs = macs.into_iter().collect();
+        }
+        drop(peers);
+        self.reconcile_soon();
+    }
+
+    /// The peer acknowledged one of our fast-path heartbeats.
+    pub fn acked(&self, name: &str, ack: &heartbeat::Repr) {
+        let now = Instant::now();
+        let full = u32::from(ack.padding_len) + heartbeat::HEADER_LEN as u32
+            >= self.inner.settings.overlay_mtu;
+        let sent = self.inner.base + Duration::from_nanos(ack.timestamp_ns);
+        let changed = {
+            let mut peers = self.lock();
+            let Some(p) = peers.get_mut(name) else {
+                return;
+            };
+            p.acked += 1;
+            p.rtt = Some(now.saturating_duration_since(sent));
+            p.selector.on_ack(now, full);
+            p.selector.evaluate(now).is_some()
+        };
+        if changed {
+            self.reconcile_soon();
+        }
+    }
+
+    /// One connection's fast-path state.
+    pub fn peer_path(&self, name: &str) -> Option<PathStatus> {
+        let peers = self.lock();
+        let p = peers.get(name)?;
+        Some(PathStatus {
+            datapath: match p.selector.path() {
+                Path::Fast => "vxlan".into(),
+                Path::Sleeve => "sleeve".into(),
+            },
+            since_s: p.selector.since().elapsed().as_secs(),
+            reason: p.selector.reason().to_string(),
+            heartbeat_rtt_us: p.rtt.map(|d| d.as_micros() as u64),
+            heartbeats_sent: p.sent,
+            heartbeats_acked: p.acked,
+            heartbeats_received: p.received,
+            peer_macs: p.macs.len(),
+        })
+    }
+
+    fn reconcile_soon(&self) {
+        let inner = self.inner.clone();
+        spawn_quiet(async move { reconcile(&inner).await });
+    }
+
+    /// Removes the device (and with it every FDB entry) and stops the threads.
+    pub async fn shutdown(&self) {
+        self.inner.stop.store(true, Relaxed);
+        if let Some(dev) = &self.inner.device {
+            dev.remove().await;
+        }
+    }
+}
+
+/// Spawns on the current runtime when there is one (unit tests without a runtime skip it).
+fn spawn_quiet<F: std::future::Future<Output = ()> + Send + 'static>(f: F) {
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(f);
+    }
+}
+
+/// Brings the kernel's tables in line with every connection's selected datapath and MACs.
+async fn reconcile(inner: &Arc<Inner>) {
+    let Some(dev) = inner.device.clone() else {
+        return;
+    };
+    let _guard = inner.apply.lock().await;
+    let work: Vec<(String, IpAddr, Installed, Installed)> = {
+        let peers = inner.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers
+            .iter()
+            .map(|(name, p)| {
+                let want = Installed {
+                    fast: p.selector.path() == Path::Fast,
+                    macs: p.macs.clone(),
+                };
+                (name.clone(), p.ip, p.installed.clone(), want)
+            })
+            .filter(|(_, _, have, want)| have != want)
+            .collect()
+    };
+    for (name, ip, have, want) in work {
+        let ops = plan(&name, ip, &have, Some(&want));
+        run_ops(inner, &dev, &ops).await;
+        let mut peers = inner.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = peers.get_mut(&name) {
+            if p.ip == ip {
+                p.installed = want;
+            }
+        }
+    }
+}
+
+async fn run_ops(inner: &Inner, dev: &VxlanDevice, ops: &[Op]) {
+    for op in ops {
+        let r = match op {
+            Op::SleeveCarries(name, on) => {
+                inner.sleeve.set_flooded(name, *on);
+                Ok(())
+            }
+            Op::AddFlood(ip) => dev.add_remote(FLOOD, *ip).await,
+            Op::DelFlood(ip) => dev.remove_remote(FLOOD, *ip).await,
+            Op::AddMac(m, ip) => dev.add_remote(*m, *ip).await,
+            Op::DelMac(m, ip) => dev.remove_remote(*m, *ip).await,
+            Op::Steer(m, fast) => dev.steer(*m, *fast).await,
+            Op::Unsteer(m) => {
+                dev.unsteer(*m).await;
+                Ok(())
+            }
+        };
+        if let Err(e) = r {
+            tracing::warn!("vxlan datapath: {op:?} failed: {e}");
+        }
+    }
+}
+
+/// Builds one heartbeat packet (vxlan header + Ethernet + heartbeat) of `padding` bytes of
+/// padding into `buf`; returns its length.
+fn build_heartbeat(
+    buf: &mut [u8],
+    uid: u64,
+    round: u64,
+    timestamp_ns: u64,
+    padding: u16,
+) -> Option<usize> {
+    let hb = heartbeat::Repr {
+        kind: heartbeat::Kind::Heartbeat,
+        connection_id: uid,
+        sequence: round,
+        timestamp_ns,
+        padding_len: padding,
+    };
+    let len = vxwire::HEADER_LEN + ETH + hb.buffer_len();
+    let buf = buf.get_mut(..len)?;
+    buf.fill(0);
+    let vx = vxwire::Repr {
+        src_short_id: 0,
+        dst_short_id: 0,
+    };
+    vx.emit(&mut vxwire::Packet::new_unchecked(
+        &mut buf[..vxwire::HEADER_LEN],
+    ))
+    .ok()?;
+    let eth = &mut buf[vxwire::HEADER_LEN..];
+    eth[..6].copy_from_slice(&HEARTBEAT_DST);
+    eth[6..12].copy_from_slice(&local_mac(uid));
+    eth[12..14].copy_from_slice(&heartbeat::HEARTBEAT_ETHERTYPE.to_be_bytes());
+    hb.emit(&mut heartbeat::Packet::new_unchecked(&mut eth[ETH..]))
+        .ok()?;
+    Some(len)
+}
+
+async fn heartbeat_loop(inner: Arc<Inner>) {
+    let s = inner.settings;
+    let mut tick = tokio::time::interval(s.timing.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let full_padding = (s.overlay_mtu as usize).saturating_sub(heartbeat::HEADER_LEN);
+    let full_padding = u16::try_from(full_padding).unwrap_or(u16::MAX);
+    let mut buf = vec![0u8; vxwire::HEADER_LEN + ETH + heartbeat::HEADER_LEN + 65_536];
+    let mut round = 0u64;
+    while !inner.stop.load(Relaxed) {
+        tick.tick().await;
+        round += 1;
+        let now = Instant::now();
+        let ts = now.saturating_duration_since(inner.base).as_nanos() as u64;
+        let mut changed = false;
+        {
+            let mut peers = inner.peers.lock().unwrap_or_else(|e| e.into_inner());
+            for p in peers.values_mut() {
+                if p.selector.is_unavailable() {
+                    continue;
+                }
+                if let Some(sock) = &inner.sock {
+                    for padding in [0, full_padding] {
+                        if let Some(n) = build_heartbeat(&mut buf, s.uid, round, ts, padding) {
+                            // A send refused locally (e.g. EMSGSIZE) is a heartbeat lost.
+                            let _ = sock.send_to(&buf[..n], SocketAddr::new(p.ip, s.port));
+                        }
+                    }
+                    p.sent += 1;
+                }
+                if let Some(c) = p.selector.evaluate(now) {
+                    changed = true;
+                    match c.to {
+                        Path::Fast => tracing::info!("connection to {}: fast path (vxlan)", p.ip),
+                        Path::Sleeve => tracing::warn!(
+                            "connection to {}: falling back to sleeve: {}",
+                            p.ip,
+                            c.reason
+                        ),
+                    }
+                }
+            }
+        }
+        if changed {
+            reconcile(&inner).await;
+        }
+    }
+}
+
+fn receive_loop(
+    inner: &Inner,
+    fd: &OwnedFd,
+    seen: &tokio::sync::mpsc::UnboundedSender<FastHeartbeatSeen>,
+) {
+    let mut buf = vec![0u8; 65_536];
+    while !inner.stop.load(Relaxed) {
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one valid pollfd; 500 ms so a stop is noticed.
+        if unsafe { libc::poll(&mut pfd, 1, 500) } <= 0 {
+            continue;
+        }
+        // SAFETY: recv(2) into a live, writable buffer of `buf.len()` bytes.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n <= 0 {
+            continue;
+        }
+        let frame = &buf[..n as usize];
+        let Ok(eth) = ethernet::Frame::new_checked(frame) else {
+            continue;
+        };
+        if eth.ethertype() != heartbeat::HEARTBEAT_ETHERTYPE {
+            continue;
+        }
+        let Ok(hb) =
+            heartbeat::Packet::new_checked(eth.payload()).and_then(|p| heartbeat::Repr::parse(&p))
+        else {
+            continue;
+        };
+        if hb.kind != heartbeat::Kind::Heartbeat {
+            continue;
+        }
+        {
+            let mut peers = inner.peers.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(p) = peers.values_mut().find(|p| p.uid == hb.connection_id) {
+                p.received += 1;
+                // Only a heartbeat of full size proves the peer's way to us carries the MTU.
+                if usize::from(hb.padding_len) + heartbeat::HEADER_LEN
+                    >= inner.settings.overlay_mtu as usize
+                {
+                    p.selector.on_inbound(Instant::now());
+                }
+            }
+        }
+        let _ = seen.send(FastHeartbeatSeen {
+            uid: hb.connection_id,
+            heartbeat: hb,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IP: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 1, 2));
+    const A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
+    const B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
+
+    fn st(fast: bool, macs: &[[u8; 6]]) -> Installed {
+        Installed {
+            fast,
+            macs: macs.iter().copied().collect(),
+        }
+    }
+
+    fn mac(m: &[u8; 6]) -> String {
+        m.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+
+    fn render(ops: &[Op]) -> String {
+        ops.iter()
+            .map(|o| match o {
+                Op::SleeveCarries(n, on) => format!("sleeve floods to {n}: {on}"),
+                Op::AddFlood(ip) => format!("fdb append 00:00:00:00:00:00 dst {ip}"),
+                Op::DelFlood(ip) => format!("fdb del 00:00:00:00:00:00 dst {ip}"),
+                Op::AddMac(m, ip) => format!("fdb replace {} dst {ip}", mac(m)),
+                Op::DelMac(m, ip) => format!("fdb del {} dst {ip}", mac(m)),
+                Op::Steer(m, fast) => format!(
+                    "bridge {} -> {}",
+                    mac(m),
+                    if *fast { "vxlan" } else { "tap" }
+                ),
+                Op::Unsteer(m) => format!("bridge del {}", mac(m)),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn moves_between_datapaths_open_the_new_way_first() {
+        let cases = [
+            ("new peer on sleeve", st(false, &[]), Some(st(false, &[A]))),
+            ("to the fast path", st(false, &[A]), Some(st(true, &[A]))),
+            (
+                "a new MAC on the fast path",
+                st(true, &[A]),
+                Some(st(true, &[A, B])),
+            ),
+            (
+                "back to sleeve",
+                st(true, &[A, B]),
+                Some(st(false, &[A, B])),
+            ),
+            (
+                "a MAC leaves on sleeve",
+                st(false, &[A, B]),
+                Some(st(false, &[B])),
+            ),
+            ("gone while fast", st(true, &[A]), None),
+            ("nothing to do", st(true, &[A]), Some(st(true, &[A]))),
+        ];
+        let text: Vec<String> = cases
+            .iter()
+            .map(|(what, have, want)| {
+                format!(
+                    "## {what}\n{}",
+                    render(&plan("h2", IP, have, want.as_ref()))
+                )
+            })
+            .collect();
+        insta::assert_snapshot!(text.join("\n"));
+    }
+
+    #[test]
+    fn every_broadcast_way_exists_at_each_step_of_a_move() {
+        // Walking the ops of a move in order, the peer is always reached by sleeve's flood or
+        // by its all-zero entry.
+        for (have, want) in [
+            (st(false, &[A]), st(true, &[A])),
+            (st(true, &[A]), st(false, &[A])),
+        ] {
+            let mut sleeve = !have.fast;
+            let mut flood = have.fast;
+            for op in plan("h2", IP, &have, Some(&want)) {
+                match op {
+                    Op::SleeveCarries(_, on) => sleeve = on,
+                    Op::AddFlood(_) => flood = true,
+                    Op::DelFlood(_) => flood = false,
+                    _ => {}
+                }
+                assert!(sleeve || flood, "{op:?} left no way");
+            }
+            assert!(sleeve != flood, "exactly one way at the end");
+        }
+    }
+
+    #[test]
+    fn a_heartbeat_is_a_vxlan_packet_of_the_overlay_mtu() {
+        let mut buf = vec![0u8; 10_000];
+        let mtu = 1450usize;
+        let padding = (mtu - heartbeat::HEADER_LEN) as u16;
+        let n = build_heartbeat(&mut buf, 0x1122_3344_5566_7788, 3, 9, padding)
+            .unwrap_or_else(|| panic!("fits"));
+        // UDP payload + IPv4 20 + UDP 8 = the underlay MTU the overlay MTU needs.
+        assert_eq!(n + 28, mtu + vxwire::OVERHEAD);
+        let vx = vxwire::Packet::new_checked(&buf[..n]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(vxwire::Repr::parse(&vx).map(|r| r.src_short_id), Ok(0));
+        let eth = ethernet::Frame::new_checked(&buf[vxwire::HEADER_LEN..n])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(eth.dst(), HEARTBEAT_DST);
+        assert_eq!(eth.src(), [2, 0x44, 0x55, 0x66, 0x77, 0x88]);
+        let hb = heartbeat::Packet::new_checked(eth.payload())
+            .and_then(|p| heartbeat::Repr::parse(&p))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (hb.connection_id, hb.sequence, hb.padding_len),
+            (0x1122_3344_5566_7788, 3, padding)
+        );
+    }
+}

@@ -1,0 +1,282 @@
+//! The kernel vxlan fast path end to end (run as root; the host kernel has vxlan): containers
+//! talk through it while sleeve idles; a blocked UDP 6784 moves a connection to sleeve and an
+//! unblock brings it back, under a live TCP stream; a host that cannot make its vxlan device runs
+//! on sleeve beside peers on the fast path, broadcasts reaching everyone once; the automatic MTU
+//! follows a jumbo underlay.
+//!
+//! Timing bounds are the documented defaults (fall back within 3 s, return within 15 s),
+//! measured from the fault to the router's own status, polled every 50 ms.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::{Ipv4Addr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::*;
+use netsim::caps::Feature;
+use netsim::lab::shaping::Proto;
+use netsim::measure::icmp::PingOptions;
+use netsim::overlay_run::{Overlay, OverlayOptions};
+
+const THREE: &str = "topologies/three-host.toml";
+const JUMBO: &str = "topologies/jumbo.toml";
+const PAIRS: [(&str, &str); 3] = [("h1", "h2"), ("h1", "h3"), ("h2", "h3")];
+
+/// Waits until every connection of the lab's three hosts is on the fast path.
+async fn all_fast(o: &Overlay) {
+    for (a, b) in PAIRS {
+        for (x, y) in [(a, b), (b, a)] {
+            wait_datapath(o, x, y, "vxlan", Duration::from_secs(20))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
+
+fn sleeve_frames(c: &serde_json::Value) -> u64 {
+    c["stats"]["tx_frames"].as_u64().unwrap() + c["stats"]["rx_frames"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn containers_talk_over_the_fast_path_and_sleeve_stays_idle() {
+    netsim::require_features!(Feature::Netns, Feature::Vxlan, Feature::Tun);
+    let id = unique("fp-on");
+    let lab = up(THREE, &id).await;
+    let o = overlay(&lab, OverlayOptions::default()).await;
+    all_fast(&o).await;
+    let c3 = o.address_of("c3").unwrap();
+    assert!(ping_until(&lab, "c1", c3).await);
+    let sleeve_before = sleeve_frames(&conn_status(&o, "h1", "h2").await.unwrap());
+    let (rx0, tx0) = dev_packets(&lab, "h1", "ovlvx").await;
+    tcp_bulk(&lab, "c1", "c3", c3, 16 << 20)
+        .await
+        .unwrap_or_else(|e| panic!("16 MiB c1 -> c3: {e}"));
+    let (rx1, tx1) = dev_packets(&lab, "h1", "ovlvx").await;
+    let c = conn_status(&o, "h1", "h2").await.unwrap();
+    let sleeve_after = sleeve_frames(&c);
+    assert!(
+        tx1 - tx0 >= 300 && rx1 - rx0 >= 100,
+        "16 MiB went through the vxlan device: tx {} rx {} packets",
+        tx1 - tx0,
+        rx1 - rx0
+    );
+    assert_eq!(
+        sleeve_after, sleeve_before,
+        "sleeve carried none of it: {c}"
+    );
+    assert_eq!(c["datapath"], "vxlan");
+    assert_eq!(
+        c["path"]["reason"],
+        "heartbeats on UDP 6784 answered both ways"
+    );
+    assert!(c["path"]["heartbeat_rtt_us"].as_u64().is_some(), "{c}");
+    let st = o.status("h1").await.unwrap();
+    assert_eq!(st["datapath"], "vxlan");
+    assert_eq!(st["mtu"], 1450, "auto MTU: 1500 - 50");
+    o.stop();
+    lab.down().await.unwrap();
+    assert!(leftovers(&id).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_blocked_fast_path_falls_back_and_recovers_under_a_live_tcp_stream() {
+    netsim::require_features!(Feature::Netns, Feature::Vxlan, Feature::Nftables);
+    let id = unique("fp-block");
+    let lab = up(THREE, &id).await;
+    let o = overlay(&lab, OverlayOptions::default()).await;
+    all_fast(&o).await;
+    let c3 = o.address_of("c3").unwrap();
+    assert!(ping_until(&lab, "c1", c3).await);
+    let stream = tcp_paced(&lab, "c1", "c3", c3, Duration::from_secs(16));
+    let faults = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        lab.block("h2", Proto::Udp, 6784).await.unwrap();
+        let back = wait_datapath(&o, "h1", "h2", "sleeve", Duration::from_secs(10)).await;
+        let other_side = wait_datapath(&o, "h2", "h1", "sleeve", Duration::from_secs(10)).await;
+        let reason = conn_status(&o, "h1", "h2").await.unwrap()["path"]["reason"].clone();
+        let h3_fast = conn_status(&o, "h1", "h3").await.unwrap()["datapath"].clone();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        lab.unblock("h2", Proto::Udp, 6784).await.unwrap();
+        let fast = wait_datapath(&o, "h1", "h2", "vxlan", Duration::from_secs(30)).await;
+        let fast_other = wait_datapath(&o, "h2", "h1", "vxlan", Duration::from_secs(30)).await;
+        (back, other_side, reason, h3_fast, fast, fast_other)
+    };
+    let (paced, (back, other_side, reason, h3_fast, fast, fast_other)) =
+        futures::join!(stream, faults);
+    let back = back.unwrap_or_else(|e| panic!("fallback: {e}"));
+    other_side.unwrap_or_else(|e| panic!("fallback, h2's side: {e}"));
+    let fast = fast.unwrap_or_else(|e| panic!("recovery: {e}"));
+    fast_other.unwrap_or_else(|e| panic!("recovery, h2's side: {e}"));
+    println!("fell back after {back:?}, returned after {fast:?}");
+    assert!(back <= Duration::from_secs(3), "fell back after {back:?}");
+    assert!(fast <= Duration::from_secs(15), "returned after {fast:?}");
+    let reason = reason.as_str().unwrap_or("").to_string();
+    assert!(
+        reason.contains("unanswered") || reason.contains("have not arrived"),
+        "{reason}"
+    );
+    assert_eq!(
+        h3_fast, "vxlan",
+        "the other connections stayed on the fast path"
+    );
+    let paced = paced.unwrap_or_else(|e| panic!("the TCP stream across both moves: {e}"));
+    println!("stream: {paced:?}");
+    assert!(
+        paced.longest_stall < Duration::from_secs(5),
+        "the stream stalled {:?}",
+        paced.longest_stall
+    );
+    o.stop();
+    lab.down().await.unwrap();
+    assert!(leftovers(&id).is_empty());
+}
+
+/// Binds UDP 6784 in `host` (before its router starts): the kernel cannot open its vxlan
+/// socket there (weave #2375).
+async fn take_vxlan_port(lab: &netsim::Lab, host: &str) -> UdpSocket {
+    node(lab, host)
+        .run(|| async { UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 6784)) })
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// The datapath table of every router, stable fields only.
+async fn datapath_table(o: &Overlay) -> String {
+    let mut out = String::new();
+    for h in ["h1", "h2", "h3"] {
+        let st = o.status(h).await.unwrap();
+        let fp = &st["fast_path"];
+        out += &format!(
+            "{h}: datapath {}, MTU {}, fast path {}\n",
+            st["datapath"].as_str().unwrap(),
+            st["mtu"],
+            if fp["available"] == true {
+                "available".to_string()
+            } else {
+                format!("unavailable: {}", fp["reason"].as_str().unwrap())
+            }
+        );
+        for c in st["router"]["connections"].as_array().unwrap() {
+            out += &format!(
+                "  {} {}: {}\n",
+                c["peer"].as_str().unwrap(),
+                c["datapath"].as_str().unwrap(),
+                c["path"]["reason"].as_str().unwrap()
+            );
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_host_without_its_vxlan_port_uses_sleeve_beside_fast_peers_and_broadcasts_arrive_once() {
+    netsim::require_features!(Feature::Netns, Feature::Vxlan, Feature::AfPacket);
+    let id = unique("fp-mixed");
+    let lab = up(THREE, &id).await;
+    let holder = take_vxlan_port(&lab, "h3").await;
+    let o = overlay(&lab, OverlayOptions::default()).await;
+    for (x, y) in [("h1", "h2"), ("h2", "h1")] {
+        wait_datapath(&o, x, y, "vxlan", Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let table = datapath_table(&o).await;
+    insta::assert_snapshot!(table);
+    // Everyone reaches everyone, on whichever datapath.
+    for (from, to) in [("c1", "c3"), ("c1", "c5"), ("c5", "c4"), ("c6", "c2")] {
+        assert!(
+            ping_until(&lab, from, o.address_of(to).unwrap()).await,
+            "{from} -> {to}"
+        );
+    }
+    // A broadcast from a host with both datapaths, and from the sleeve-only host, reaches
+    // every other container exactly once.
+    for (from, others) in [
+        ("c1", ["c2", "c3", "c4", "c5", "c6"]),
+        ("c5", ["c1", "c2", "c3", "c4", "c6"]),
+    ] {
+        let marker = format!("BROADCAST-ONCE-FROM-{from}");
+        let counts = broadcast_copies(&lab, from, &others, marker.as_bytes()).await;
+        assert!(
+            counts.iter().all(|(_, n)| *n == 1),
+            "broadcast from {from}: {counts:?}"
+        );
+    }
+    drop(holder);
+    o.stop();
+    lab.down().await.unwrap();
+    assert!(leftovers(&id).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mtu_auto_gives_8950_on_a_jumbo_underlay_and_full_frames_cross() {
+    netsim::require_features!(Feature::Netns, Feature::Vxlan);
+    let id = unique("fp-jumbo");
+    let lab = up(JUMBO, &id).await;
+    let o = overlay(&lab, OverlayOptions::default()).await;
+    all_fast(&o).await;
+    for h in ["h1", "h2", "h3"] {
+        let st = o.status(h).await.unwrap();
+        assert_eq!(
+            (st["mtu"].clone(), st["underlay_mtu"].clone()),
+            (8950.into(), 9000.into()),
+            "{h}"
+        );
+    }
+    let c5 = o.address_of("c5").unwrap();
+    assert!(ping_until(&lab, "c1", c5).await);
+    // A DF ping of exactly the overlay MTU crosses; one byte more is refused at c1's own link.
+    let full = PingOptions {
+        count: 2,
+        size: 8950 - 28,
+        df: true,
+        ..PingOptions::default()
+    };
+    let r = ping(&lab, "c1", c5, full.clone()).await;
+    assert!(r.received > 0, "8950-byte DF ping: {r:?}");
+    let start = Instant::now();
+    tcp_bulk(&lab, "c1", "c5", c5, 16 << 20).await.unwrap();
+    println!("16 MiB over the jumbo fast path in {:?}", start.elapsed());
+    assert_eq!(
+        conn_status(&o, "h1", "h3").await.unwrap()["datapath"],
+        "vxlan"
+    );
+    o.stop();
+    lab.down().await.unwrap();
+    assert!(leftovers(&id).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_router_replaces_its_leftover_vxlan_device() {
+    netsim::require_features!(Feature::Netns, Feature::Vxlan);
+    let id = unique("fp-kill");
+    let lab = up(THREE, &id).await;
+    let mut o = overlay(&lab, OverlayOptions::default()).await;
+    all_fast(&o).await;
+    o.kill("h2").unwrap();
+    // The device outlives a SIGKILL; the restarted router replaces it and is fast again.
+    let (_, tx) = dev_packets(&lab, "h2", "ovlvx").await;
+    let _ = tx;
+    o.restart(&lab, "h2").await.unwrap();
+    all_fast(&o).await;
+    assert!(
+        o.log("h2").contains("replacing the vxlan device"),
+        "{}",
+        o.log("h2")
+    );
+    let c3 = o.address_of("c3").unwrap();
+    assert!(ping_until(&lab, "c1", c3).await);
+    o.stop();
+    // An orderly stop removes it.
+    let gone = node(&lab, "h2")
+        .run(|| async { std::fs::read_to_string("/proc/thread-self/net/dev") })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!gone.contains("ovlvx"), "{gone}");
+    lab.down().await.unwrap();
+    assert!(leftovers(&id).is_empty());
+}
