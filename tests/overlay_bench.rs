@@ -1,4 +1,4 @@
-//! Sleeve against the native underlay, side by side in one run: tcp_bw and udp_lat between
+//! Sleeve (the fast path turned off) against the native underlay, side by side in one run: tcp_bw and udp_lat between
 //! containers on two hosts (two-host.toml) over sleeve (plain and encrypted), and between the
 //! same hosts directly; unshaped, then with both hosts' underlay interfaces shaped to 1 Gbit/s
 //! (tbf); each sleeve row is the median of three native/sleeve pairs run back to back, with
@@ -85,6 +85,7 @@ async fn sleeve_vs_native() {
             &lab,
             OverlayOptions {
                 password: Some(password.map(str::to_string)),
+                router_args: vec!["--fast-path".into(), "off".into()],
                 ..OverlayOptions::default()
             },
         )

@@ -47,6 +47,90 @@ pub enum OverlayError {
     },
 }
 
+/// The directory of lab `lab`'s routers: their API sockets (`HOST.sock`), logs and state.
+pub fn router_dir(lab: &str) -> PathBuf {
+    crate::lab::state::run_dir().join(format!("{lab}-overlay"))
+}
+
+/// The status of every router lab `lab` runs (by host name), as each router's API answers it
+/// (`Err` with the reason when one does not). Empty when the lab runs no overlay.
+pub async fn router_statuses(lab: &str) -> BTreeMap<String, Result<serde_json::Value, String>> {
+    let mut out = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(router_dir(lab)) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let Some(host) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".sock"))
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let status = tokio::time::timeout(
+            Duration::from_secs(5),
+            api_call(&path, &serde_json::json!({"cmd": "status"})),
+        )
+        .await
+        .unwrap_or_else(|_| Err(format!("{} did not answer within 5 s", path.display())));
+        out.insert(host, status);
+    }
+    out
+}
+
+/// Each router's datapath and connections, for people: per connection the datapath, since
+/// when, why and the heartbeat round trip.
+pub fn render_routers(routers: &BTreeMap<String, Result<serde_json::Value, String>>) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    if routers.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "overlay routers:");
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_string();
+    for (host, st) in routers {
+        let st = match st {
+            Ok(st) => st,
+            Err(e) => {
+                let _ = writeln!(out, "  {host}: no answer: {e}");
+                continue;
+            }
+        };
+        let fast = &st["fast_path"];
+        let fast = if fast["available"].as_bool() == Some(false) {
+            format!(", fast path unavailable: {}", text(&fast["reason"]))
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "  {host}: datapath {}, MTU {} (underlay {}){fast}",
+            text(&st["datapath"]),
+            st["mtu"],
+            st["underlay_mtu"],
+        );
+        for c in st["router"]["connections"].as_array().into_iter().flatten() {
+            let p = &c["path"];
+            let rtt = p["heartbeat_rtt_us"]
+                .as_u64()
+                .map(|us| format!(", rtt {:.2} ms", us as f64 / 1000.0))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "    -> {:<8} {:<6} for {} s: {}{rtt}; sleeve path MTU {}",
+                text(&c["peer"]),
+                text(&c["datapath"]),
+                p["since_s"],
+                text(&p["reason"]),
+                c["stats"]["path_mtu"],
+            );
+        }
+    }
+    out
+}
+
 /// How to run the overlay.
 #[derive(Debug, Clone, Default)]
 pub struct OverlayOptions {

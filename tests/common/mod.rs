@@ -332,9 +332,10 @@ pub async fn wait_datapath(
     ))
 }
 
-/// Packets a device in `node_name`'s namespace received and sent (`/proc/net/dev` read from a
-/// thread inside the namespace; sysfs would show the root namespace's devices).
-pub async fn dev_packets(lab: &Lab, node_name: &str, dev: &str) -> (u64, u64) {
+/// Bytes a device in `node_name`'s namespace received and sent (`/proc/net/dev` read from a
+/// thread inside the namespace; sysfs would show the root namespace's devices). Bytes, not
+/// packets: with segmentation offloads a packet may be one 64 KiB burst or one frame.
+pub async fn dev_bytes(lab: &Lab, node_name: &str, dev: &str) -> (u64, u64) {
     let dev = dev.to_string();
     let text = node(lab, node_name)
         .run(|| async { std::fs::read_to_string("/proc/thread-self/net/dev") })
@@ -352,7 +353,7 @@ pub async fn dev_packets(lab: &Lab, node_name: &str, dev: &str) -> (u64, u64) {
         .split_whitespace()
         .filter_map(|x| x.parse().ok())
         .collect();
-    (f[1], f[9])
+    (f[0], f[8])
 }
 
 /// Sends one UDP datagram carrying `marker` from `from` to the overlay's broadcast address

@@ -865,10 +865,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Status { id, json } => {
             let status = lab::faults::status(&id)?;
+            let routers = runtime()?.block_on(crate::overlay_run::router_statuses(&id));
             if json {
-                output::print_json(&status)?;
+                let mut v = serde_json::to_value(&status)?;
+                v["overlay"] = serde_json::to_value(&routers)?;
+                output::print_json(&v)?;
             } else {
                 print!("{}", status.render());
+                print!("{}", crate::overlay_run::render_routers(&routers));
             }
             Ok(ExitCode::SUCCESS)
         }
