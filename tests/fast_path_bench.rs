@@ -3,7 +3,7 @@
 //! kernel vxlan + bridge wired by hand (the physical limit of this datapath), between two
 //! containers over the overlay's fast path, and over sleeve. Each figure is the median of
 //! ROUNDS runs, each ratio the median of per-round ratios (the paths of one round run back to
-//! back). Ignored by default (it measures, it does not assert figures: the machine is shared);
+//! back, in an order that turns from round to round). Ignored by default (it measures, it does not assert figures: the machine is shared);
 //! run it with a release router:
 //!
 //! ```text
@@ -27,7 +27,7 @@ use netsim::measure::pair;
 use netsim::measure::perf::{PerfOptions, Test};
 use netsim::overlay_run::OverlayOptions;
 
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 const H1: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 const H2: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
 const RAW_C2: Ipv4Addr = Ipv4Addr::new(198, 19, 250, 1);
@@ -167,10 +167,15 @@ async fn fast_path_vs_raw_vxlan_vs_native() {
             .unwrap();
         assert!(ping_until(&lab, "c1", c3).await);
         let (mut native, mut raw, mut fast) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..ROUNDS {
-            native.push(measure(&lab, "h2", H2, "h1").await);
-            raw.push(measure(&lab, "c4", RAW_C4, "c2").await);
-            fast.push(measure(&lab, "c3", c3, "c1").await);
+        for round in 0..ROUNDS {
+            // The order turns from round to round, so no path always runs first or last.
+            for k in 0..3 {
+                match (round + k) % 3 {
+                    0 => native.push(measure(&lab, "h2", H2, "h1").await),
+                    1 => raw.push(measure(&lab, "c4", RAW_C4, "c2").await),
+                    _ => fast.push(measure(&lab, "c3", c3, "c1").await),
+                }
+            }
         }
         assert_eq!(
             conn_status(&o, "h1", "h2").await.unwrap()["datapath"],
@@ -182,9 +187,14 @@ async fn fast_path_vs_raw_vxlan_vs_native() {
         let c3 = o.attach(&lab, "h2", "c3").await.unwrap();
         assert!(ping_until(&lab, "c1", c3).await);
         let (mut native2, mut sleeve) = (Vec::new(), Vec::new());
-        for _ in 0..ROUNDS {
-            native2.push(measure(&lab, "h2", H2, "h1").await);
-            sleeve.push(measure(&lab, "c3", c3, "c1").await);
+        for round in 0..ROUNDS {
+            if round % 2 == 0 {
+                native2.push(measure(&lab, "h2", H2, "h1").await);
+                sleeve.push(measure(&lab, "c3", c3, "c1").await);
+            } else {
+                sleeve.push(measure(&lab, "c3", c3, "c1").await);
+                native2.push(measure(&lab, "h2", H2, "h1").await);
+            }
         }
         o.stop();
         row(&mut table, mtu, "native", &native, &native, "native");

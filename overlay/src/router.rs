@@ -455,14 +455,19 @@ impl Router {
     pub fn ack_fast_heartbeat(&self, uid: u64, hb: heartbeat::Repr) {
         let st = self.st();
         if let Some(c) = st.conns.values().find(|c| c.uid == uid) {
-            let ack = hb.ack(hb.padding_len);
-            let mut b = vec![0u8; ack.buffer_len()];
-            if ack
-                .emit(&mut heartbeat::Packet::new_unchecked(&mut b[..]))
-                .is_ok()
-            {
-                let _ = c.tx.send(frame(MessageType::FastHeartbeatAck, &b));
-            }
+            Self::send_ack(c, &hb, MessageType::FastHeartbeatAck);
+        }
+    }
+
+    /// Sends `c` the acknowledgement of heartbeat `hb` (reporting the padding that arrived).
+    fn send_ack(c: &Conn, hb: &heartbeat::Repr, t: MessageType) {
+        let ack = hb.ack(hb.padding_len);
+        let mut b = vec![0u8; ack.buffer_len()];
+        if ack
+            .emit(&mut heartbeat::Packet::new_unchecked(&mut b[..]))
+            .is_ok()
+        {
+            let _ = c.tx.send(frame(t, &b));
         }
     }
 
@@ -1209,14 +1214,7 @@ impl Router {
     pub fn ack_heartbeat(&self, ip: IpAddr, hb: heartbeat::Repr) {
         let st = self.st();
         if let Some(c) = st.conns.values().find(|c| c.ip == ip) {
-            let ack = hb.ack(hb.padding_len);
-            let mut b = vec![0u8; ack.buffer_len()];
-            if ack
-                .emit(&mut heartbeat::Packet::new_unchecked(&mut b[..]))
-                .is_ok()
-            {
-                let _ = c.tx.send(frame(MessageType::HeartbeatAck, &b));
-            }
+            Self::send_ack(c, &hb, MessageType::HeartbeatAck);
         }
     }
 
@@ -1238,22 +1236,25 @@ impl Router {
         let mut connections: Vec<ConnStatus> = st
             .conns
             .iter()
-            .map(|(name, c)| ConnStatus {
-                peer: name.clone(),
-                address: c.ip,
-                initiator: c.initiator.clone(),
-                role: format!("{:?}", c.role),
-                peer_uid: c.uid,
-                short_id: c.short_id,
-                encrypted: c.encrypted,
-                datapath: dp
-                    .as_ref()
-                    .and_then(|d| d.peer_path(name).map(|p| p.datapath))
-                    .or_else(|| dp.as_ref().map(|d| d.kind().to_string()))
-                    .unwrap_or_else(|| "none".to_string()),
-                path: dp.as_ref().and_then(|d| d.peer_path(name)),
-                age_s: c.since.elapsed().as_secs(),
-                stats: dp.as_ref().and_then(|d| d.peer_stats(name)),
+            .map(|(name, c)| {
+                let path = dp.as_ref().and_then(|d| d.peer_path(name));
+                ConnStatus {
+                    peer: name.clone(),
+                    address: c.ip,
+                    initiator: c.initiator.clone(),
+                    role: format!("{:?}", c.role),
+                    peer_uid: c.uid,
+                    short_id: c.short_id,
+                    encrypted: c.encrypted,
+                    datapath: path
+                        .as_ref()
+                        .map(|p| p.datapath.clone())
+                        .or_else(|| dp.as_ref().map(|d| d.kind().to_string()))
+                        .unwrap_or_else(|| "none".to_string()),
+                    path,
+                    age_s: c.since.elapsed().as_secs(),
+                    stats: dp.as_ref().and_then(|d| d.peer_stats(name)),
+                }
             })
             .collect();
         connections.sort_by(|a, b| a.peer.cmp(&b.peer));
