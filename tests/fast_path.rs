@@ -135,8 +135,11 @@ async fn a_blocked_fast_path_falls_back_and_recovers_under_a_live_tcp_stream() {
     );
     let paced = paced.unwrap_or_else(|e| panic!("the TCP stream across both moves: {e}"));
     println!("stream: {paced:?}");
+    // Bounded, not small: TCP backs off its retransmissions (0.2, 0.4, 0.8, 1.6, 3.2 s) while
+    // the blocked fast path drops its segments, so a fallback at 2 s shows as a ~3 s stall and
+    // one at 3 s (a slow guest) as ~6 s.
     assert!(
-        paced.longest_stall < Duration::from_secs(5),
+        paced.longest_stall < Duration::from_secs(10),
         "the stream stalled {:?}",
         paced.longest_stall
     );
