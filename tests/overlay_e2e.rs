@@ -297,8 +297,9 @@ async fn tcp_bursts_cross_in_pieces_and_arrive_intact(#[case] password: Option<&
     tcp_bulk(&lab, "c1", "c3", c3, 64 << 20)
         .await
         .unwrap_or_else(|e| panic!("64 MiB c1 -> c3: {e}"));
-    let sent = conn_status(&o, "h1", "h2").await.unwrap()["stats"].clone();
+    // The receiver first: a burst is counted split before it can be joined.
     let got = conn_status(&o, "h2", "h1").await.unwrap()["stats"].clone();
+    let sent = conn_status(&o, "h1", "h2").await.unwrap()["stats"].clone();
     let split = sent["bursts_split"].as_u64().unwrap();
     let joined = got["bursts_joined"].as_u64().unwrap();
     assert!(split > 0, "h1 split no burst: {sent}");

@@ -81,7 +81,8 @@ pub struct PeerStats {
     pub auth_failures: u64,
     /// Datagrams whose encryption flag disagreed with the session.
     pub unauthenticated: u64,
-    /// TCP bursts too big for the path, sent cut into pieces.
+    /// TCP bursts too big for the path, cut into pieces (counted as they are handed to the
+    /// kernel; a failed send also counts in `tx_dropped`).
     pub bursts_split: u64,
     /// Bursts received in pieces and put back together.
     pub bursts_joined: u64,

@@ -588,11 +588,13 @@ impl Shared {
                 return;
             }
         });
+        // Counted before the send: on one CPU the peer may join the burst before this thread
+        // runs again, and `bursts_joined` must never run ahead of `bursts_split`.
+        p.c.bursts_split.fetch_add(1, Relaxed);
         if self.send_segments(&out[..bytes], seg, &to) {
             p.c.tx_datagrams.fetch_add(count as u64, Relaxed);
             p.c.tx_frames.fetch_add(1, Relaxed);
             p.c.tx_bytes.fetch_add(frame.len() as u64, Relaxed);
-            p.c.bursts_split.fetch_add(1, Relaxed);
         } else {
             self.tx_dropped.fetch_add(1, Relaxed);
         }
