@@ -90,7 +90,9 @@ struct Peer {
     /// Whether broadcasts and unknown unicast go to this peer through sleeve (cleared while
     /// the fast path carries them, so each reaches the peer once).
     flooded: AtomicBool,
-    c: Counters,
+    /// Shared with the peer's next connection: a connection replaced by another to the same
+    /// peer (two routers dialling each other at once) keeps counting where it was.
+    c: Arc<Counters>,
 }
 
 impl Peer {
@@ -296,6 +298,14 @@ impl Datapath for Sleeve {
     }
 
     fn add_peer(&self, spec: PeerSpec) {
+        let counters = {
+            let peers = self.shared.peers.read().unwrap_or_else(|e| e.into_inner());
+            peers
+                .get(&spec.ip)
+                .filter(|p| p.name == spec.name)
+                .map(|p| p.c.clone())
+                .unwrap_or_default()
+        };
         let peer = Peer {
             name: spec.name,
             ip: spec.ip,
@@ -310,7 +320,7 @@ impl Datapath for Sleeve {
             next_burst: AtomicU32::new(0),
             reassembly: Mutex::new(Reassembler::new()),
             flooded: AtomicBool::new(true),
-            c: Counters::default(),
+            c: counters,
         };
         let mut peers = self.shared.peers.write().unwrap_or_else(|e| e.into_inner());
         peers.insert(spec.ip, Arc::new(peer));
