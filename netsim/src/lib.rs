@@ -8,7 +8,8 @@
 //!   routes, sysctls, qdiscs). They know nothing of topologies.
 //! - [`lab`]: the lifecycle engine. Applies a [`model::Plan`] through the adapters, owns
 //!   teardown, records state so crashed labs can be swept.
-//! - [`caps`]: what this kernel can do (shared by `netsim doctor` and the test helpers).
+//! - [`caps`]: what this kernel can do (shared by `netsim doctor` and the test helpers);
+//!   [`tools`]: the user-space programs a lab runs, and their Debian packages.
 //! - [`measure`] and [`verify`]: probes run inside nodes, and checking a lab against its
 //!   `[[expect]]` assertions.
 //! - [`uml`]: booting a User-Mode-Linux guest and running netsim inside it
@@ -24,6 +25,7 @@ pub mod measure;
 pub mod model;
 pub mod overlay_run;
 pub mod testing;
+pub mod tools;
 pub mod uml;
 pub mod verify;
 

@@ -236,11 +236,11 @@ impl Overlay {
             None => find_binary()?,
         };
         let dir = crate::lab::state::run_dir().join(format!("{}-overlay", lab.id()));
-        std::fs::create_dir_all(&dir).map_err(|source| LabError::Process {
+        std::fs::create_dir_all(&dir).map_err(|cause| LabError::Process {
             lab: lab.id().to_string(),
             node: "-".into(),
             what: format!("create {}", dir.display()),
-            source,
+            cause,
         })?;
         let hosts: Vec<(String, Ipv4Addr)> = plan
             .nodes
@@ -351,17 +351,17 @@ impl Overlay {
             .create(true)
             .append(true)
             .open(&r.log)
-            .map_err(|source| LabError::Process {
+            .map_err(|cause| LabError::Process {
                 lab: lab.id().to_string(),
                 node: host.to_string(),
                 what: format!("open {}", r.log.display()),
-                source,
+                cause,
             })?;
-        let log2 = log.try_clone().map_err(|source| LabError::Process {
+        let log2 = log.try_clone().map_err(|cause| LabError::Process {
             lab: lab.id().to_string(),
             node: host.to_string(),
             what: "dup log".into(),
-            source,
+            cause,
         })?;
         cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
         let _ = std::fs::remove_file(&r.api);

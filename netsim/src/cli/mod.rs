@@ -1,6 +1,7 @@
 //! The `netsim` command line: a thin layer over the library. Every verb is one library call
 //! that tests can make too; this module only parses arguments, draws progress and prints.
 
+mod errors;
 mod output;
 
 use std::ffi::OsString;
@@ -404,7 +405,7 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("netsim: error: {err:#}");
+            eprintln!("{}", errors::render(&err));
             // Interrupted while a guest ran: exit as a shell reports the signal.
             match err.downcast_ref::<uml::UmlError>() {
                 Some(uml::UmlError::Interrupted { signal }) => {

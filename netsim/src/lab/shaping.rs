@@ -446,10 +446,10 @@ async fn apply_qdisc(
     mtu: u32,
     dir: &Shape,
 ) -> Result<(), LabError> {
-    let kerr = |source: KernelError| LabError::Kernel {
+    let kerr = |cause: KernelError| LabError::Kernel {
         lab: lab.to_string(),
         node: Some(node.to_string()),
-        source: Box::new(source),
+        cause: Box::new(cause),
     };
     let rt = tokio::runtime::Handle::current();
     let nl = Netlink::open_in(ns, &rt).map_err(kerr)?;
@@ -457,10 +457,11 @@ async fn apply_qdisc(
     let tc_err = |e: tc::TcError| {
         kerr(KernelError {
             netns: ns.to_string(),
-            target: Some(format!("interface index {index}")),
+            target: None,
             op: "tc".into(),
             errno: None,
             detail: Some(e.to_string()),
+            tool: None,
         })
     };
     let tbf = dir.rate_bps.map(|r| tc::Tbf::for_rate(r, mtu, TBF_LATENCY));
@@ -668,10 +669,10 @@ pub(crate) async fn apply_nft(
 ) -> Result<(), LabError> {
     use std::sync::atomic::Ordering;
     let had = net.nft_nodes.iter().any(|n| n == node);
-    let kerr = |source: KernelError| LabError::Kernel {
+    let kerr = |cause: KernelError| LabError::Kernel {
         lab: lab.to_string(),
         node: Some(node.to_string()),
-        source: Box::new(source),
+        cause: Box::new(cause),
     };
     let mut netdev = !NO_NETDEV.load(Ordering::Relaxed);
     let rules_empty = ruleset(node, net, netdev).is_empty();
@@ -731,18 +732,20 @@ fn mark(net: &mut NetState, node: &str, empty: bool) {
 
 /// The tc form of [`ruleset`] (see [`apply_nft`]).
 async fn apply_tc_faults(lab: &str, net: &NetState, node: &str, ns: &str) -> Result<(), LabError> {
-    let kerr = |source: KernelError| LabError::Kernel {
+    let kerr = |cause: KernelError| LabError::Kernel {
         lab: lab.to_string(),
         node: Some(node.to_string()),
-        source: Box::new(source),
+        cause: Box::new(cause),
     };
-    let tc_err = |ifindex: u32, e: tc::TcError| {
+    // The tc error names the interface index already.
+    let tc_err = |e: tc::TcError| {
         kerr(KernelError {
             netns: ns.to_string(),
-            target: Some(format!("interface index {ifindex}")),
+            target: None,
             op: "tc filter".into(),
             errno: None,
             detail: Some(e.to_string()),
+            tool: None,
         })
     };
     let rt = tokio::runtime::Handle::current();
@@ -827,14 +830,12 @@ async fn apply_tc_faults(lab: &str, net: &NetState, node: &str, ns: &str) -> Res
             if filters.is_empty() {
                 continue;
             }
-            tc::replace_clsact(handle, index)
-                .await
-                .map_err(|e| tc_err(index, e))?;
+            tc::replace_clsact(handle, index).await.map_err(tc_err)?;
             for (i, (ingress, m, prob)) in filters.iter().enumerate() {
                 let prio = u16::try_from(i + 1).unwrap_or(u16::MAX);
                 tc::add_drop_filter(handle, index, *ingress, prio, m.as_ref(), *prob)
                     .await
-                    .map_err(|e| tc_err(index, e))?;
+                    .map_err(tc_err)?;
             }
         }
     }
@@ -902,7 +903,7 @@ pub(crate) fn spawn_delay_line(
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null());
-    let child = cmd.spawn().map_err(|source| LabError::Process {
+    let child = cmd.spawn().map_err(|cause| LabError::Process {
         lab: lab.to_string(),
         node: wire.ns.clone(),
         what: format!(
@@ -910,7 +911,7 @@ pub(crate) fn spawn_delay_line(
             link.label(),
             program.display()
         ),
-        source,
+        cause,
     })?;
     let pid = child.id();
     let mut child = child;
