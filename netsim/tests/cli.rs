@@ -195,3 +195,40 @@ fn check_graph_schema_and_doctor_print_for_scripts() {
         .iter()
         .any(|f| f["feature"] == "netns" && f["state"] == "present"));
 }
+
+#[test]
+fn the_shaping_backend_is_named_only_where_a_link_is_shaped() {
+    // No link of two-host.toml is shaped: run and up say nothing of shaping.
+    let id = format!("cli-quiet-{}", suffix());
+    let out = netsim(&["run", "topologies/two-host.toml", "--name", &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!all.contains("shaping"), "{all}");
+
+    let up = netsim(&["up", "topologies/two-host.toml", "--name", &id]);
+    let said = text(&up.stdout);
+    let down = netsim(&["down", &id]);
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    assert!(
+        said.contains(&format!("lab {id} is up (4 nodes)")),
+        "{said}"
+    );
+
+    // shaped-wan.toml shapes two links: run names the backend.
+    let id = format!("cli-shaped-{}", suffix());
+    let out = netsim(&[
+        "run",
+        "topologies/shaped-wan.toml",
+        "--name",
+        &id,
+        "--backend",
+        "emulated",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("lab {id}: link shaping backend emulated")),
+        "{err}"
+    );
+}

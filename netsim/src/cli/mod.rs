@@ -622,15 +622,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     }
                 }
             }
+            let shaping = lab
+                .shaping_backend()
+                .map(|b| format!(", link shaping: {b}"))
+                .unwrap_or_default();
             let info = lab.persist()?;
             if json {
                 output::print_json(&info)?;
             } else {
                 println!(
-                    "lab {id} is up ({nodes} nodes, link shaping: {backend}). Try `netsim exec --lab {id} NODE -- ip addr`, `netsim status {id}`; remove it with `netsim down {id}`.",
+                    "lab {id} is up ({nodes} nodes{shaping}). Try `netsim exec --lab {id} NODE -- ip addr`, `netsim status {id}`; remove it with `netsim down {id}`.",
                     id = info.id,
                     nodes = info.nodes,
-                    backend = info.backend.map_or("none", |b| b.name()),
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -683,7 +686,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let rt = runtime()?;
             rt.block_on(async {
                 let lab = bring_up(plan, name, backend, &absolute(&file)).await?;
-                if let Some(b) = lab.backend() {
+                // Only where a link is shaped: a plain lab has nothing to say about it.
+                if let Some(b) = lab.shaping_backend() {
                     eprintln!("lab {}: link shaping backend {b}", lab.id());
                 }
                 let overlay = if lab.plan().overlay.is_some() {

@@ -575,6 +575,18 @@ impl Lab {
         self.inner.state().net.as_ref().map(|n| n.backend)
     }
 
+    /// The backend, when it shapes something: at least one link of the lab is declared with a
+    /// shape or profile, or impaired at run time. `None` for a lab whose links all run plain,
+    /// so reports need not name a backend that does nothing.
+    pub fn shaping_backend(&self) -> Option<shaping::Backend> {
+        let st = self.inner.state();
+        let net = st.net.as_ref()?;
+        net.links
+            .iter()
+            .any(|l| l.shape.is_some())
+            .then_some(net.backend)
+    }
+
     /// Links, shaping, faults and processes as they are now.
     pub fn status(&self) -> Result<faults::LabStatus, LabError> {
         faults::status(&self.inner.id)
