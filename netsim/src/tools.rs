@@ -113,6 +113,55 @@ pub fn find_program(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Whether one tool is here, for `netsim doctor`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ToolStatus {
+    /// The tool.
+    #[serde(flatten)]
+    pub tool: Tool,
+    /// The program netsim runs (the name, or its override from the environment).
+    pub command: String,
+    /// Where it was found; `None` when it is missing.
+    pub path: Option<PathBuf>,
+}
+
+/// Every tool in [`ALL`], looked up now.
+pub fn check() -> Vec<ToolStatus> {
+    ALL.iter()
+        .map(|t| ToolStatus {
+            tool: *t,
+            command: t.command(),
+            path: t.find(),
+        })
+        .collect()
+}
+
+/// The tools part of `netsim doctor`: one line per tool, and for a missing one what its
+/// absence means and how to install it.
+pub fn report(tools: &[ToolStatus]) -> String {
+    let mut out =
+        String::from("user-space tools (ip and tc are not needed: netsim speaks rtnetlink)\n");
+    for t in tools {
+        match &t.path {
+            Some(path) => out.push_str(&format!(
+                "  ok       {:<14} {} ({})\n",
+                t.tool.program,
+                t.tool.purpose,
+                path.display()
+            )),
+            None => out.push_str(&format!(
+                "  MISSING  {:<14} {}\n           why: `{}` is not on PATH\n           so:  {}\n           fix: {}\n",
+                t.tool.program,
+                t.tool.purpose,
+                t.command,
+                t.tool.if_missing,
+                t.tool.install()
+            )),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +172,23 @@ mod tests {
         assert_eq!(by_program("qperf"), Some(QPERF));
         assert_eq!(by_program("nosuchprogram"), None);
         assert!(find_program("/nonexistent/nft").is_none());
+    }
+
+    #[test]
+    fn the_doctor_report_says_what_a_missing_tool_costs_and_how_to_install_it() {
+        let tools = vec![
+            ToolStatus {
+                tool: NFT,
+                command: "nft".into(),
+                path: Some("/usr/sbin/nft".into()),
+            },
+            ToolStatus {
+                tool: QPERF,
+                command: "qperf".into(),
+                path: None,
+            },
+        ];
+        insta::assert_snapshot!(report(&tools));
     }
 
     #[test]

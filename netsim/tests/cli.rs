@@ -232,3 +232,61 @@ fn the_shaping_backend_is_named_only_where_a_link_is_shaped() {
         "{err}"
     );
 }
+
+/// `netsim` with `PATH` set to an empty directory: no user-space tool can be found.
+fn netsim_without_tools(args: &[&str]) -> Output {
+    let empty = tempfile::tempdir().expect("temp dir");
+    Command::new(env!("CARGO_BIN_EXE_netsim"))
+        .args(args)
+        .current_dir(root())
+        .env("NETSIM_RUN_DIR", RUN_DIR)
+        .env("PATH", empty.path())
+        .env_remove("NETSIM_NFT")
+        .env_remove("NETSIM_FAULT_FILTERS")
+        .output()
+        .expect("netsim runs")
+}
+
+#[test]
+fn a_plan_needing_a_missing_tool_is_refused_before_anything_is_made() {
+    let id = format!("cli-notool-{}", suffix());
+    // The emulated backend drops shaped-wan's random loss with nftables rules.
+    let out = netsim_without_tools(&[
+        "up",
+        "topologies/shaped-wan.toml",
+        "--name",
+        &id,
+        "--backend",
+        "emulated",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("needs `nft`"), "{err}");
+    assert!(err.contains("nftables package"), "{err}");
+    assert!(err.contains("r1 -- r2"), "{err}");
+    let prefix = format!("netsim-{id}-");
+    let left: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(!Path::new(RUN_DIR).join(format!("{id}.json")).exists());
+
+    // doctor names the missing tool and its package.
+    let doctor = netsim_without_tools(&["doctor"]);
+    let report = text(&doctor.stdout);
+    assert!(report.contains("MISSING  nft"), "{report}");
+    assert!(report.contains("apt-get install nftables"), "{report}");
+    let doctor = netsim_without_tools(&["doctor", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&doctor.stdout).expect("doctor JSON");
+    let nft = v["tools"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["program"] == "nft"))
+        .unwrap_or_else(|| panic!("nft in {v}"));
+    assert_eq!(nft["package"], "nftables");
+    assert!(nft["path"].is_null(), "{nft}");
+}

@@ -47,6 +47,7 @@ mod tests {
             LabError::Process { .. } => "Process",
             LabError::Task { .. } => "Task",
             LabError::Unsupported { .. } => "Unsupported",
+            LabError::MissingTool { .. } => "MissingTool",
             LabError::Request { .. } => "Request",
         }
     }
@@ -65,6 +66,7 @@ mod tests {
         "Process",
         "Task",
         "Unsupported",
+        "MissingTool",
         "Request",
     ];
 
@@ -265,6 +267,11 @@ mod tests {
                 property: "loss".into(),
                 backend: "emulated".into(),
                 reason: "the kernel has no nftables (netdev ingress hook)".into(),
+            },
+            LabError::MissingTool {
+                lab: "lab1".into(),
+                needed_for: "random loss on the emulated backend (link r1 -- r2)".into(),
+                tool: crate::tools::NFT,
             },
             LabError::Request {
                 lab: "lab1".into(),

@@ -112,7 +112,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show which kernel features this machine has and what each missing one means.
+    /// Show which kernel features and user-space tools this machine has, what each missing
+    /// one means and how to get it.
     Doctor {
         /// Print as JSON.
         #[arg(long)]
@@ -489,10 +490,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Doctor { json, .. } => {
             let caps = caps::probe();
+            let tools = crate::tools::check();
+            let router = crate::overlay_run::find_binary();
             if json {
-                output::print_json(caps)?;
+                let mut v = serde_json::to_value(caps)?;
+                v["tools"] = serde_json::to_value(&tools)?;
+                v["overlay_router"] = serde_json::to_value(router.as_ref().ok())?;
+                output::print_json(&v)?;
             } else {
                 print!("{}", caps.report());
+                println!();
+                print!("{}", crate::tools::report(&tools));
+                match &router {
+                    Ok(path) => println!(
+                        "  ok       {:<14} the overlay router of topologies with [overlay] ({})",
+                        crate::overlay_run::BIN_NAME,
+                        path.display()
+                    ),
+                    Err(e) => println!(
+                        "  MISSING  {:<14} the overlay router of topologies with [overlay]\n           why: {e}",
+                        crate::overlay_run::BIN_NAME
+                    ),
+                }
                 let backend = lab::shaping::Backend::choose(caps);
                 println!(
                     "\nlink shaping backend: {backend} ({})",
@@ -607,6 +626,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let plan = load_plan(&file)?;
             let backend = parse_backend(backend.as_deref())?;
+            needs_router(&plan)?;
             let rt = runtime()?;
             let lab = rt.block_on(bring_up(plan, name, backend, &absolute(&file)))?;
             if lab.plan().overlay.is_some() {
@@ -683,6 +703,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let plan = load_plan(&file)?;
             let backend = parse_backend(backend.as_deref())?;
+            needs_router(&plan)?;
             let rt = runtime()?;
             rt.block_on(async {
                 let lab = bring_up(plan, name, backend, &absolute(&file)).await?;
@@ -1120,6 +1141,15 @@ fn load_plan(file: &Path) -> Result<model::Plan> {
         Ok(plan) => Ok(plan),
         Err(diagnostics) => bail!("{diagnostics}"),
     }
+}
+
+/// Refuses a plan with an `[overlay]` section before anything is made when the router binary
+/// is missing (instead of after the lab is up).
+fn needs_router(plan: &model::Plan) -> Result<()> {
+    if plan.overlay.is_some() {
+        crate::overlay_run::find_binary().context("the topology has an [overlay] section")?;
+    }
+    Ok(())
 }
 
 fn parse_backend(text: Option<&str>) -> Result<Option<lab::shaping::Backend>> {

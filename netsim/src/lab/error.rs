@@ -141,6 +141,20 @@ pub enum LabError {
         /// Why, and what to do instead.
         reason: String,
     },
+    /// The plan needs a user-space program this machine lacks (found before anything is made).
+    #[error(
+        "lab {lab}: {needed_for} needs `{}`, which is not installed or not on PATH: {}",
+        tool.command(),
+        tool.install()
+    )]
+    MissingTool {
+        /// The lab id.
+        lab: String,
+        /// What in the plan needs it.
+        needed_for: String,
+        /// The tool.
+        tool: crate::tools::Tool,
+    },
     /// A runtime request names something the lab does not have, or makes no sense.
     #[error("lab {lab}: {what}")]
     Request {

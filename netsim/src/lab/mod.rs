@@ -368,6 +368,17 @@ impl Lab {
                 shaping::check_shape(&id, link, shape, backend, caps)?;
             }
         }
+        // Nor is a lab half made for want of a program it runs.
+        if let Some((tool, needed_for)) = shaping::tools_needed(&net)
+            .into_iter()
+            .find(|(tool, _)| !tool.present())
+        {
+            return Err(LabError::MissingTool {
+                lab: id,
+                needed_for,
+                tool,
+            });
+        }
         let wires: Vec<Option<String>> = net
             .links
             .iter()

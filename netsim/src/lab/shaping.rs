@@ -28,6 +28,7 @@ use crate::delay_line::DelayLineConfig;
 use crate::kernel::rtnl::Netlink;
 use crate::kernel::{nft, tc, KernelError};
 use crate::model::plan::{Endpoint, LinkShape, Plan, Shape};
+use crate::tools::{self, Tool};
 
 /// Environment variable forcing a backend (`netem` or `emulated`) for labs brought up without
 /// an explicit choice.
@@ -526,6 +527,42 @@ fn nft_loss(backend: Backend, dir: &Shape) -> u32 {
     }
 }
 
+/// Whether every fault rule goes to tc filters (`NETSIM_FAULT_FILTERS=tc`, to test the tc form
+/// on kernels that have both), so `nft` is never run.
+fn force_tc_filters() -> bool {
+    std::env::var("NETSIM_FAULT_FILTERS").is_ok_and(|v| v == "tc")
+}
+
+/// The user-space tools bringing up a lab with links `net` runs, each with what in the plan
+/// needs it: `nft` for random loss on the emulated backend. (Runtime faults need `nft` too;
+/// `netsim doctor` says so.)
+pub fn tools_needed(net: &NetState) -> Vec<(Tool, String)> {
+    if force_tc_filters() {
+        return Vec::new();
+    }
+    let lossy: Vec<String> = net
+        .links
+        .iter()
+        .filter(|l| {
+            l.shape.as_ref().is_some_and(|s| {
+                nft_loss(net.backend, &s.a_to_b) > 0 || nft_loss(net.backend, &s.b_to_a) > 0
+            })
+        })
+        .map(LinkRuntime::label)
+        .collect();
+    if lossy.is_empty() {
+        return Vec::new();
+    }
+    let links = if lossy.len() == 1 { "link" } else { "links" };
+    vec![(
+        tools::NFT,
+        format!(
+            "random loss on the emulated backend ({links} {})",
+            lossy.join(", ")
+        ),
+    )]
+}
+
 /// The nftables rule set of `node`: ingress drops (cuts, emulated loss) per interface, then
 /// partitions and port blocks. Empty when the node needs none. Ingress drops go to netdev
 /// ingress hooks when `netdev`, else (kernels built without the netdev family, like the kernel
@@ -679,8 +716,7 @@ pub(crate) async fn apply_nft(
     if rules_empty && !had {
         return Ok(());
     }
-    // NETSIM_FAULT_FILTERS=tc forces the tc form (to test it on kernels that have both).
-    let force_tc = std::env::var("NETSIM_FAULT_FILTERS").is_ok_and(|v| v == "tc");
+    let force_tc = force_tc_filters();
     while !force_tc && !NO_INET.load(Ordering::Relaxed) {
         let rules = ruleset(node, net, netdev);
         // Creating then deleting each table clears what an earlier run loaded, in the same
@@ -1031,6 +1067,38 @@ mod tests {
             ruleset("sw", &net, false),
         );
         insta::assert_snapshot!(text);
+    }
+
+    #[rstest::rstest]
+    #[case::emulated_random_loss(Backend::Emulated, "1%", None, true)]
+    #[case::emulated_correlated_loss_in_the_delay_line(Backend::Emulated, "1%", Some("25%"), false)]
+    #[case::netem_loss(Backend::Netem, "1%", None, false)]
+    #[case::no_loss(Backend::Emulated, "0%", None, false)]
+    fn nft_is_needed_for_random_loss_on_the_emulated_backend(
+        #[case] backend: Backend,
+        #[case] loss: &str,
+        #[case] correlation: Option<&str>,
+        #[case] needs_nft: bool,
+    ) {
+        let corr = correlation
+            .map(|c| format!(", loss_correlation = \"{c}\""))
+            .unwrap_or_default();
+        let src = format!(
+            "[[host]]\nname = \"h1\"\n[[host]]\nname = \"h2\"\n[[link]]\n\
+             endpoints = [\"h1\", \"h2\"]\nsubnet = \"198.18.1.0/30\"\n\
+             shape = {{ loss = \"{loss}\"{corr} }}\n"
+        );
+        let topo = crate::model::parse(&src, std::path::Path::new("t.toml"));
+        let plan = topo.and_then(|t| crate::model::plan(&t));
+        let plan = plan.unwrap_or_else(|d| panic!("{d}"));
+        let needed = tools_needed(&NetState::from_plan("t", &plan, backend));
+        if needs_nft {
+            assert_eq!(needed.len(), 1, "{needed:?}");
+            assert_eq!(needed[0].0, tools::NFT);
+            assert!(needed[0].1.contains("link h1 -- h2"), "{needed:?}");
+        } else {
+            assert!(needed.is_empty(), "{needed:?}");
+        }
     }
 
     #[test]
