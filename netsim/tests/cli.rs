@@ -290,3 +290,23 @@ fn a_plan_needing_a_missing_tool_is_refused_before_anything_is_made() {
     assert_eq!(nft["package"], "nftables");
     assert!(nft["path"].is_null(), "{nft}");
 }
+
+#[test]
+fn overlay_names_the_lab_node_and_socket_when_no_router_runs() {
+    let id = format!("cli-noovl-{}", suffix());
+    let up = netsim(&["up", "topologies/routed-line.toml", "--name", &id]);
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    let out = netsim(&["overlay", &id, "h1", "--", "status", "--json"]);
+    let down = netsim(&["down", &id]);
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let socket = format!("{RUN_DIR}/{id}-overlay/h1.sock");
+    assert!(
+        err.contains(&format!(
+            "lab {id}, node h1: no overlay router API at {socket}"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("no [overlay] section"), "{err}");
+}

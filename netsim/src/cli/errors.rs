@@ -75,10 +75,11 @@ mod tests {
             OverlayError::NoBinary(_) => "NoBinary",
             OverlayError::NoOverlay(_) => "NoOverlay",
             OverlayError::Lab(_) => "Lab",
+            OverlayError::NoRouter { .. } => "NoRouter",
             OverlayError::Router { .. } => "Router",
         }
     }
-    const OVERLAY_VARIANTS: &[&str] = &["NoBinary", "NoOverlay", "Lab", "Router"];
+    const OVERLAY_VARIANTS: &[&str] = &["NoBinary", "NoOverlay", "Lab", "NoRouter", "Router"];
 
     fn uml_variant(e: &UmlError) -> &'static str {
         match e {
@@ -317,6 +318,12 @@ mod tests {
                 what: "spawn \"/work/target/debug/overlay-router\"".into(),
                 cause: io(libc::EACCES),
             }),
+            OverlayError::NoRouter {
+                lab: "lab1".into(),
+                node: "c1".into(),
+                socket: "/run/netsim/lab1-overlay/c1.sock".into(),
+                why: "routers run on hosts only (this lab's: h1, h2, h3)".into(),
+            },
             OverlayError::Router {
                 lab: "lab1".into(),
                 host: "h2".into(),

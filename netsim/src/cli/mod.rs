@@ -223,6 +223,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run an overlay router client verb against a node's router: `netsim overlay LAB h1 --
+    /// status --json`, `netsim overlay LAB h1 -- peers add 198.18.1.9`.
+    Overlay {
+        /// Lab id.
+        lab: String,
+        /// The host whose router to ask.
+        node: String,
+        /// The router verb and its arguments, after `--` (see `overlay-router --help`).
+        #[arg(last = true, required = true)]
+        verb: Vec<String>,
+    },
     /// Change, cut or heal one link of a running lab.
     Link {
         #[command(subcommand)]
@@ -901,6 +912,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print!("{}", crate::overlay_run::render_routers(&routers));
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Overlay { lab, node, verb } => {
+            Ok(exit_code(crate::overlay_run::client(&lab, &node, &verb)?))
         }
         Command::Link { cmd } => run_link(*cmd),
         Command::BenchShaping { backend, json } => {
