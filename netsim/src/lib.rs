@@ -14,9 +14,11 @@
 //!   `[[expect]]` assertions.
 //! - [`uml`]: booting a User-Mode-Linux guest and running netsim inside it
 //!   (`--kernel uml`), for hosts whose kernel lacks openvswitch or netem.
+//! - [`capture`]: packet capture inside a node, to pcap files or one line per frame.
 //! - [`cli`]: the `netsim` command, a thin layer over the library.
 
 pub mod caps;
+pub mod capture;
 pub mod cli;
 pub mod delay_line;
 pub mod kernel;

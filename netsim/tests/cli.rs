@@ -310,3 +310,107 @@ fn overlay_names_the_lab_node_and_socket_when_no_router_runs() {
     );
     assert!(err.contains("no [overlay] section"), "{err}");
 }
+
+/// Starts `netsim capture ARGS` and returns once it says it is capturing (its first line on
+/// stderr), with the rest of its stderr still to read.
+fn capture_started(
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStderr>,
+) {
+    use std::io::BufRead as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netsim"))
+        .arg("capture")
+        .args(args)
+        .current_dir(root())
+        .env("NETSIM_RUN_DIR", RUN_DIR)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("netsim capture starts");
+    let mut err = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut first = String::new();
+    err.read_line(&mut first).expect("capture's first line");
+    assert!(first.starts_with("capturing on "), "{first}");
+    (child, err)
+}
+
+#[test]
+fn capture_writes_a_pcap_tshark_reads_and_prints_one_line_per_frame() {
+    use std::io::Read as _;
+    let id = format!("cli-cap-{}", suffix());
+    let up = netsim(&["up", "topologies/routed-line.toml", "--name", &id]);
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("ping.pcap");
+    let file_arg = file.to_str().expect("utf-8 path");
+
+    // To a file: two pings are four frames on h1's eth0. (--duration only bounds a hang.)
+    let (child, mut err) = capture_started(&[
+        &id,
+        "h1:eth0",
+        "-w",
+        file_arg,
+        "--filter",
+        "icmp",
+        "--count",
+        "4",
+        "--duration",
+        "60s",
+    ]);
+    let ping = netsim(&["ping", &id, "h1", "h3", "-c", "2", "-i", "10ms"]);
+    let out = child.wait_with_output().expect("capture ends");
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).expect("stderr");
+    assert!(ping.status.success(), "{}", text(&ping.stderr));
+    assert!(out.status.success(), "{rest}");
+    assert!(rest.contains("4 frames captured"), "{rest}");
+
+    // Without a file: one line per frame.
+    let (child, _err) = capture_started(&[
+        &id,
+        "h1",
+        "--filter",
+        "icmp",
+        "--count",
+        "2",
+        "--duration",
+        "60s",
+    ]);
+    let ping2 = netsim(&["ping", &id, "h1", "h3", "-c", "1"]);
+    let lines = child.wait_with_output().expect("capture ends");
+    let down = netsim(&["down", &id]);
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    assert!(ping2.status.success(), "{}", text(&ping2.stderr));
+    let lines = text(&lines.stdout);
+    assert_eq!(lines.lines().count(), 2, "{lines}");
+    assert!(
+        lines.contains("eth0 198.18.1.") && lines.contains("ICMP echo request"),
+        "{lines}"
+    );
+
+    if netsim::tools::find_program("tshark").is_none() {
+        netsim::testing::skip_because(
+            "tshark is not installed (Debian's tshark package; ci/setup installs it)",
+            module_path!(),
+        );
+        return;
+    }
+    let read = Command::new("tshark")
+        .arg("-r")
+        .arg(&file)
+        .args(["-T", "fields", "-e", "frame.protocols"])
+        .output()
+        .expect("tshark runs");
+    let protocols = text(&read.stdout);
+    assert_eq!(
+        protocols
+            .lines()
+            .filter(|p| *p == "eth:ethertype:ip:icmp:data")
+            .count(),
+        4,
+        "{protocols}{}",
+        text(&read.stderr)
+    );
+}

@@ -19,6 +19,7 @@ mod tests {
     use nix::errno::Errno;
 
     use super::render;
+    use crate::capture::CaptureError;
     use crate::kernel::tc::TcError;
     use crate::kernel::KernelError;
     use crate::lab::LabError;
@@ -132,6 +133,17 @@ mod tests {
         }
     }
     const EXTERNAL_VARIANTS: &[&str] = &["Missing", "Run"];
+
+    fn capture_variant(e: &CaptureError) -> &'static str {
+        match e {
+            CaptureError::Filter { .. } => "Filter",
+            CaptureError::NoSuchInterface { .. } => "NoSuchInterface",
+            CaptureError::Interface { .. } => "Interface",
+            CaptureError::File { .. } => "File",
+            CaptureError::Lab(_) => "Lab",
+        }
+    }
+    const CAPTURE_VARIANTS: &[&str] = &["Filter", "NoSuchInterface", "Interface", "File", "Lab"];
 
     fn io(errno: i32) -> std::io::Error {
         std::io::Error::from_raw_os_error(errno)
@@ -405,6 +417,34 @@ mod tests {
         ]
     }
 
+    fn capture_errors() -> Vec<CaptureError> {
+        vec![
+            crate::capture::check_filter("udp prot 6784").expect_err("a typo"),
+            CaptureError::NoSuchInterface {
+                lab: "lab1".into(),
+                node: "h1".into(),
+                iface: "eth9".into(),
+                known: vec!["lo".into(), "eth0".into()],
+            },
+            CaptureError::Interface {
+                lab: "lab1".into(),
+                node: "h1".into(),
+                iface: "eth0".into(),
+                why: "You don't have permission to perform this capture on that device \
+                      (socket: Operation not permitted)"
+                    .into(),
+            },
+            CaptureError::File {
+                path: "/nonexistent/ping.pcap".into(),
+                why: "No such file or directory (os error 2)".into(),
+            },
+            CaptureError::Lab(LabError::NoSuchLab {
+                id: "lab9".into(),
+                known: vec![],
+            }),
+        ]
+    }
+
     fn diagnostics() -> Diagnostics {
         Diagnostics(vec![Diagnostic::whole_file(
             "topologies/missing.toml".as_ref(),
@@ -439,6 +479,9 @@ mod tests {
         for e in measure_errors() {
             out.push((format!("MeasureError::{}", measure_variant(&e)), e.into()));
         }
+        for e in capture_errors() {
+            out.push((format!("CaptureError::{}", capture_variant(&e)), e.into()));
+        }
         for e in external_errors() {
             out.push((format!("ExternalError::{}", external_variant(&e)), e.into()));
         }
@@ -466,6 +509,7 @@ mod tests {
             ("UmlError", UML_VARIANTS),
             ("MeasureError", MEASURE_VARIANTS),
             ("ExternalError", EXTERNAL_VARIANTS),
+            ("CaptureError", CAPTURE_VARIANTS),
         ] {
             for v in variants {
                 let name = format!("{ty}::{v}");

@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::lab::{self, Lab, NodeHandle, Progress, UpOptions};
 use crate::measure::{icmp, matrix, mtu, pair, perf};
-use crate::{caps, model, uml, verify};
+use crate::{caps, capture, model, uml, verify};
 
 /// netsim: bring up virtual networks of Linux namespaces from a TOML topology and test them.
 #[derive(Debug, Parser)]
@@ -233,6 +233,26 @@ enum Command {
         /// The router verb and its arguments, after `--` (see `overlay-router --help`).
         #[arg(last = true, required = true)]
         verb: Vec<String>,
+    },
+    /// Capture packets inside a node: one line each, or a pcap file with `-w` (pcapng if the
+    /// name ends in .pcapng). Runs until --count, --duration or Ctrl-C.
+    Capture {
+        /// Lab id.
+        lab: String,
+        /// NODE (every interface but lo), NODE:IFACE, or NODE:IFACE,IFACE.
+        target: String,
+        /// Write the frames to this file instead of printing them.
+        #[arg(short = 'w', long = "write")]
+        file: Option<PathBuf>,
+        /// A filter in libpcap's language, as tcpdump takes it (`icmp`, `udp port 6784`).
+        #[arg(long)]
+        filter: Option<String>,
+        /// Stop after this many frames.
+        #[arg(long, short = 'c')]
+        count: Option<usize>,
+        /// Stop after this long, e.g. `10s`.
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
     },
     /// Change, cut or heal one link of a running lab.
     Link {
@@ -916,6 +936,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Overlay { lab, node, verb } => {
             Ok(exit_code(crate::overlay_run::client(&lab, &node, &verb)?))
         }
+        Command::Capture {
+            lab,
+            target,
+            file,
+            filter,
+            count,
+            duration,
+        } => {
+            let (node, ifaces) = capture::parse_target(&target);
+            let opts = capture::CaptureOptions {
+                ifaces,
+                filter,
+                count,
+                duration,
+            };
+            run_capture(&lab, &node, &opts, file.as_deref())
+        }
         Command::Link { cmd } => run_link(*cmd),
         Command::BenchShaping { backend, json } => {
             let mut backends = Vec::new();
@@ -1006,6 +1043,80 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
     }
+}
+
+/// `netsim capture`: frames to a file or to stdout, one line each, until the count, the
+/// duration, or SIGINT/SIGTERM (the file is complete then too).
+fn run_capture(
+    lab: &str,
+    node: &str,
+    opts: &capture::CaptureOptions,
+    file: Option<&Path>,
+) -> Result<ExitCode> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let lab = Lab::attach(lab)?;
+    let handle = server_node(&lab, node)?;
+    let rt = runtime()?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    rt.spawn(async move {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        flag.store(true, Ordering::Relaxed);
+    });
+    let mut cap = rt.block_on(capture::Capture::start(&handle, opts))?;
+    let mut out = match file {
+        Some(path) => Some(capture::file::CaptureFile::create(path, cap.interfaces())?),
+        None => None,
+    };
+    // Scripts wait for this line (on stderr) before they make the traffic to capture.
+    eprintln!(
+        "capturing on {node}: {}{}",
+        cap.interfaces().join(", "),
+        opts.filter
+            .as_ref()
+            .map(|f| format!(" (filter {f:?})"))
+            .unwrap_or_default()
+    );
+    let started = cap.started();
+    let mut frames = 0usize;
+    let mut take = |frame: capture::Frame| -> Result<()> {
+        frames += 1;
+        match &mut out {
+            Some(f) => f.write(&frame)?,
+            None => println!(
+                "{:.6} {}",
+                frame.time.saturating_sub(started).as_secs_f64(),
+                frame.summary()
+            ),
+        }
+        Ok(())
+    };
+    loop {
+        if interrupted.load(Ordering::Relaxed) {
+            for frame in cap.stop()? {
+                take(frame)?;
+            }
+            break;
+        }
+        match cap.next(Duration::from_millis(100))? {
+            capture::Next::Frame(frame) => take(frame)?,
+            capture::Next::Idle => {}
+            capture::Next::Done => break,
+        }
+    }
+    if let Some(f) = out {
+        f.finish()?;
+    }
+    eprintln!("{frames} frames captured");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn block(lab: &str, node: &str, proto: &str, port: u16, blocked: bool) -> Result<ExitCode> {
