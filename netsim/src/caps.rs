@@ -415,8 +415,8 @@ async fn probe_rtnetlink() -> Vec<(Feature, Probed)> {
                         _ => tc::replace_netem(&handle, 1, &netem).await,
                     };
                     installed.map_err(|e| match e {
-                        tc::TcError::Netlink { source, .. } => {
-                            format!("install a {} qdisc: {}", feature.name(), describe(&source))
+                        tc::TcError::Netlink { cause, .. } => {
+                            format!("install a {} qdisc: {}", feature.name(), describe(&cause))
                         }
                         other => other.to_string(),
                     })?;

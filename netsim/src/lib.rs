@@ -8,14 +8,17 @@
 //!   routes, sysctls, qdiscs). They know nothing of topologies.
 //! - [`lab`]: the lifecycle engine. Applies a [`model::Plan`] through the adapters, owns
 //!   teardown, records state so crashed labs can be swept.
-//! - [`caps`]: what this kernel can do (shared by `netsim doctor` and the test helpers).
+//! - [`caps`]: what this kernel can do (shared by `netsim doctor` and the test helpers);
+//!   [`tools`]: the user-space programs a lab runs, and their Debian packages.
 //! - [`measure`] and [`verify`]: probes run inside nodes, and checking a lab against its
 //!   `[[expect]]` assertions.
 //! - [`uml`]: booting a User-Mode-Linux guest and running netsim inside it
 //!   (`--kernel uml`), for hosts whose kernel lacks openvswitch or netem.
+//! - [`capture`]: packet capture inside a node, to pcap files or one line per frame.
 //! - [`cli`]: the `netsim` command, a thin layer over the library.
 
 pub mod caps;
+pub mod capture;
 pub mod cli;
 pub mod delay_line;
 pub mod kernel;
@@ -24,6 +27,7 @@ pub mod measure;
 pub mod model;
 pub mod overlay_run;
 pub mod testing;
+pub mod tools;
 pub mod uml;
 pub mod verify;
 

@@ -35,6 +35,19 @@ pub enum OverlayError {
     /// A lab operation failed.
     #[error(transparent)]
     Lab(#[from] LabError),
+    /// No router answers for this node: the lab runs no overlay, the node is not a host, or
+    /// its router is not running.
+    #[error("lab {lab}, node {node}: no overlay router API at {}: {why}", socket.display())]
+    NoRouter {
+        /// The lab.
+        lab: String,
+        /// The node asked for.
+        node: String,
+        /// Where the router's API socket would be.
+        socket: PathBuf,
+        /// Why there is none, and what to do.
+        why: String,
+    },
     /// A router did not become ready, or refused a request.
     #[error("lab {lab}, router on {host}: {what}")]
     Router {
@@ -50,6 +63,78 @@ pub enum OverlayError {
 /// The directory of lab `lab`'s routers: their API sockets (`HOST.sock`), logs and state.
 pub fn router_dir(lab: &str) -> PathBuf {
     crate::lab::state::run_dir().join(format!("{lab}-overlay"))
+}
+
+/// The API socket of the router on host `node` of lab `lab` (whether it runs or not).
+pub fn api_socket(lab: &str, node: &str) -> PathBuf {
+    router_dir(lab).join(format!("{node}.sock"))
+}
+
+/// A command that runs the router's client verbs against the router on `node` of lab `lab`:
+/// `overlay-router --api SOCKET`, to which the caller appends a verb and its arguments
+/// (`status --json`, `peers add 198.18.1.9`). The router binary is [`find_binary`]'s. Fails,
+/// naming the lab, the node and the socket, when no router runs there.
+pub fn client_command(lab: &str, node: &str) -> Result<std::process::Command, OverlayError> {
+    let attached = Lab::attach(lab)?;
+    let plan = attached.plan();
+    let socket = api_socket(lab, node);
+    let no_router = |why: String| OverlayError::NoRouter {
+        lab: lab.to_string(),
+        node: node.to_string(),
+        socket: socket.clone(),
+        why,
+    };
+    let hosts: Vec<&str> = plan
+        .nodes
+        .iter()
+        .filter(|n| n.kind == NodeKind::Host)
+        .map(|n| n.name.as_str())
+        .collect();
+    let Some(n) = plan.node(node) else {
+        return Err(LabError::NoSuchNode {
+            lab: lab.to_string(),
+            node: node.to_string(),
+            known: plan.nodes.iter().map(|n| n.name.clone()).collect(),
+        }
+        .into());
+    };
+    if plan.overlay.is_none() {
+        return Err(no_router(
+            "the lab's topology has no [overlay] section, so it runs no routers".into(),
+        ));
+    }
+    if n.kind != NodeKind::Host {
+        return Err(no_router(format!(
+            "routers run on hosts only (this lab's: {})",
+            hosts.join(", ")
+        )));
+    }
+    // A router killed without a chance to clean up leaves its socket file: connect to know.
+    if let Err(e) = std::os::unix::net::UnixStream::connect(&socket) {
+        return Err(no_router(format!(
+            "the router is not running ({e}; `netsim status {lab}` shows the lab's routers)"
+        )));
+    }
+    let mut cmd = std::process::Command::new(find_binary()?);
+    cmd.arg("--api").arg(&socket);
+    Ok(cmd)
+}
+
+/// Runs router client verb `verb` (e.g. `["status", "--json"]`) against the router on `node`
+/// of lab `lab`, with this process's stdin, stdout and stderr, and returns its exit code
+/// (128 + the signal number if a signal ended it).
+pub fn client(lab: &str, node: &str, verb: &[String]) -> Result<i32, OverlayError> {
+    use std::os::unix::process::ExitStatusExt as _;
+    let mut cmd = client_command(lab, node)?;
+    let status = cmd.args(verb).status().map_err(|cause| LabError::Process {
+        lab: lab.to_string(),
+        node: node.to_string(),
+        what: format!("run {:?}", cmd.get_program()),
+        cause,
+    })?;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
 
 /// The status of every router lab `lab` runs (by host name), as each router's API answers it
@@ -236,11 +321,11 @@ impl Overlay {
             None => find_binary()?,
         };
         let dir = crate::lab::state::run_dir().join(format!("{}-overlay", lab.id()));
-        std::fs::create_dir_all(&dir).map_err(|source| LabError::Process {
+        std::fs::create_dir_all(&dir).map_err(|cause| LabError::Process {
             lab: lab.id().to_string(),
             node: "-".into(),
             what: format!("create {}", dir.display()),
-            source,
+            cause,
         })?;
         let hosts: Vec<(String, Ipv4Addr)> = plan
             .nodes
@@ -351,17 +436,17 @@ impl Overlay {
             .create(true)
             .append(true)
             .open(&r.log)
-            .map_err(|source| LabError::Process {
+            .map_err(|cause| LabError::Process {
                 lab: lab.id().to_string(),
                 node: host.to_string(),
                 what: format!("open {}", r.log.display()),
-                source,
+                cause,
             })?;
-        let log2 = log.try_clone().map_err(|source| LabError::Process {
+        let log2 = log.try_clone().map_err(|cause| LabError::Process {
             lab: lab.id().to_string(),
             node: host.to_string(),
             what: "dup log".into(),
-            source,
+            cause,
         })?;
         cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
         let _ = std::fs::remove_file(&r.api);

@@ -195,3 +195,222 @@ fn check_graph_schema_and_doctor_print_for_scripts() {
         .iter()
         .any(|f| f["feature"] == "netns" && f["state"] == "present"));
 }
+
+#[test]
+fn the_shaping_backend_is_named_only_where_a_link_is_shaped() {
+    // No link of two-host.toml is shaped: run and up say nothing of shaping.
+    let id = format!("cli-quiet-{}", suffix());
+    let out = netsim(&["run", "topologies/two-host.toml", "--name", &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!all.contains("shaping"), "{all}");
+
+    let up = netsim(&["up", "topologies/two-host.toml", "--name", &id]);
+    let said = text(&up.stdout);
+    let down = netsim(&["down", &id]);
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    assert!(
+        said.contains(&format!("lab {id} is up (4 nodes)")),
+        "{said}"
+    );
+
+    // shaped-wan.toml shapes two links: run names the backend.
+    let id = format!("cli-shaped-{}", suffix());
+    let out = netsim(&[
+        "run",
+        "topologies/shaped-wan.toml",
+        "--name",
+        &id,
+        "--backend",
+        "emulated",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("lab {id}: link shaping backend emulated")),
+        "{err}"
+    );
+}
+
+/// `netsim` with `PATH` set to an empty directory: no user-space tool can be found.
+fn netsim_without_tools(args: &[&str]) -> Output {
+    let empty = tempfile::tempdir().expect("temp dir");
+    Command::new(env!("CARGO_BIN_EXE_netsim"))
+        .args(args)
+        .current_dir(root())
+        .env("NETSIM_RUN_DIR", RUN_DIR)
+        .env("PATH", empty.path())
+        .env_remove("NETSIM_NFT")
+        .env_remove("NETSIM_FAULT_FILTERS")
+        .output()
+        .expect("netsim runs")
+}
+
+#[test]
+fn a_plan_needing_a_missing_tool_is_refused_before_anything_is_made() {
+    let id = format!("cli-notool-{}", suffix());
+    // The emulated backend drops shaped-wan's random loss with nftables rules.
+    let out = netsim_without_tools(&[
+        "up",
+        "topologies/shaped-wan.toml",
+        "--name",
+        &id,
+        "--backend",
+        "emulated",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("needs `nft`"), "{err}");
+    assert!(err.contains("nftables package"), "{err}");
+    assert!(err.contains("r1 -- r2"), "{err}");
+    let prefix = format!("netsim-{id}-");
+    let left: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(!Path::new(RUN_DIR).join(format!("{id}.json")).exists());
+
+    // doctor names the missing tool and its package.
+    let doctor = netsim_without_tools(&["doctor"]);
+    let report = text(&doctor.stdout);
+    assert!(report.contains("MISSING  nft"), "{report}");
+    assert!(report.contains("apt-get install nftables"), "{report}");
+    let doctor = netsim_without_tools(&["doctor", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&doctor.stdout).expect("doctor JSON");
+    let nft = v["tools"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["program"] == "nft"))
+        .unwrap_or_else(|| panic!("nft in {v}"));
+    assert_eq!(nft["package"], "nftables");
+    assert!(nft["path"].is_null(), "{nft}");
+}
+
+#[test]
+fn overlay_names_the_lab_node_and_socket_when_no_router_runs() {
+    let id = format!("cli-noovl-{}", suffix());
+    let up = netsim(&["up", "topologies/routed-line.toml", "--name", &id]);
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    let out = netsim(&["overlay", &id, "h1", "--", "status", "--json"]);
+    let down = netsim(&["down", &id]);
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let socket = format!("{RUN_DIR}/{id}-overlay/h1.sock");
+    assert!(
+        err.contains(&format!(
+            "lab {id}, node h1: no overlay router API at {socket}"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("no [overlay] section"), "{err}");
+}
+
+/// Starts `netsim capture ARGS` and returns once it says it is capturing (its first line on
+/// stderr), with the rest of its stderr still to read.
+fn capture_started(
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStderr>,
+) {
+    use std::io::BufRead as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netsim"))
+        .arg("capture")
+        .args(args)
+        .current_dir(root())
+        .env("NETSIM_RUN_DIR", RUN_DIR)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("netsim capture starts");
+    let mut err = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut first = String::new();
+    err.read_line(&mut first).expect("capture's first line");
+    assert!(first.starts_with("capturing on "), "{first}");
+    (child, err)
+}
+
+#[test]
+fn capture_writes_a_pcap_tshark_reads_and_prints_one_line_per_frame() {
+    use std::io::Read as _;
+    let id = format!("cli-cap-{}", suffix());
+    let up = netsim(&["up", "topologies/routed-line.toml", "--name", &id]);
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("ping.pcap");
+    let file_arg = file.to_str().expect("utf-8 path");
+
+    // To a file: two pings are four frames on h1's eth0. (--duration only bounds a hang.)
+    let (child, mut err) = capture_started(&[
+        &id,
+        "h1:eth0",
+        "-w",
+        file_arg,
+        "--filter",
+        "icmp",
+        "--count",
+        "4",
+        "--duration",
+        "60s",
+    ]);
+    let ping = netsim(&["ping", &id, "h1", "h3", "-c", "2", "-i", "10ms"]);
+    let out = child.wait_with_output().expect("capture ends");
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).expect("stderr");
+    assert!(ping.status.success(), "{}", text(&ping.stderr));
+    assert!(out.status.success(), "{rest}");
+    assert!(rest.contains("4 frames captured"), "{rest}");
+
+    // Without a file: one line per frame.
+    let (child, _err) = capture_started(&[
+        &id,
+        "h1",
+        "--filter",
+        "icmp",
+        "--count",
+        "2",
+        "--duration",
+        "60s",
+    ]);
+    let ping2 = netsim(&["ping", &id, "h1", "h3", "-c", "1"]);
+    let lines = child.wait_with_output().expect("capture ends");
+    let down = netsim(&["down", &id]);
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    assert!(ping2.status.success(), "{}", text(&ping2.stderr));
+    let lines = text(&lines.stdout);
+    assert_eq!(lines.lines().count(), 2, "{lines}");
+    assert!(
+        lines.contains("eth0 198.18.1.") && lines.contains("ICMP echo request"),
+        "{lines}"
+    );
+
+    if netsim::tools::find_program("tshark").is_none() {
+        netsim::testing::skip_because(
+            "tshark is not installed (Debian's tshark package; ci/setup installs it)",
+            module_path!(),
+        );
+        return;
+    }
+    let read = Command::new("tshark")
+        .arg("-r")
+        .arg(&file)
+        .args(["-T", "fields", "-e", "frame.protocols"])
+        .output()
+        .expect("tshark runs");
+    let protocols = text(&read.stdout);
+    assert_eq!(
+        protocols
+            .lines()
+            .filter(|p| *p == "eth:ethertype:ip:icmp:data")
+            .count(),
+        4,
+        "{protocols}{}",
+        text(&read.stderr)
+    );
+}

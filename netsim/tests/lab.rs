@@ -351,10 +351,10 @@ async fn failing_up_rolls_back_everything() {
     let err = Lab::up(plan, opts(&id)).await.expect_err("up must fail");
     let text = err.to_string();
     match &err {
-        LabError::Kernel { lab, node, source } => {
+        LabError::Kernel { lab, node, cause } => {
             assert_eq!(lab, &id);
             assert_eq!(node.as_deref(), Some("n3"));
-            assert!(source.errno.is_some(), "{text}");
+            assert!(cause.errno.is_some(), "{text}");
             assert!(
                 text.contains("RTM_NEWROUTE") && text.contains("198.18.99.1"),
                 "{text}"

@@ -1,6 +1,7 @@
 //! The `netsim` command line: a thin layer over the library. Every verb is one library call
 //! that tests can make too; this module only parses arguments, draws progress and prints.
 
+mod errors;
 mod output;
 
 use std::ffi::OsString;
@@ -17,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::lab::{self, Lab, NodeHandle, Progress, UpOptions};
 use crate::measure::{icmp, matrix, mtu, pair, perf};
-use crate::{caps, model, uml, verify};
+use crate::{caps, capture, model, uml, verify};
 
 /// netsim: bring up virtual networks of Linux namespaces from a TOML topology and test them.
 #[derive(Debug, Parser)]
@@ -111,7 +112,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show which kernel features this machine has and what each missing one means.
+    /// Show which kernel features and user-space tools this machine has, what each missing
+    /// one means and how to get it.
     Doctor {
         /// Print as JSON.
         #[arg(long)]
@@ -220,6 +222,37 @@ enum Command {
         /// Print as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Run an overlay router client verb against a node's router: `netsim overlay LAB h1 --
+    /// status --json`, `netsim overlay LAB h1 -- peers add 198.18.1.9`.
+    Overlay {
+        /// Lab id.
+        lab: String,
+        /// The host whose router to ask.
+        node: String,
+        /// The router verb and its arguments, after `--` (see `overlay-router --help`).
+        #[arg(last = true, required = true)]
+        verb: Vec<String>,
+    },
+    /// Capture packets inside a node: one line each, or a pcap file with `-w` (pcapng if the
+    /// name ends in .pcapng). Runs until --count, --duration or Ctrl-C.
+    Capture {
+        /// Lab id.
+        lab: String,
+        /// NODE (every interface but lo), NODE:IFACE, or NODE:IFACE,IFACE.
+        target: String,
+        /// Write the frames to this file instead of printing them.
+        #[arg(short = 'w', long = "write")]
+        file: Option<PathBuf>,
+        /// A filter in libpcap's language, as tcpdump takes it (`icmp`, `udp port 6784`).
+        #[arg(long)]
+        filter: Option<String>,
+        /// Stop after this many frames.
+        #[arg(long, short = 'c')]
+        count: Option<usize>,
+        /// Stop after this long, e.g. `10s`.
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
     },
     /// Change, cut or heal one link of a running lab.
     Link {
@@ -404,7 +437,7 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("netsim: error: {err:#}");
+            eprintln!("{}", errors::render(&err));
             // Interrupted while a guest ran: exit as a shell reports the signal.
             match err.downcast_ref::<uml::UmlError>() {
                 Some(uml::UmlError::Interrupted { signal }) => {
@@ -488,10 +521,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Doctor { json, .. } => {
             let caps = caps::probe();
+            let tools = crate::tools::check();
+            let router = crate::overlay_run::find_binary();
             if json {
-                output::print_json(caps)?;
+                let mut v = serde_json::to_value(caps)?;
+                v["tools"] = serde_json::to_value(&tools)?;
+                v["overlay_router"] = serde_json::to_value(router.as_ref().ok())?;
+                output::print_json(&v)?;
             } else {
                 print!("{}", caps.report());
+                println!();
+                print!("{}", crate::tools::report(&tools));
+                match &router {
+                    Ok(path) => println!(
+                        "  ok       {:<14} the overlay router of topologies with [overlay] ({})",
+                        crate::overlay_run::BIN_NAME,
+                        path.display()
+                    ),
+                    Err(e) => println!(
+                        "  MISSING  {:<14} the overlay router of topologies with [overlay]\n           why: {e}",
+                        crate::overlay_run::BIN_NAME
+                    ),
+                }
                 let backend = lab::shaping::Backend::choose(caps);
                 println!(
                     "\nlink shaping backend: {backend} ({})",
@@ -606,6 +657,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let plan = load_plan(&file)?;
             let backend = parse_backend(backend.as_deref())?;
+            needs_router(&plan)?;
             let rt = runtime()?;
             let lab = rt.block_on(bring_up(plan, name, backend, &absolute(&file)))?;
             if lab.plan().overlay.is_some() {
@@ -621,15 +673,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     }
                 }
             }
+            let shaping = lab
+                .shaping_backend()
+                .map(|b| format!(", link shaping: {b}"))
+                .unwrap_or_default();
             let info = lab.persist()?;
             if json {
                 output::print_json(&info)?;
             } else {
                 println!(
-                    "lab {id} is up ({nodes} nodes, link shaping: {backend}). Try `netsim exec --lab {id} NODE -- ip addr`, `netsim status {id}`; remove it with `netsim down {id}`.",
+                    "lab {id} is up ({nodes} nodes{shaping}). Try `netsim exec --lab {id} NODE -- ip addr`, `netsim status {id}`; remove it with `netsim down {id}`.",
                     id = info.id,
                     nodes = info.nodes,
-                    backend = info.backend.map_or("none", |b| b.name()),
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -679,10 +734,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let plan = load_plan(&file)?;
             let backend = parse_backend(backend.as_deref())?;
+            needs_router(&plan)?;
             let rt = runtime()?;
             rt.block_on(async {
                 let lab = bring_up(plan, name, backend, &absolute(&file)).await?;
-                if let Some(b) = lab.backend() {
+                // Only where a link is shaped: a plain lab has nothing to say about it.
+                if let Some(b) = lab.shaping_backend() {
                     eprintln!("lab {}: link shaping backend {b}", lab.id());
                 }
                 let overlay = if lab.plan().overlay.is_some() {
@@ -876,6 +933,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Overlay { lab, node, verb } => {
+            Ok(exit_code(crate::overlay_run::client(&lab, &node, &verb)?))
+        }
+        Command::Capture {
+            lab,
+            target,
+            file,
+            filter,
+            count,
+            duration,
+        } => {
+            let (node, ifaces) = capture::parse_target(&target);
+            let opts = capture::CaptureOptions {
+                ifaces,
+                filter,
+                count,
+                duration,
+            };
+            run_capture(&lab, &node, &opts, file.as_deref())
+        }
         Command::Link { cmd } => run_link(*cmd),
         Command::BenchShaping { backend, json } => {
             let mut backends = Vec::new();
@@ -966,6 +1043,80 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
     }
+}
+
+/// `netsim capture`: frames to a file or to stdout, one line each, until the count, the
+/// duration, or SIGINT/SIGTERM (the file is complete then too).
+fn run_capture(
+    lab: &str,
+    node: &str,
+    opts: &capture::CaptureOptions,
+    file: Option<&Path>,
+) -> Result<ExitCode> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let lab = Lab::attach(lab)?;
+    let handle = server_node(&lab, node)?;
+    let rt = runtime()?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    rt.spawn(async move {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        flag.store(true, Ordering::Relaxed);
+    });
+    let mut cap = rt.block_on(capture::Capture::start(&handle, opts))?;
+    let mut out = match file {
+        Some(path) => Some(capture::file::CaptureFile::create(path, cap.interfaces())?),
+        None => None,
+    };
+    // Scripts wait for this line (on stderr) before they make the traffic to capture.
+    eprintln!(
+        "capturing on {node}: {}{}",
+        cap.interfaces().join(", "),
+        opts.filter
+            .as_ref()
+            .map(|f| format!(" (filter {f:?})"))
+            .unwrap_or_default()
+    );
+    let started = cap.started();
+    let mut frames = 0usize;
+    let mut take = |frame: capture::Frame| -> Result<()> {
+        frames += 1;
+        match &mut out {
+            Some(f) => f.write(&frame)?,
+            None => println!(
+                "{:.6} {}",
+                frame.time.saturating_sub(started).as_secs_f64(),
+                frame.summary()
+            ),
+        }
+        Ok(())
+    };
+    loop {
+        if interrupted.load(Ordering::Relaxed) {
+            for frame in cap.stop()? {
+                take(frame)?;
+            }
+            break;
+        }
+        match cap.next(Duration::from_millis(100))? {
+            capture::Next::Frame(frame) => take(frame)?,
+            capture::Next::Idle => {}
+            capture::Next::Done => break,
+        }
+    }
+    if let Some(f) = out {
+        f.finish()?;
+    }
+    eprintln!("{frames} frames captured");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn block(lab: &str, node: &str, proto: &str, port: u16, blocked: bool) -> Result<ExitCode> {
@@ -1115,6 +1266,15 @@ fn load_plan(file: &Path) -> Result<model::Plan> {
         Ok(plan) => Ok(plan),
         Err(diagnostics) => bail!("{diagnostics}"),
     }
+}
+
+/// Refuses a plan with an `[overlay]` section before anything is made when the router binary
+/// is missing (instead of after the lab is up).
+fn needs_router(plan: &model::Plan) -> Result<()> {
+    if plan.overlay.is_some() {
+        crate::overlay_run::find_binary().context("the topology has an [overlay] section")?;
+    }
+    Ok(())
 }
 
 fn parse_backend(text: Option<&str>) -> Result<Option<lab::shaping::Backend>> {

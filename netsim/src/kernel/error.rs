@@ -1,8 +1,13 @@
 //! The error every kernel adapter returns: what was asked, where, the errno, and a hint.
+//!
+//! The message is complete in itself (the errno and the library's detail are part of it), so
+//! the error has no `source()`: a chain printer such as the CLI's says each thing once.
 
 use std::fmt;
 
 use nix::errno::Errno;
+
+use crate::tools::Tool;
 
 /// A failed system call or netlink request, with enough context to act on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +22,9 @@ pub struct KernelError {
     pub errno: Option<Errno>,
     /// Extra detail (the library's message when there is no errno).
     pub detail: Option<String>,
+    /// The user-space tool the request ran (e.g. `nft`), when it ran one: an `ENOENT` is
+    /// then a program that is not installed, not a kernel object that vanished.
+    pub tool: Option<&'static Tool>,
 }
 
 impl KernelError {
@@ -28,6 +36,7 @@ impl KernelError {
             op: op.into(),
             errno: Some(errno),
             detail: None,
+            tool: None,
         }
     }
 
@@ -48,6 +57,20 @@ impl KernelError {
             } else {
                 Some(err.to_string())
             },
+            tool: None,
+        }
+    }
+
+    /// An error from starting user-space `tool` (as `op`, e.g. ``run `nft -f -` ``).
+    pub fn tool(
+        netns: &str,
+        tool: &'static Tool,
+        op: impl Into<String>,
+        err: &std::io::Error,
+    ) -> Self {
+        Self {
+            tool: Some(tool),
+            ..Self::io(netns, None, op, err)
         }
     }
 
@@ -72,12 +95,23 @@ impl KernelError {
             op: op.into(),
             errno,
             detail,
+            tool: None,
         }
     }
 
-    /// What to do about it, judged from the errno.
-    pub fn hint(&self) -> Option<&'static str> {
-        match self.errno? {
+    /// What to do about it, judged from the errno (and, for a program netsim ran, from
+    /// which program it was).
+    pub fn hint(&self) -> Option<String> {
+        let errno = self.errno?;
+        if let Some(tool) = self.tool {
+            return match errno {
+                Errno::ENOENT => Some(tool.missing_hint()),
+                Errno::EACCES => Some(format!("`{}` is not executable", tool.command())),
+                Errno::EPERM => Some("run as root (CAP_SYS_ADMIN and CAP_NET_ADMIN)".into()),
+                _ => None,
+            };
+        }
+        let hint = match errno {
             Errno::EEXIST if self.op.contains("NEWADDR") || self.op.contains("NEWROUTE") => {
                 Some("the plan gives the same address or route twice")
             }
@@ -91,7 +125,8 @@ impl KernelError {
             Errno::EINVAL => Some("the kernel rejected a value: check the topology"),
             Errno::ENETUNREACH => Some("the gateway is not on a connected subnet of the node"),
             _ => None,
-        }
+        };
+        hint.map(str::to_string)
     }
 }
 
@@ -150,7 +185,14 @@ mod tests {
                 op: "RTM_NEWLINK bridge".into(),
                 errno: None,
                 detail: Some("A netlink request failed".into()),
+                tool: None,
             },
+            KernelError::tool(
+                "netsim-lab1-h1",
+                &crate::tools::NFT,
+                "run `nft -f -`",
+                &std::io::Error::from_raw_os_error(libc::ENOENT),
+            ),
         ];
         let text: Vec<String> = cases.iter().map(ToString::to_string).collect();
         insta::assert_snapshot!(text.join("\n"));

@@ -167,6 +167,7 @@ where
             op: "create namespace".into(),
             errno: None,
             detail: Some("the setup closure panicked".into()),
+            tool: None,
         }),
     };
     if result.is_err() {

@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 
 use super::error::{KernelError, Result};
 use super::netns;
+use crate::tools;
 
 /// The `nft` program (override with `NETSIM_NFT`).
 pub fn program() -> String {
@@ -50,17 +51,10 @@ pub fn apply_in(ns: &str, script: &str) -> Result<()> {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|e| {
-        KernelError::io(
-            ns,
-            None,
-            format!(
-                "run `{} -f -` (install Debian's nftables package)",
-                program()
-            ),
-            &e,
-        )
-    })?;
+    let program = program();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| KernelError::tool(ns, &tools::NFT, format!("run `{program} -f -`"), &e))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(script.as_bytes())
@@ -77,8 +71,9 @@ pub fn apply_in(ns: &str, script: &str) -> Result<()> {
     Err(KernelError {
         netns: ns.to_string(),
         target: None,
-        op: format!("load an nftables rule set with `{} -f -`", program()),
+        op: format!("load an nftables rule set with `{program} -f -`"),
         errno: None,
         detail: Some(format!("{}: {}", out.status, stderr.trim())),
+        tool: Some(&tools::NFT),
     })
 }

@@ -63,28 +63,44 @@ pub enum TcError {
     },
     /// The kernel refused the request.
     #[error(
-        "{op} {kind} qdisc on interface index {ifindex}: {source}{hint}",
-        hint = hint_for(.source)
+        "{op} {} on interface index {ifindex}: {cause}{}",
+        object(kind),
+        hint_for(op, kind, cause)
     )]
     Netlink {
-        /// `replace` or `delete`.
+        /// `replace`, `add` or `delete`.
         op: &'static str,
-        /// Qdisc kind.
+        /// Qdisc kind (`tbf`, `netem`, ...), or a filter (`flower filter`).
         kind: &'static str,
         /// Interface index.
         ifindex: u32,
         /// The netlink error.
-        source: rtnetlink::Error,
+        cause: rtnetlink::Error,
     },
 }
 
-fn hint_for(err: &rtnetlink::Error) -> &'static str {
-    match err {
-        rtnetlink::Error::NetlinkError(e) if e.raw_code() == -libc::ENOENT => {
-            " (the kernel lacks this qdisc: see `netsim doctor`; netem is absent from many \
-             stock kernels, where netsim uses its emulated backend)"
+/// `tbf qdisc`, `flower filter`: what a request was about.
+fn object(kind: &str) -> String {
+    if kind.ends_with("filter") {
+        kind.to_string()
+    } else {
+        format!("{kind} qdisc")
+    }
+}
+
+/// A hint where the answer has one cause: ENOENT to adding a qdisc or filter is a kernel
+/// without it (to a delete it only means there was nothing to delete).
+fn hint_for(op: &str, kind: &str, err: &rtnetlink::Error) -> &'static str {
+    let enoent = matches!(err, rtnetlink::Error::NetlinkError(e) if e.raw_code() == -libc::ENOENT);
+    match (enoent, op) {
+        (false, _) | (true, "delete") => "",
+        _ if kind.ends_with("filter") => {
+            " (hint: the kernel lacks this filter or its drop action: see `netsim doctor`)"
         }
-        _ => "",
+        _ => {
+            " (hint: the kernel lacks this qdisc: see `netsim doctor`; netem is absent from \
+             many stock kernels, where netsim uses its emulated backend)"
+        }
     }
 }
 
@@ -360,11 +376,11 @@ pub async fn replace_netem_tbf(
             NLM_F_CREATE | NLM_F_REPLACE,
         )
         .await
-        .map_err(|source| TcError::Netlink {
+        .map_err(|cause| TcError::Netlink {
             op: "replace",
             kind: "tbf",
             ifindex,
-            source,
+            cause,
         })?;
     }
     Ok(())
@@ -416,11 +432,11 @@ async fn replace_root(
         NLM_F_CREATE | NLM_F_REPLACE,
     )
     .await
-    .map_err(|source| TcError::Netlink {
+    .map_err(|cause| TcError::Netlink {
         op: "replace",
         kind,
         ifindex,
-        source,
+        cause,
     })
 }
 
@@ -465,11 +481,11 @@ pub async fn add_netem(
         NLM_F_CREATE | NLM_F_EXCL,
     )
     .await
-    .map_err(|source| TcError::Netlink {
+    .map_err(|cause| TcError::Netlink {
         op: "add",
         kind: "netem",
         ifindex,
-        source,
+        cause,
     })
 }
 
@@ -479,11 +495,11 @@ pub async fn delete_root_qdisc(handle: &rtnetlink::Handle, ifindex: u32) -> Resu
     msg.header.parent = TcHandle::ROOT;
     send(handle, RouteNetlinkMessage::DelQueueDiscipline(msg), 0)
         .await
-        .map_err(|source| TcError::Netlink {
+        .map_err(|cause| TcError::Netlink {
             op: "delete",
             kind: "root",
             ifindex,
-            source,
+            cause,
         })
 }
 
@@ -581,11 +597,11 @@ pub async fn replace_clsact(handle: &rtnetlink::Handle, ifindex: u32) -> Result<
         NLM_F_CREATE | NLM_F_EXCL,
     )
     .await
-    .map_err(|source| TcError::Netlink {
+    .map_err(|cause| TcError::Netlink {
         op: "add",
         kind: "clsact",
         ifindex,
-        source,
+        cause,
     })
 }
 
@@ -672,7 +688,7 @@ pub async fn add_drop_filter(
         NLM_F_CREATE | NLM_F_EXCL,
     )
     .await
-    .map_err(|source| TcError::Netlink {
+    .map_err(|cause| TcError::Netlink {
         op: "add",
         kind: if matches.is_some() {
             "flower filter"
@@ -680,7 +696,7 @@ pub async fn add_drop_filter(
             "matchall filter"
         },
         ifindex,
-        source,
+        cause,
     })
 }
 

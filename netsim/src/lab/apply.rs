@@ -228,6 +228,7 @@ fn make_namespace(
             op: "create namespace".into(),
             errno: None,
             detail: Some("bring-up was cancelled meanwhile".into()),
+            tool: None,
         });
     }
     record.names.push(ns);
@@ -246,10 +247,10 @@ pub(crate) async fn apply(
 ) -> Result<(), LabError> {
     let rt = tokio::runtime::Handle::current();
     let lab = id.to_string();
-    let kerr = move |node: &str, source: KernelError| LabError::Kernel {
+    let kerr = move |node: &str, cause: KernelError| LabError::Kernel {
         lab: lab.clone(),
         node: Some(node.to_string()),
-        source: Box::new(source),
+        cause: Box::new(cause),
     };
     let kerr = &kerr;
     let plan_err = |reason: String| LabError::Plan {

@@ -1,4 +1,7 @@
 //! Errors of the lab lifecycle: each names the lab, the node where there is one, and what to do.
+//!
+//! A message is complete in itself: the underlying error (`cause`) is part of its text and is
+//! not also returned from `source()`, so a chain printer (the CLI's `{:#}`) says it once.
 
 use std::path::PathBuf;
 
@@ -40,35 +43,32 @@ pub enum LabError {
         reason: String,
     },
     /// A kernel request failed.
-    #[error("lab {lab}{}: {source}", at_node(node))]
+    #[error("lab {lab}{}: {cause}", at_node(node))]
     Kernel {
         /// The lab id.
         lab: String,
         /// The node concerned, if any.
         node: Option<String>,
         /// The failed request.
-        #[source]
-        source: Box<KernelError>,
+        cause: Box<KernelError>,
     },
     /// Reading or writing a state file failed.
-    #[error("lab {lab}: state file {}: {source}", path.display())]
+    #[error("lab {lab}: state file {}: {cause}", path.display())]
     State {
         /// The lab id.
         lab: String,
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A state file could not be parsed.
-    #[error("state file {} is corrupt: {source} (check `ls /run/netns`, then remove the file)", path.display())]
+    #[error("state file {} is corrupt: {cause} (check `ls /run/netns`, then remove the file)", path.display())]
     StateCorrupt {
         /// The file.
         path: PathBuf,
         /// The parse error.
-        #[source]
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     /// No lab has this id.
     #[error("no lab named {id} (labs up: {})", if known.is_empty() { "none".to_string() } else { known.join(", ") })]
@@ -106,7 +106,7 @@ pub enum LabError {
         labs: Vec<String>,
     },
     /// Starting or running a process in a node failed.
-    #[error("lab {lab}, node {node}: {what}: {source}")]
+    #[error("lab {lab}, node {node}: {what}: {cause}")]
     Process {
         /// The lab id.
         lab: String,
@@ -115,8 +115,7 @@ pub enum LabError {
         /// What was being done.
         what: String,
         /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A worker thread or task failed.
     #[error("lab {lab}: {what}")]
@@ -141,6 +140,20 @@ pub enum LabError {
         backend: String,
         /// Why, and what to do instead.
         reason: String,
+    },
+    /// The plan needs a user-space program this machine lacks (found before anything is made).
+    #[error(
+        "lab {lab}: {needed_for} needs `{}`, which is not installed or not on PATH: {}",
+        tool.command(),
+        tool.install()
+    )]
+    MissingTool {
+        /// The lab id.
+        lab: String,
+        /// What in the plan needs it.
+        needed_for: String,
+        /// The tool.
+        tool: crate::tools::Tool,
     },
     /// A runtime request names something the lab does not have, or makes no sense.
     #[error("lab {lab}: {what}")]
@@ -175,7 +188,7 @@ mod tests {
             LabError::Kernel {
                 lab: "lab1".into(),
                 node: Some("h1".into()),
-                source: Box::new(KernelError::sys(
+                cause: Box::new(KernelError::sys(
                     "netsim-lab1-h1",
                     Some("eth0 198.18.0.1/16"),
                     "RTM_NEWADDR",

@@ -434,11 +434,11 @@ pub async fn proc_action(
                 )
             })?;
         let rec = st.pids[pos].clone();
-        let perr = |what: &str, source: std::io::Error| LabError::Process {
+        let perr = |what: &str, cause: std::io::Error| LabError::Process {
             lab: id.to_string(),
             node: node.to_string(),
             what: what.to_string(),
-            source,
+            cause,
         };
         let signal = |sig: Signal| -> Result<(), LabError> {
             if !process::is_alive(rec.pid, rec.start) {

@@ -298,13 +298,13 @@ fn teardown(state: &LabState, only: Option<&[String]>) -> (usize, usize, Option<
                                 deleted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             }
                         }
-                        Err(source) => {
+                        Err(cause) => {
                             let mut slot = first_err.lock().unwrap_or_else(|p| p.into_inner());
                             if slot.is_none() {
                                 *slot = Some(LabError::Kernel {
                                     lab: lab.clone(),
                                     node: None,
-                                    source: Box::new(source),
+                                    cause: Box::new(cause),
                                 });
                             }
                         }
@@ -326,10 +326,10 @@ fn remove_state(id: &str, path: &std::path::Path) -> Result<(), LabError> {
     let removed = match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(LabError::State {
+        Err(cause) => Err(LabError::State {
             lab: id.to_string(),
             path: path.to_path_buf(),
-            source,
+            cause,
         }),
     };
     // The run directory goes with the last lab in it (removing a directory that still holds
@@ -367,6 +367,17 @@ impl Lab {
             if let Some(shape) = &link.shape {
                 shaping::check_shape(&id, link, shape, backend, caps)?;
             }
+        }
+        // Nor is a lab half made for want of a program it runs.
+        if let Some((tool, needed_for)) = shaping::tools_needed(&net)
+            .into_iter()
+            .find(|(tool, _)| !tool.present())
+        {
+            return Err(LabError::MissingTool {
+                lab: id,
+                needed_for,
+                tool,
+            });
         }
         let wires: Vec<Option<String>> = net
             .links
@@ -529,10 +540,10 @@ impl Lab {
                 Ok::<_, crate::kernel::KernelError>((found, names))
             })
             .await?
-            .map_err(|source| LabError::Kernel {
+            .map_err(|cause| LabError::Kernel {
                 lab: self.id().to_string(),
                 node: Some(name.to_string()),
-                source: Box::new(source),
+                cause: Box::new(cause),
             })?;
         found.ok_or_else(|| {
             request(match iface {
@@ -573,6 +584,18 @@ impl Lab {
     /// The backend that shapes this lab's links.
     pub fn backend(&self) -> Option<shaping::Backend> {
         self.inner.state().net.as_ref().map(|n| n.backend)
+    }
+
+    /// The backend, when it shapes something: at least one link of the lab is declared with a
+    /// shape or profile, or impaired at run time. `None` for a lab whose links all run plain,
+    /// so reports need not name a backend that does nothing.
+    pub fn shaping_backend(&self) -> Option<shaping::Backend> {
+        let st = self.inner.state();
+        let net = st.net.as_ref()?;
+        net.links
+            .iter()
+            .any(|l| l.shape.is_some())
+            .then_some(net.backend)
     }
 
     /// Links, shaping, faults and processes as they are now.
@@ -820,7 +843,7 @@ impl NodeHandle {
             lab: self.inner.id.clone(),
             node: self.name.clone(),
             what: "spawn".into(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"),
+            cause: std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"),
         })?;
         let mut cmd = self.command(program);
         cmd.args(args);
@@ -829,11 +852,11 @@ impl NodeHandle {
 
     /// Starts a command made with [`NodeHandle::command`] and records its PID.
     pub fn spawn_command(&self, mut cmd: Command) -> Result<Child, LabError> {
-        let child = cmd.spawn().map_err(|source| LabError::Process {
+        let child = cmd.spawn().map_err(|cause| LabError::Process {
             lab: self.inner.id.clone(),
             node: self.name.clone(),
             what: format!("spawn {:?}", cmd.get_program()),
-            source,
+            cause,
         })?;
         let pid = child.id();
         if let Some(start) = process::start_time(pid) {
@@ -870,10 +893,10 @@ impl NodeHandle {
         let lab = self.inner.id.clone();
         let node = self.name.clone();
         let ns = self.netns_name();
-        let fd = netns::open(&ns).map_err(|source| LabError::Kernel {
+        let fd = netns::open(&ns).map_err(|cause| LabError::Kernel {
             lab: lab.clone(),
             node: Some(node.clone()),
-            source: Box::new(source),
+            cause: Box::new(cause),
         })?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let thread_lab = lab.clone();
@@ -885,7 +908,7 @@ impl NodeHandle {
                     netns::enter(&fd).map_err(|e| LabError::Kernel {
                         lab: thread_lab.clone(),
                         node: Some(thread_node.clone()),
-                        source: Box::new(crate::kernel::KernelError::sys(
+                        cause: Box::new(crate::kernel::KernelError::sys(
                             &ns,
                             None,
                             "setns(CLONE_NEWNET)",
@@ -896,21 +919,21 @@ impl NodeHandle {
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
-                        .map_err(|source| LabError::Process {
+                        .map_err(|cause| LabError::Process {
                             lab: thread_lab.clone(),
                             node: thread_node.clone(),
                             what: "build runtime".into(),
-                            source,
+                            cause,
                         })?;
                     Ok(rt.block_on(f()))
                 })();
                 let _ = tx.send(result);
             })
-            .map_err(|source| LabError::Process {
+            .map_err(|cause| LabError::Process {
                 lab: lab.clone(),
                 node: node.clone(),
                 what: "spawn thread".into(),
-                source,
+                cause,
             })?;
         rx.await.map_err(|_| LabError::Task {
             lab,
@@ -1017,11 +1040,11 @@ pub fn exec(id: Option<&str>, node: &str, argv: &[&str]) -> Result<i32, LabError
             known: st.nodes.clone(),
         });
     };
-    let perr = |what: &str, source| LabError::Process {
+    let perr = |what: &str, cause| LabError::Process {
         lab: st.id.clone(),
         node: node.to_string(),
         what: what.to_string(),
-        source,
+        cause,
     };
     let (program, args) = argv.split_first().ok_or_else(|| {
         perr(

@@ -28,6 +28,7 @@ use crate::delay_line::DelayLineConfig;
 use crate::kernel::rtnl::Netlink;
 use crate::kernel::{nft, tc, KernelError};
 use crate::model::plan::{Endpoint, LinkShape, Plan, Shape};
+use crate::tools::{self, Tool};
 
 /// Environment variable forcing a backend (`netem` or `emulated`) for labs brought up without
 /// an explicit choice.
@@ -446,10 +447,10 @@ async fn apply_qdisc(
     mtu: u32,
     dir: &Shape,
 ) -> Result<(), LabError> {
-    let kerr = |source: KernelError| LabError::Kernel {
+    let kerr = |cause: KernelError| LabError::Kernel {
         lab: lab.to_string(),
         node: Some(node.to_string()),
-        source: Box::new(source),
+        cause: Box::new(cause),
     };
     let rt = tokio::runtime::Handle::current();
     let nl = Netlink::open_in(ns, &rt).map_err(kerr)?;
@@ -457,10 +458,11 @@ async fn apply_qdisc(
     let tc_err = |e: tc::TcError| {
         kerr(KernelError {
             netns: ns.to_string(),
-            target: Some(format!("interface index {index}")),
+            target: None,
             op: "tc".into(),
             errno: None,
             detail: Some(e.to_string()),
+            tool: None,
         })
     };
     let tbf = dir.rate_bps.map(|r| tc::Tbf::for_rate(r, mtu, TBF_LATENCY));
@@ -523,6 +525,42 @@ fn nft_loss(backend: Backend, dir: &Shape) -> u32 {
     } else {
         0
     }
+}
+
+/// Whether every fault rule goes to tc filters (`NETSIM_FAULT_FILTERS=tc`, to test the tc form
+/// on kernels that have both), so `nft` is never run.
+fn force_tc_filters() -> bool {
+    std::env::var("NETSIM_FAULT_FILTERS").is_ok_and(|v| v == "tc")
+}
+
+/// The user-space tools bringing up a lab with links `net` runs, each with what in the plan
+/// needs it: `nft` for random loss on the emulated backend. (Runtime faults need `nft` too;
+/// `netsim doctor` says so.)
+pub fn tools_needed(net: &NetState) -> Vec<(Tool, String)> {
+    if force_tc_filters() {
+        return Vec::new();
+    }
+    let lossy: Vec<String> = net
+        .links
+        .iter()
+        .filter(|l| {
+            l.shape.as_ref().is_some_and(|s| {
+                nft_loss(net.backend, &s.a_to_b) > 0 || nft_loss(net.backend, &s.b_to_a) > 0
+            })
+        })
+        .map(LinkRuntime::label)
+        .collect();
+    if lossy.is_empty() {
+        return Vec::new();
+    }
+    let links = if lossy.len() == 1 { "link" } else { "links" };
+    vec![(
+        tools::NFT,
+        format!(
+            "random loss on the emulated backend ({links} {})",
+            lossy.join(", ")
+        ),
+    )]
 }
 
 /// The nftables rule set of `node`: ingress drops (cuts, emulated loss) per interface, then
@@ -668,18 +706,17 @@ pub(crate) async fn apply_nft(
 ) -> Result<(), LabError> {
     use std::sync::atomic::Ordering;
     let had = net.nft_nodes.iter().any(|n| n == node);
-    let kerr = |source: KernelError| LabError::Kernel {
+    let kerr = |cause: KernelError| LabError::Kernel {
         lab: lab.to_string(),
         node: Some(node.to_string()),
-        source: Box::new(source),
+        cause: Box::new(cause),
     };
     let mut netdev = !NO_NETDEV.load(Ordering::Relaxed);
     let rules_empty = ruleset(node, net, netdev).is_empty();
     if rules_empty && !had {
         return Ok(());
     }
-    // NETSIM_FAULT_FILTERS=tc forces the tc form (to test it on kernels that have both).
-    let force_tc = std::env::var("NETSIM_FAULT_FILTERS").is_ok_and(|v| v == "tc");
+    let force_tc = force_tc_filters();
     while !force_tc && !NO_INET.load(Ordering::Relaxed) {
         let rules = ruleset(node, net, netdev);
         // Creating then deleting each table clears what an earlier run loaded, in the same
@@ -731,18 +768,20 @@ fn mark(net: &mut NetState, node: &str, empty: bool) {
 
 /// The tc form of [`ruleset`] (see [`apply_nft`]).
 async fn apply_tc_faults(lab: &str, net: &NetState, node: &str, ns: &str) -> Result<(), LabError> {
-    let kerr = |source: KernelError| LabError::Kernel {
+    let kerr = |cause: KernelError| LabError::Kernel {
         lab: lab.to_string(),
         node: Some(node.to_string()),
-        source: Box::new(source),
+        cause: Box::new(cause),
     };
-    let tc_err = |ifindex: u32, e: tc::TcError| {
+    // The tc error names the interface index already.
+    let tc_err = |e: tc::TcError| {
         kerr(KernelError {
             netns: ns.to_string(),
-            target: Some(format!("interface index {ifindex}")),
+            target: None,
             op: "tc filter".into(),
             errno: None,
             detail: Some(e.to_string()),
+            tool: None,
         })
     };
     let rt = tokio::runtime::Handle::current();
@@ -827,14 +866,12 @@ async fn apply_tc_faults(lab: &str, net: &NetState, node: &str, ns: &str) -> Res
             if filters.is_empty() {
                 continue;
             }
-            tc::replace_clsact(handle, index)
-                .await
-                .map_err(|e| tc_err(index, e))?;
+            tc::replace_clsact(handle, index).await.map_err(tc_err)?;
             for (i, (ingress, m, prob)) in filters.iter().enumerate() {
                 let prio = u16::try_from(i + 1).unwrap_or(u16::MAX);
                 tc::add_drop_filter(handle, index, *ingress, prio, m.as_ref(), *prob)
                     .await
-                    .map_err(|e| tc_err(index, e))?;
+                    .map_err(tc_err)?;
             }
         }
     }
@@ -902,7 +939,7 @@ pub(crate) fn spawn_delay_line(
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null());
-    let child = cmd.spawn().map_err(|source| LabError::Process {
+    let child = cmd.spawn().map_err(|cause| LabError::Process {
         lab: lab.to_string(),
         node: wire.ns.clone(),
         what: format!(
@@ -910,7 +947,7 @@ pub(crate) fn spawn_delay_line(
             link.label(),
             program.display()
         ),
-        source,
+        cause,
     })?;
     let pid = child.id();
     let mut child = child;
@@ -1030,6 +1067,38 @@ mod tests {
             ruleset("sw", &net, false),
         );
         insta::assert_snapshot!(text);
+    }
+
+    #[rstest::rstest]
+    #[case::emulated_random_loss(Backend::Emulated, "1%", None, true)]
+    #[case::emulated_correlated_loss_in_the_delay_line(Backend::Emulated, "1%", Some("25%"), false)]
+    #[case::netem_loss(Backend::Netem, "1%", None, false)]
+    #[case::no_loss(Backend::Emulated, "0%", None, false)]
+    fn nft_is_needed_for_random_loss_on_the_emulated_backend(
+        #[case] backend: Backend,
+        #[case] loss: &str,
+        #[case] correlation: Option<&str>,
+        #[case] needs_nft: bool,
+    ) {
+        let corr = correlation
+            .map(|c| format!(", loss_correlation = \"{c}\""))
+            .unwrap_or_default();
+        let src = format!(
+            "[[host]]\nname = \"h1\"\n[[host]]\nname = \"h2\"\n[[link]]\n\
+             endpoints = [\"h1\", \"h2\"]\nsubnet = \"198.18.1.0/30\"\n\
+             shape = {{ loss = \"{loss}\"{corr} }}\n"
+        );
+        let topo = crate::model::parse(&src, std::path::Path::new("t.toml"));
+        let plan = topo.and_then(|t| crate::model::plan(&t));
+        let plan = plan.unwrap_or_else(|d| panic!("{d}"));
+        let needed = tools_needed(&NetState::from_plan("t", &plan, backend));
+        if needs_nft {
+            assert_eq!(needed.len(), 1, "{needed:?}");
+            assert_eq!(needed[0].0, tools::NFT);
+            assert!(needed[0].1.contains("link h1 -- h2"), "{needed:?}");
+        } else {
+            assert!(needed.is_empty(), "{needed:?}");
+        }
     }
 
     #[test]

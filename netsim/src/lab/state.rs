@@ -136,8 +136,8 @@ impl LabState {
         loop {
             std::fs::create_dir_all(dir).map_err(|e| self.io_err(dir, e))?;
             match self.write_tmp(&tmp) {
-                Err(LabError::State { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound && attempts < 3 =>
+                Err(LabError::State { cause, .. })
+                    if cause.kind() == std::io::ErrorKind::NotFound && attempts < 3 =>
                 {
                     attempts += 1;
                 }
@@ -164,27 +164,27 @@ impl LabState {
             .map_err(|e| self.io_err(tmp, e))
     }
 
-    fn io_err(&self, path: &Path, source: std::io::Error) -> LabError {
+    fn io_err(&self, path: &Path, cause: std::io::Error) -> LabError {
         LabError::State {
             lab: self.id.clone(),
             path: path.to_path_buf(),
-            source,
+            cause,
         }
     }
 
     /// Reads a state file.
     pub fn read(path: &Path) -> Result<Self, LabError> {
-        let bytes = std::fs::read(path).map_err(|source| LabError::State {
+        let bytes = std::fs::read(path).map_err(|cause| LabError::State {
             lab: path
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
-        serde_json::from_slice(&bytes).map_err(|source| LabError::StateCorrupt {
+        serde_json::from_slice(&bytes).map_err(|cause| LabError::StateCorrupt {
             path: path.to_path_buf(),
-            source,
+            cause,
         })
     }
 
@@ -196,11 +196,11 @@ impl LabState {
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
+            Err(cause) => {
                 return Err(LabError::State {
                     lab: "*".into(),
                     path: dir,
-                    source,
+                    cause,
                 })
             }
         };
@@ -212,8 +212,8 @@ impl LabState {
             }
             match Self::read(&path) {
                 Ok(state) => labs.push(state),
-                Err(LabError::State { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(LabError::State { cause, .. })
+                    if cause.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e @ LabError::StateCorrupt { .. }) => tracing::warn!("skipped: {e}"),
                 Err(e) => return Err(e),
             }

@@ -56,10 +56,7 @@ pub enum ExternalError {
 
 /// Where `tool` is installed, if it is.
 pub fn available(tool: Tool) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(tool.program()))
-        .find(|p| p.is_file())
+    crate::tools::find_program(tool.program())
 }
 
 /// A server process, in a process group of its own, killed with its group when dropped: qperf's

@@ -166,12 +166,12 @@ pub async fn run(
         for (server, rx) in servers.iter().zip(bound) {
             match rx.await {
                 Ok(Ok(addr)) => addrs.push(addr),
-                Ok(Err(source)) => {
+                Ok(Err(cause)) => {
                     return Err(MeasureError::Bind {
                         test: "tcp_bw matrix",
                         node: server.node.name().to_string(),
                         addr: SocketAddrV4::new(server.addr, 0),
-                        source,
+                        cause,
                     })
                 }
                 Err(_) => {

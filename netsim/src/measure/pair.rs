@@ -13,7 +13,7 @@ use crate::lab::NodeHandle;
 #[derive(Debug, Error)]
 pub enum MeasureError {
     /// The server half could not bind.
-    #[error("{test} server on {node} cannot bind {addr}: {source}")]
+    #[error("{test} server on {node} cannot bind {addr}: {cause}")]
     Bind {
         /// The test.
         test: &'static str,
@@ -22,7 +22,7 @@ pub enum MeasureError {
         /// The address it tried.
         addr: SocketAddrV4,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A CPU to pin a half to is not one this process may run on.
     #[error("{test}: cannot pin the {half} to CPU {cpu}: {reason} (pick one of the CPUs `nproc` counts, from 0)")]
@@ -90,12 +90,12 @@ pub async fn run(
     let client_half = async {
         let addr = match rx.await {
             Ok(Ok(addr)) => addr,
-            Ok(Err(source)) => {
+            Ok(Err(cause)) => {
                 return Err(MeasureError::Bind {
                     test: test.name(),
                     node: server.name().to_string(),
                     addr: bind_addr,
-                    source,
+                    cause,
                 })
             }
             Err(_) => {

@@ -52,7 +52,8 @@ pub const GUEST_SHARE: &str = "/run/netsim-share";
 /// Exit code reported for a guest that ran out of time (as `timeout(1)` does).
 pub const TIMEOUT_EXIT: i32 = 124;
 
-/// Why a guest could not run a command.
+/// Why a guest could not run a command. Each message is complete in itself (an I/O `cause`
+/// is part of the text, not a `source()`), so a chain printer says it once.
 #[derive(Debug, thiserror::Error)]
 pub enum UmlError {
     /// The guest kernel is not installed.
@@ -93,13 +94,12 @@ pub enum UmlError {
         why: &'static str,
     },
     /// A file operation on the host failed.
-    #[error("{what}: {source}")]
+    #[error("{what}: {cause}")]
     Io {
         /// What was being done.
         what: String,
         /// The error.
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     /// The guest stopped without reporting an exit code.
     #[error(
@@ -148,7 +148,7 @@ pub enum UmlError {
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> UmlError {
     let what = what.into();
-    move |source| UmlError::Io { what, source }
+    move |cause| UmlError::Io { what, cause }
 }
 
 /// How to boot a guest.
@@ -347,7 +347,7 @@ fn catch_signals() -> Result<(), UmlError> {
         // SAFETY: the handler only stores into an atomic, which is async-signal-safe.
         unsafe { sigaction(sig, &action) }.map_err(|e| UmlError::Io {
             what: format!("cannot catch {sig}"),
-            source: e.into(),
+            cause: e.into(),
         })?;
     }
     Ok(())
@@ -503,7 +503,7 @@ fn writable_list(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, UmlError> {
 fn high_dup(fd: impl AsFd, what: &str) -> Result<OwnedFd, UmlError> {
     let raw = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(10)).map_err(|e| UmlError::Io {
         what: format!("cannot duplicate the {what} descriptor"),
-        source: e.into(),
+        cause: e.into(),
     })?;
     // SAFETY: fcntl just returned this new descriptor, owned by nobody else.
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
@@ -515,7 +515,7 @@ fn prepare(cmd: &GuestCommand, opts: &GuestOptions) -> Result<Share, UmlError> {
     if cmd.argv.is_empty() {
         return Err(UmlError::Io {
             what: "nothing to run in the guest".into(),
-            source: io::Error::from(io::ErrorKind::InvalidInput),
+            cause: io::Error::from(io::ErrorKind::InvalidInput),
         });
     }
     let cwd = match &cmd.cwd {
