@@ -282,6 +282,21 @@ async fn a_killed_router_replaces_its_leftover_vxlan_device() {
         "{}",
         o.log("h2")
     );
+    // It announced its containers' MACs again without being asked to re-attach them.
+    let mut macs = serde_json::Value::Null;
+    for _ in 0..100 {
+        macs = conn_status(&o, "h1", "h2").await.unwrap()["path"]["peer_macs"].clone();
+        if macs == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        macs,
+        2,
+        "h1 hears h2's two container MACs again; h2's log:\n{}",
+        o.log("h2")
+    );
     let c3 = o.address_of("c3").unwrap();
     assert!(ping_until(&lab, "c1", c3).await);
     o.stop();

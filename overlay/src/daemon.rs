@@ -246,6 +246,23 @@ impl Daemon {
         api::serve(&opts.api, daemon.clone())
             .await
             .with_context(|| format!("serve the API on {}", opts.api.display()))?;
+        // A restarted router finds the containers it still holds (their veths outlive it) and
+        // announces their MACs again, so peers keep steering frames to them instead of flooding.
+        let held: Vec<String> = daemon
+            .alloc
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .held()
+            .into_iter()
+            .map(|(netns, _)| netns)
+            .collect();
+        for netns in held {
+            match netdev::container_mac(&netns, &daemon.rt).await {
+                Ok(Some(mac)) => daemon.set_mac(&netns, Some(mac)),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("cannot read the MAC of {netns}: {e}"),
+            }
+        }
         // Keep sleeve's short id in step with the control plane's, and re-address containers
         // whose address block another router won.
         let d = daemon.clone();

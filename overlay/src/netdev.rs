@@ -443,6 +443,17 @@ pub async fn attach(
     Ok((name, eth.mac))
 }
 
+/// The MAC of `eth0` in the container namespace `netns`, if it is attached (`None` when the
+/// namespace or its `eth0` is gone).
+pub async fn container_mac(netns: &str, rt: &tokio::runtime::Handle) -> Result<Option<[u8; 6]>> {
+    let path = netns_path(netns);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let inner = Netdev::open_in(&path, rt)?;
+    Ok(inner.link(CONTAINER_IFACE).await?.and_then(|l| l.mac))
+}
+
 /// Removes a container's attachment (deleting the host end deletes the pair).
 pub async fn detach(host: &Netdev, netns: &str) -> Result<bool> {
     let name = host_veth_name(netns);
