@@ -85,6 +85,16 @@ impl<E> Skipped for Result<(), E> {
     }
 }
 
+/// Namespaces under /run/netns that lab `id` still has (a test asserts none after `down`).
+pub fn lab_namespaces(id: &str) -> Vec<String> {
+    let prefix = format!("netsim-{id}-");
+    crate::kernel::netns::list()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect()
+}
+
 /// Whether the current test runs in the kernel lane (`NETSIM_LANE=kernel`).
 pub fn in_kernel_lane() -> bool {
     std::env::var(LANE_ENV).is_ok_and(|lane| lane == "kernel")

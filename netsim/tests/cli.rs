@@ -87,15 +87,7 @@ fn two_labs_of_one_topology_run_side_by_side_and_go_away() {
     for id in &ids {
         let down = netsim(&["down", id]);
         assert!(down.status.success(), "{}", text(&down.stderr));
-        let prefix = format!("netsim-{id}-");
-        let left: Vec<_> = std::fs::read_dir("/run/netns")
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.starts_with(&prefix))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let left = netsim::testing::lab_namespaces(id);
         assert!(left.is_empty(), "left behind: {left:?}");
         assert!(!Path::new(RUN_DIR).join(format!("{id}.json")).exists());
     }
@@ -264,15 +256,7 @@ fn a_plan_needing_a_missing_tool_is_refused_before_anything_is_made() {
     assert!(err.contains("needs `nft`"), "{err}");
     assert!(err.contains("nftables package"), "{err}");
     assert!(err.contains("r1 -- r2"), "{err}");
-    let prefix = format!("netsim-{id}-");
-    let left: Vec<String> = std::fs::read_dir("/run/netns")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(&prefix))
-                .collect()
-        })
-        .unwrap_or_default();
+    let left = netsim::testing::lab_namespaces(&id);
     assert!(left.is_empty(), "left behind: {left:?}");
     assert!(!Path::new(RUN_DIR).join(format!("{id}.json")).exists());
 

@@ -50,12 +50,7 @@ fn opts(id: &str) -> UpOptions {
 
 /// Namespaces under /run/netns belonging to lab `id`.
 fn namespaces_of(id: &str) -> Vec<String> {
-    let prefix = format!("netsim-{id}-");
-    netns::list()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|n| n.starts_with(&prefix))
-        .collect()
+    netsim::testing::lab_namespaces(id)
 }
 
 fn state_file(id: &str) -> PathBuf {

@@ -104,12 +104,7 @@ async fn down_and_check(lab: Lab) {
         .chain(status.processes.iter().map(|p| p.pid))
         .collect();
     lab.down().await.unwrap_or_else(|e| panic!("down: {e}"));
-    let prefix = format!("netsim-{id}-");
-    let left: Vec<String> = netns::list()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|n| n.starts_with(&prefix))
-        .collect();
+    let left = netsim::testing::lab_namespaces(&id);
     assert!(left.is_empty(), "namespaces left: {left:?}");
     // Killed processes may linger as zombies until reaped; give the reaper a moment.
     for pid in pids {
@@ -780,11 +775,6 @@ fn cli_changes_survive_as_state_across_invocations() {
     assert!(!ok && out.contains("no link joins h1 and h9"), "{out}");
     let (ok, out) = cli(&["down", &id]);
     assert!(ok, "{out}");
-    let prefix = format!("netsim-{id}-");
-    let left: Vec<String> = netns::list()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|n| n.starts_with(&prefix))
-        .collect();
+    let left = netsim::testing::lab_namespaces(&id);
     assert!(left.is_empty(), "namespaces left: {left:?}");
 }

@@ -256,13 +256,15 @@ impl Daemon {
             .into_iter()
             .map(|(netns, _)| netns)
             .collect();
+        let mut found = Vec::new();
         for netns in held {
             match netdev::container_mac(&netns, &daemon.rt).await {
-                Ok(Some(mac)) => daemon.set_mac(&netns, Some(mac)),
+                Ok(Some(mac)) => found.push((netns, Some(mac))),
                 Ok(None) => {}
                 Err(e) => tracing::warn!("cannot read the MAC of {netns}: {e}"),
             }
         }
+        daemon.set_macs(found);
         // Keep sleeve's short id in step with the control plane's, and re-address containers
         // whose address block another router won.
         let d = daemon.clone();
@@ -383,12 +385,19 @@ impl Daemon {
 impl Daemon {
     /// Records (or forgets) a container's MAC and announces the set to every peer.
     fn set_mac(&self, netns: &str, mac: Option<[u8; 6]>) {
+        self.set_macs([(netns.to_string(), mac)]);
+    }
+
+    /// Records (or forgets) containers' MACs, then announces the set to every peer once.
+    fn set_macs(&self, changes: impl IntoIterator<Item = (String, Option<[u8; 6]>)>) {
         let all: Vec<[u8; 6]> = {
             let mut macs = self.macs.lock().unwrap_or_else(|e| e.into_inner());
-            match mac {
-                Some(m) => macs.insert(netns.to_string(), m),
-                None => macs.remove(netns),
-            };
+            for (netns, mac) in changes {
+                match mac {
+                    Some(m) => macs.insert(netns, m),
+                    None => macs.remove(&netns),
+                };
+            }
             macs.values().copied().collect()
         };
         self.router.set_local_macs(all);

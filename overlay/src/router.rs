@@ -305,6 +305,19 @@ fn frame(t: MessageType, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A control frame of type `t` whose `len`-byte payload `emit` writes (empty if it fails).
+fn emitted_frame(
+    t: MessageType,
+    len: usize,
+    emit: impl FnOnce(&mut [u8]) -> crate::wire::Result<()>,
+) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    match emit(&mut buf) {
+        Ok(()) => frame(t, &buf),
+        Err(_) => Vec::new(),
+    }
+}
+
 /// Reads one control frame: (type, payload).
 async fn read_frame<R: AsyncReadExt + Unpin>(
     r: &mut R,
@@ -404,14 +417,9 @@ impl Router {
             return Vec::new();
         };
         let (_, repr) = ipam.lock().unwrap_or_else(|e| e.into_inner()).claims();
-        let mut buf = vec![0u8; repr.buffer_len()];
-        if repr
-            .emit(&mut crate::wire::ipam::Packet::new_unchecked(&mut buf[..]))
-            .is_err()
-        {
-            return Vec::new();
-        }
-        frame(MessageType::IpamClaims, &buf)
+        emitted_frame(MessageType::IpamClaims, repr.buffer_len(), |b| {
+            repr.emit(&mut crate::wire::ipam::Packet::new_unchecked(b))
+        })
     }
 
     /// The MACs of this router's containers as a control frame.
@@ -423,14 +431,9 @@ impl Router {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
         };
-        let mut buf = vec![0u8; repr.buffer_len()];
-        if repr
-            .emit(&mut crate::wire::macs::Packet::new_unchecked(&mut buf[..]))
-            .is_err()
-        {
-            return Vec::new();
-        }
-        frame(MessageType::LocalMacs, &buf)
+        emitted_frame(MessageType::LocalMacs, repr.buffer_len(), |b| {
+            repr.emit(&mut crate::wire::macs::Packet::new_unchecked(b))
+        })
     }
 
     /// Sets the MACs of this router's containers and announces them to every peer (they steer
@@ -462,12 +465,11 @@ impl Router {
     /// Sends `c` the acknowledgement of heartbeat `hb` (reporting the padding that arrived).
     fn send_ack(c: &Conn, hb: &heartbeat::Repr, t: MessageType) {
         let ack = hb.ack(hb.padding_len);
-        let mut b = vec![0u8; ack.buffer_len()];
-        if ack
-            .emit(&mut heartbeat::Packet::new_unchecked(&mut b[..]))
-            .is_ok()
-        {
-            let _ = c.tx.send(frame(t, &b));
+        let f = emitted_frame(t, ack.buffer_len(), |b| {
+            ack.emit(&mut heartbeat::Packet::new_unchecked(b))
+        });
+        if !f.is_empty() {
+            let _ = c.tx.send(f);
         }
     }
 
@@ -748,14 +750,9 @@ impl Router {
             peers.extend(st.peers.gossip());
             gossip::Repr { peers }
         };
-        let mut buf = vec![0u8; repr.buffer_len()];
-        if repr
-            .emit(&mut gossip::Packet::new_unchecked(&mut buf[..]))
-            .is_err()
-        {
-            return Vec::new();
-        }
-        frame(MessageType::Topology, &buf)
+        emitted_frame(MessageType::Topology, repr.buffer_len(), |b| {
+            repr.emit(&mut gossip::Packet::new_unchecked(b))
+        })
     }
 
     /// Runs one connection to its end; returns whether it got established.

@@ -4,7 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use netsim::lab::{Lab, NodeHandle, UpOptions};
@@ -545,12 +545,5 @@ where
 
 /// Namespaces of lab `id` still present.
 pub fn leftovers(id: &str) -> Vec<String> {
-    std::fs::read_dir(Path::new("/run/netns"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(&format!("netsim-{id}-")))
-                .collect()
-        })
-        .unwrap_or_default()
+    netsim::testing::lab_namespaces(id)
 }

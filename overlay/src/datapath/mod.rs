@@ -10,6 +10,7 @@
 
 pub mod select;
 pub mod sleeve;
+mod sock;
 pub mod tiers;
 pub mod vxlan;
 pub mod vxlan_dev;

@@ -20,6 +20,7 @@ use nix::sys::socket::{self as nsock, ControlMessage, ControlMessageOwned, MsgFl
 
 use crate::crypto::sleeve::{Opener, Sealer};
 use crate::crypto::CryptoError;
+use crate::datapath::sock::{set_int_opt, set_nonblocking, wait_readable};
 use crate::datapath::{Datapath, DatapathStats, PeerSpec, PeerStats};
 use crate::reassembly::{Reassembler, Refusal};
 use crate::wire::fragment;
@@ -134,46 +135,6 @@ impl std::fmt::Debug for Sleeve {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sleeve").finish_non_exhaustive()
     }
-}
-
-fn set_int_opt(sock: &UdpSocket, level: i32, name: i32, value: i32) -> std::io::Result<()> {
-    // SAFETY: setsockopt with a pointer to a live c_int and its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            level,
-            name,
-            (&value as *const i32).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
-    // SAFETY: fcntl on a descriptor we own; flags are read then written back with O_NONBLOCK.
-    unsafe {
-        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-        if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-fn wait_readable(fd: i32, timeout_ms: i32) -> bool {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: poll on one valid pollfd for the given timeout.
-    let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-    rc > 0
 }
 
 /// Probe sizes (underlay IP bytes) tried each heartbeat round, largest first.

@@ -26,6 +26,7 @@ use serde::Serialize;
 
 use super::select::{Path, Reason, Selector, Timing};
 use super::sleeve::Sleeve;
+use super::sock::{set_int_opt, wait_readable};
 use super::vxlan_dev::{VxlanDevice, FLOOD};
 use super::PeerSpec;
 use crate::wire::{ethernet, heartbeat, vxlan as vxwire};
@@ -197,21 +198,13 @@ impl std::fmt::Debug for Vxlan {
 
 fn open_heartbeat_socket() -> std::io::Result<UdpSocket> {
     let sock = UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))?;
-    let probe: libc::c_int = libc::IP_PMTUDISC_PROBE;
-    // SAFETY: setsockopt with a pointer to a live c_int and its size. DF on, cached path MTU
-    // ignored: only what really crosses is acknowledged.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            (&probe as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    // DF on, cached path MTU ignored: only what really crosses is acknowledged.
+    set_int_opt(
+        &sock,
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_PROBE,
+    )?;
     sock.set_nonblocking(true)?;
     Ok(sock)
 }
@@ -556,13 +549,17 @@ async fn heartbeat_loop(inner: Arc<Inner>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let full_padding = (s.overlay_mtu as usize).saturating_sub(heartbeat::HEADER_LEN);
     let full_padding = u16::try_from(full_padding).unwrap_or(u16::MAX);
-    let mut buf = vec![0u8; vxwire::HEADER_LEN + ETH + heartbeat::HEADER_LEN + 65_536];
+    let mut buf = vec![0u8; vxwire::HEADER_LEN + ETH + heartbeat::HEADER_LEN];
+    let mut full_buf = vec![0u8; vxwire::HEADER_LEN + ETH + heartbeat::HEADER_LEN + 65_536];
     let mut round = 0u64;
     while !inner.stop.load(Relaxed) {
         tick.tick().await;
         round += 1;
         let now = Instant::now();
         let ts = now.saturating_duration_since(inner.base).as_nanos() as u64;
+        // The round's two heartbeats are the same bytes for every peer: built once.
+        let small = build_heartbeat(&mut buf, s.uid, round, ts, 0).unwrap_or(0);
+        let full = build_heartbeat(&mut full_buf, s.uid, round, ts, full_padding).unwrap_or(0);
         let mut changed = false;
         {
             let mut peers = inner.peers.lock().unwrap_or_else(|e| e.into_inner());
@@ -571,10 +568,11 @@ async fn heartbeat_loop(inner: Arc<Inner>) {
                     continue;
                 }
                 if let Some(sock) = &inner.sock {
-                    for padding in [0, full_padding] {
-                        if let Some(n) = build_heartbeat(&mut buf, s.uid, round, ts, padding) {
-                            // A send refused locally (e.g. EMSGSIZE) is a heartbeat lost.
-                            let _ = sock.send_to(&buf[..n], SocketAddr::new(p.ip, s.port));
+                    let to = SocketAddr::new(p.ip, s.port);
+                    for packet in [&buf[..small], &full_buf[..full]] {
+                        // A send refused locally (e.g. EMSGSIZE) is a heartbeat lost.
+                        if !packet.is_empty() {
+                            let _ = sock.send_to(packet, to);
                         }
                     }
                     p.sent += 1;
@@ -605,13 +603,8 @@ fn receive_loop(
 ) {
     let mut buf = vec![0u8; 65_536];
     while !inner.stop.load(Relaxed) {
-        let mut pfd = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: poll on one valid pollfd; 500 ms so a stop is noticed.
-        if unsafe { libc::poll(&mut pfd, 1, 500) } <= 0 {
+        // 500 ms, so a stop is noticed.
+        if !wait_readable(fd.as_raw_fd(), 500) {
             continue;
         }
         // SAFETY: recv(2) into a live, writable buffer of `buf.len()` bytes.

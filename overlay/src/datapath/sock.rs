@@ -1,0 +1,53 @@
+//! Small socket helpers the datapaths' blocking threads share (no crate offers these three
+//! without pulling in an event loop the threads do not want).
+
+use std::net::UdpSocket;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+/// Sets an integer socket option.
+pub(super) fn set_int_opt(
+    sock: &UdpSocket,
+    level: i32,
+    name: i32,
+    value: i32,
+) -> std::io::Result<()> {
+    // SAFETY: setsockopt with a pointer to a live c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Makes a descriptor non-blocking.
+pub(super) fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own; flags are read then written back with O_NONBLOCK.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Waits up to `timeout_ms` for `fd` to be readable; `false` on timeout (or error).
+pub(super) fn wait_readable(fd: i32, timeout_ms: i32) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll on one valid pollfd for the given timeout.
+    let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+    rc > 0
+}
