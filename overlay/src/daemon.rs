@@ -222,8 +222,8 @@ impl Daemon {
         });
         let r = router.clone();
         tokio::spawn(async move {
-            while let Some(seen) = fast_rx.recv().await {
-                r.ack_fast_heartbeat(seen.uid, seen.heartbeat);
+            while let Some(r2) = fast_rx.recv().await {
+                r.send_fast_report(r2.uid, &r2.report);
             }
         });
         router

@@ -30,10 +30,18 @@ use crate::wire::MAX_SHORT_ID;
 
 /// How long a handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Gossip (and liveness) period on every connection.
-const GOSSIP_PERIOD: Duration = Duration::from_secs(1);
+/// Housekeeping period (aging the peer table, sleeve's path-MTU rounds).
+const PROBE_PERIOD: Duration = Duration::from_secs(1);
+/// A connection on which nothing was sent for this long gets an empty gossip frame, so the
+/// peer hears from it well within [`DEAD_AFTER`] (gossip itself is sent only on change).
+const KEEPALIVE: Duration = Duration::from_secs(3);
 /// A connection silent this long is dropped.
 const DEAD_AFTER: Duration = Duration::from_secs(10);
+/// How long gossip waits after a change before sending, so that a burst of changes (a mesh
+/// coming up, a gossip frame changing many entries) goes out as one frame.
+const GOSSIP_COALESCE: Duration = Duration::from_millis(50);
+/// See [`gossip_pace`].
+const GOSSIP_PACE_PER_CONNECTION: Duration = Duration::from_millis(5);
 
 /// Static settings of a router's control plane.
 #[derive(Clone)]
@@ -97,6 +105,32 @@ struct State {
     probe_round: u64,
     /// The newest tombstone of this router a peer gossiped, logged once per version.
     tombstone_heard: Option<u64>,
+    /// The peer table's change count at the last gossip round (see `PeerTable::changed_since`).
+    gossiped_seq: u64,
+    /// This router's own entry version at the last gossip round.
+    gossiped_version: u64,
+    /// IPAM claims changed since the last gossip round.
+    claims_dirty: bool,
+    /// The peers reachable from here, and the (own version, table change count) it was
+    /// computed at.
+    reachable: Option<((u64, u64), BTreeSet<String>)>,
+    /// Gossip frames sent and received, and the entries they carried (status: what gossip costs).
+    gossip: GossipCounters,
+}
+
+/// What gossip cost so far (status `router.gossip`).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct GossipCounters {
+    /// Topology frames sent (deltas, full states on connect, keepalives).
+    pub frames_sent: u64,
+    /// Peer entries those frames carried.
+    pub entries_sent: u64,
+    /// Topology frames received.
+    pub frames_received: u64,
+    /// Peer entries those frames carried.
+    pub entries_received: u64,
+    /// IPAM claim frames sent.
+    pub claims_sent: u64,
 }
 
 /// The control plane of one router.
@@ -104,7 +138,7 @@ pub struct Router {
     settings: Settings,
     uid: u64,
     state: Mutex<State>,
-    /// Bumped whenever what this router gossips changed; every connection watches it.
+    /// Bumped whenever what this router gossips changed; the gossip task watches it.
     gossip: watch::Sender<u64>,
     datapath: Mutex<Option<Arc<dyn Datapath>>>,
     ipam: Mutex<Option<Arc<Mutex<IpamSource>>>>,
@@ -250,6 +284,43 @@ pub struct RouterStatus {
     pub last_refusal: Option<String>,
     /// Control frames that did not parse.
     pub malformed_control: u64,
+    /// What gossip cost so far.
+    pub gossip: GossipCounters,
+}
+
+/// The least time between two gossip rounds of a router with `connections` connections: a
+/// round costs a frame per connection, and while a mesh comes up every connection changes
+/// every router's entry, so a big mesh gathers more changes into each round (0.5 s at 100
+/// connections, at most 1 s).
+pub fn gossip_pace(connections: usize) -> Duration {
+    (GOSSIP_PACE_PER_CONNECTION * connections as u32).min(Duration::from_secs(1))
+}
+
+/// A topology frame carrying `peers` (none: a keepalive).
+fn gossip_frame(peers: Vec<PeerRepr>) -> Vec<u8> {
+    let repr = gossip::Repr { peers };
+    emitted_frame(MessageType::Topology, repr.buffer_len(), |b| {
+        repr.emit(&mut gossip::Packet::new_unchecked(b))
+    })
+}
+
+/// The entries of `peers` worth sending from the router `own` to the router `to`: `own`'s
+/// always; of the others, not `to`'s own, and not those of a
+/// router whose entry lists an established connection to `to` (that router sends its entry to
+/// `to` itself whenever it changes). In a full mesh nothing is relayed, so an entry crosses
+/// each connection once per change instead of once per connection per change.
+pub fn relayed_to(own: &str, to: &str, peers: Vec<PeerRepr>) -> Vec<PeerRepr> {
+    peers
+        .into_iter()
+        .filter(|p| {
+            p.name == own
+                || p.name != to
+                    && !p
+                        .connections
+                        .iter()
+                        .any(|c| c.established && c.peer_name == to)
+        })
+        .collect()
 }
 
 /// Picks which of two connections between the same two peers survives, the same on both
@@ -381,9 +452,16 @@ impl Router {
         })
     }
 
-    /// Tells every connection to gossip now: what this router knows changed.
+    /// Tells the gossip task that the topology changed: it sends what changed to every
+    /// connection shortly.
     fn wake_gossip(&self) {
         self.gossip.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Tells the gossip task that the IPAM claims changed.
+    fn wake_claims(&self) {
+        self.st().claims_dirty = true;
+        self.wake_gossip();
     }
 
     fn st(&self) -> std::sync::MutexGuard<'_, State> {
@@ -454,11 +532,17 @@ impl Router {
         }
     }
 
-    /// Answers a fast-path heartbeat from the router with uid `uid` over its connection.
-    pub fn ack_fast_heartbeat(&self, uid: u64, hb: heartbeat::Repr) {
+    /// Tells the router with uid `uid`, over its connection, what arrives of its fast-path
+    /// heartbeats.
+    pub fn send_fast_report(&self, uid: u64, report: &crate::wire::fast_report::Repr) {
+        let f = emitted_frame(MessageType::FastPathReport, report.buffer_len(), |b| {
+            report.emit(&mut crate::wire::fast_report::Packet::new_unchecked(b))
+        });
         let st = self.st();
         if let Some(c) = st.conns.values().find(|c| c.uid == uid) {
-            Self::send_ack(c, &hb, MessageType::FastHeartbeatAck);
+            if !f.is_empty() {
+                let _ = c.tx.send(f);
+            }
         }
     }
 
@@ -473,9 +557,19 @@ impl Router {
         }
     }
 
-    /// Gossips topology and IPAM claims to every peer now (e.g. after a new address claim).
+    /// Sends this router's IPAM claims to every peer at once (after a new address claim: a
+    /// peer that has not heard it may hand out the same block). Claims learnt from others go
+    /// out with the next, paced, gossip round instead.
     pub fn announce(&self) {
-        self.wake_gossip();
+        let f = self.claims_frame();
+        if f.is_empty() {
+            return;
+        }
+        let mut st = self.st();
+        st.gossip.claims_sent += st.conns.len() as u64;
+        for c in st.conns.values() {
+            let _ = c.tx.send(f.clone());
+        }
     }
 
     /// The router's unique id.
@@ -519,11 +613,15 @@ impl Router {
         }
         let me = self.clone();
         tokio::spawn(async move { me.probe_loop().await });
+        let me = self.clone();
+        tokio::spawn(async move { me.gossip_loop().await });
         Ok(())
     }
 
     async fn probe_loop(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(GOSSIP_PERIOD);
+        let mut tick = tokio::time::interval(PROBE_PERIOD);
+        // A loaded host skips rounds rather than catching up on them in a burst.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             let round = {
@@ -642,7 +740,7 @@ impl Router {
                 p.blocks_freed = ipam.forget_peer(p.uid);
             }
         }
-        self.wake_gossip();
+        self.wake_claims();
         Ok(Removal {
             address: ip,
             peers,
@@ -655,8 +753,17 @@ impl Router {
     fn age_peers(&self, timing: Timing) {
         let mut st = self.st();
         let st = &mut *st;
-        let reachable = st.peers.reachable(st.conns.keys().map(String::as_str));
-        let expired = st.peers.expire(&reachable, Instant::now(), timing);
+        // Who is reachable changes only with this router's connections (its version) or the
+        // gossiped entries (the table's change count): walked again only then.
+        let key = (st.version, st.peers.change_seq());
+        let reachable = match &st.reachable {
+            Some((k, set)) if *k == key => set,
+            _ => {
+                let set = st.peers.reachable(st.conns.keys().map(String::as_str));
+                &st.reachable.insert((key, set)).1
+            }
+        };
+        let expired = st.peers.expire(reachable, Instant::now(), timing);
         for name in &expired.forgotten {
             tracing::info!(
                 "forgot peer {name}: unreachable for {:?}",
@@ -743,16 +850,56 @@ impl Router {
         }
     }
 
-    fn gossip_frame(&self) -> Vec<u8> {
-        let repr = {
-            let st = self.st();
-            let mut peers = vec![self.own_entry(&st)];
-            peers.extend(st.peers.gossip());
-            gossip::Repr { peers }
-        };
-        emitted_frame(MessageType::Topology, repr.buffer_len(), |b| {
-            repr.emit(&mut gossip::Packet::new_unchecked(b))
-        })
+    /// The whole topology as `to` needs it when its connection starts: this router's entry
+    /// and every other entry `to` does not hear from its owner directly.
+    fn full_gossip_frame(&self, to: &str) -> Vec<u8> {
+        let mut st = self.st();
+        let mut peers = vec![self.own_entry(&st)];
+        peers.extend(st.peers.gossip());
+        let peers = relayed_to(&self.settings.name, to, peers);
+        st.gossip.frames_sent += 1;
+        st.gossip.entries_sent += peers.len() as u64;
+        drop(st);
+        gossip_frame(peers)
+    }
+
+    /// Waits for changes and sends them: one delta per connection, a short while after the
+    /// first change (so a burst goes as one frame), holding this router's entry if it changed
+    /// and the other entries that changed since the last round, minus those the connection's
+    /// peer hears from their owners directly; IPAM claims when they changed.
+    async fn gossip_loop(self: Arc<Self>) {
+        let mut changes = self.gossip.subscribe();
+        let mut pace = Duration::ZERO;
+        while changes.changed().await.is_ok() {
+            tokio::time::sleep(GOSSIP_COALESCE.max(pace)).await;
+            changes.mark_unchanged();
+            let claims = self.st().claims_dirty.then(|| self.claims_frame());
+            let mut st = self.st();
+            let st = &mut *st;
+            st.claims_dirty = false;
+            let mut delta = Vec::new();
+            if st.version != st.gossiped_version {
+                delta.push(self.own_entry(st));
+                st.gossiped_version = st.version;
+            }
+            delta.extend(st.peers.changed_since(st.gossiped_seq));
+            st.gossiped_seq = st.peers.change_seq();
+            pace = gossip_pace(st.conns.len());
+            for (name, c) in &st.conns {
+                let peers = relayed_to(&self.settings.name, name, delta.clone());
+                if !peers.is_empty() {
+                    st.gossip.frames_sent += 1;
+                    st.gossip.entries_sent += peers.len() as u64;
+                    let _ = c.tx.send(gossip_frame(peers));
+                }
+                if let Some(f) = &claims {
+                    if !f.is_empty() {
+                        st.gossip.claims_sent += 1;
+                        let _ = c.tx.send(f.clone());
+                    }
+                }
+            }
+        }
     }
 
     /// Runs one connection to its end; returns whether it got established.
@@ -860,13 +1007,12 @@ impl Router {
             }
             let _ = wr.shutdown().await;
         });
-        let _ = tx.send(self.gossip_frame());
+        let _ = tx.send(self.full_gossip_frame(&peer.name));
         let _ = tx.send(self.claims_frame());
         let _ = tx.send(self.macs_frame());
-        // Subscribed before the loop: a change announced while a frame is being handled is
-        // still seen at the next turn (a `Notify` woken then would be missed until the tick).
-        let mut changes = self.gossip.subscribe();
-        let mut tick = tokio::time::interval(GOSSIP_PERIOD);
+        let mut tick = tokio::time::interval(KEEPALIVE);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
         let mut last_rx = Instant::now();
         let reason = loop {
             let still_ours = self.st().conns.get(&peer.name).is_some_and(|c| c.id == id);
@@ -883,16 +1029,11 @@ impl Router {
                     }
                     Err(e) => break format!("read: {e}"),
                 },
-                Ok(()) = changes.changed() => {
-                    let _ = tx.send(self.gossip_frame());
-                    let _ = tx.send(self.claims_frame());
-                }
                 _ = tick.tick() => {
                     if last_rx.elapsed() > DEAD_AFTER {
                         break "peer silent".to_string();
                     }
-                    let _ = tx.send(self.gossip_frame());
-                    let _ = tx.send(self.claims_frame());
+                    let _ = tx.send(gossip_frame(Vec::new()));
                 }
             }
         };
@@ -1042,7 +1183,14 @@ impl Router {
                         return Ok(());
                     }
                 };
-                self.merge(repr.peers);
+                {
+                    let mut st = self.st();
+                    st.gossip.frames_received += 1;
+                    st.gossip.entries_received += repr.peers.len() as u64;
+                }
+                if !repr.peers.is_empty() {
+                    self.merge(repr.peers);
+                }
             }
             MessageType::HeartbeatAck => {
                 match heartbeat::Packet::new_checked(payload)
@@ -1076,16 +1224,16 @@ impl Router {
                     Err(_) => self.st().malformed_control += 1,
                 }
             }
-            MessageType::FastHeartbeatAck => {
-                match heartbeat::Packet::new_checked(payload)
-                    .and_then(|p| heartbeat::Repr::parse(&p))
+            MessageType::FastPathReport => {
+                match crate::wire::fast_report::Packet::new_checked(payload)
+                    .and_then(|p| crate::wire::fast_report::Repr::parse(&p))
                 {
-                    Ok(ack) if ack.kind == heartbeat::Kind::Ack => {
+                    Ok(report) => {
                         if let Some(dp) = self.dp() {
-                            dp.fast_acked(from, &ack);
+                            dp.fast_report(from, &report);
                         }
                     }
-                    _ => self.st().malformed_control += 1,
+                    Err(_) => self.st().malformed_control += 1,
                 }
             }
             MessageType::IpamClaims => {
@@ -1101,7 +1249,7 @@ impl Router {
                 if let Some(ipam) = self.ipam() {
                     let out = ipam.lock().unwrap_or_else(|e| e.into_inner()).merge(&repr);
                     if out.changed {
-                        self.wake_gossip();
+                        self.wake_claims();
                     }
                 }
             }
@@ -1111,11 +1259,23 @@ impl Router {
         Ok(())
     }
 
-    fn merge(self: &Arc<Self>, received: Vec<PeerRepr>) {
+    fn merge(self: &Arc<Self>, mut received: Vec<PeerRepr>) {
         let mut discovered = Vec::new();
         let changed = {
             let mut st = self.st();
             let st = &mut *st;
+            // Only entries newer than what is stored can change anything: the rest (most of a
+            // frame, in a mesh that already agrees) is dropped before any per-connection work.
+            received.retain(|p| {
+                p.name == self.settings.name
+                    || st
+                        .peers
+                        .get_any(&p.name)
+                        .is_none_or(|known| p.version > known.version)
+            });
+            if received.is_empty() {
+                return;
+            }
             let mut own_changed = false;
             for p in received.iter().filter(|p| p.name == self.settings.name) {
                 if p.removed && st.tombstone_heard < Some(p.version) {
@@ -1146,7 +1306,10 @@ impl Router {
             // Learn where peers are, for `peers remove ADDR` and to stop dialling removed ones.
             for p in received.iter().filter(|p| !p.removed) {
                 for c in &p.connections {
-                    if c.peer_name != self.settings.name && !st.conns.contains_key(&c.peer_name) {
+                    if c.peer_name != self.settings.name
+                        && !st.conns.contains_key(&c.peer_name)
+                        && st.addrs.get(&c.peer_name) != Some(&c.address.ip())
+                    {
                         st.addrs.insert(c.peer_name.clone(), c.address.ip());
                     }
                 }
@@ -1157,6 +1320,11 @@ impl Router {
             {
                 st.uids.insert(p.name.clone(), p.uid);
             }
+            let fresh: Vec<String> = received
+                .iter()
+                .filter(|p| !p.removed && p.name != self.settings.name)
+                .map(|p| p.name.clone())
+                .collect();
             let merged = st.peers.merge(received, Instant::now());
             for name in &merged.removed {
                 tracing::info!("peer {name} was removed (tombstone from gossip)");
@@ -1179,7 +1347,9 @@ impl Router {
                     own_changed = true;
                 }
             }
-            for p in st.peers.live() {
+            // Discovery looks at the entries that just arrived: an address in an older entry
+            // was looked at when that entry arrived (targets are kept until forgotten).
+            for p in fresh.iter().filter_map(|name| st.peers.get(name)) {
                 for c in &p.connections {
                     let ip = c.address.ip();
                     if c.peer_name != self.settings.name
@@ -1268,6 +1438,7 @@ impl Router {
             handshake_failures: st.handshake_failures,
             last_refusal: st.last_refusal.clone(),
             malformed_control: st.malformed_control,
+            gossip: st.gossip,
         }
     }
 }
@@ -1326,6 +1497,27 @@ mod tests {
                 .collect(),
             removed: false,
         }
+    }
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 1, last))
+    }
+
+    /// h1 gossips to h2: its own entry always; h2's own entry never; an entry whose owner is
+    /// connected to h2 not (the owner tells h2 itself); the rest (including tombstones) yes.
+    #[rstest]
+    #[case::own_entry_always("h1", &[("h2", ip(2))], true)]
+    #[case::the_receivers_own_entry("h2", &[("h1", ip(1))], false)]
+    #[case::owner_connected_to_the_receiver("h3", &[("h2", ip(2))], false)]
+    #[case::owner_not_connected_to_the_receiver("h3", &[("h4", ip(4))], true)]
+    #[case::owner_without_connections("h5", &[], true)]
+    fn gossip_relays_only_what_the_receiver_cannot_hear_first_hand(
+        #[case] owner: &str,
+        #[case] conns: &[(&str, IpAddr)],
+        #[case] sent: bool,
+    ) {
+        let e = entry(owner, 7, 1, conns);
+        assert_eq!(relayed_to("h1", "h2", vec![e]).len(), usize::from(sent));
     }
 
     /// Router h1 connected to h2, knowing h3 from gossip (connected to h2 when

@@ -52,6 +52,9 @@ struct Entry {
     since: Instant,
     /// Since when no reachable router lists a connection to the peer.
     unreachable_since: Option<Instant>,
+    /// The table's change counter when this entry last changed by gossip or removal (0: a
+    /// placeholder, never changed): what [`PeerTable::changed_since`] looks at.
+    changed: u64,
 }
 
 /// What [`PeerTable::merge`] changed.
@@ -77,6 +80,9 @@ pub struct Expired {
 pub struct PeerTable {
     own: String,
     entries: BTreeMap<String, Entry>,
+    /// Counts changes (merges of newer entries, removals): gossip sends what changed after
+    /// the count it last sent at.
+    seq: u64,
 }
 
 impl PeerTable {
@@ -85,6 +91,7 @@ impl PeerTable {
         PeerTable {
             own: own.to_string(),
             entries: BTreeMap::new(),
+            seq: 0,
         }
     }
 
@@ -104,6 +111,7 @@ impl PeerTable {
                 out.removed.push(p.name.clone());
             }
             out.changed = true;
+            self.seq += 1;
             self.entries.insert(
                 p.name.clone(),
                 Entry {
@@ -111,6 +119,7 @@ impl PeerTable {
                     local: false,
                     since: now,
                     unreachable_since: None,
+                    changed: self.seq,
                 },
             );
         }
@@ -135,6 +144,7 @@ impl PeerTable {
             local: false,
             since: now,
             unreachable_since: None,
+            changed: 0,
         });
     }
 
@@ -151,6 +161,8 @@ impl PeerTable {
         e.local = false;
         e.since = now;
         e.unreachable_since = None;
+        e.changed = self.seq + 1;
+        self.seq += 1;
         Some(e.repr.clone())
     }
 
@@ -196,6 +208,21 @@ impl PeerTable {
             .collect()
     }
 
+    /// The change counter now: pass it to [`PeerTable::changed_since`] next time.
+    pub fn change_seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// What to gossip of the changes after `seq`: the live entries and removal tombstones
+    /// that changed since (not local tombstones, not placeholders).
+    pub fn changed_since(&self, seq: u64) -> Vec<PeerRepr> {
+        self.entries
+            .values()
+            .filter(|e| !e.local && e.changed > seq)
+            .map(|e| e.repr.clone())
+            .collect()
+    }
+
     /// Names of the removed peers whose tombstones this router gossips.
     pub fn removed(&self) -> Vec<String> {
         self.entries
@@ -208,22 +235,24 @@ impl PeerTable {
     /// The peers reachable from this router: its own connections (`own_conns`), then every
     /// established connection a reachable peer's live entry lists, transitively.
     pub fn reachable<'a>(&self, own_conns: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
-        let mut seen = BTreeSet::new();
-        let mut todo: Vec<String> = own_conns.into_iter().map(str::to_string).collect();
+        // Borrowed names while walking (a 100-router mesh lists ~10,000 connections); owned
+        // ones only for the answer.
+        let mut seen: BTreeSet<&str> = BTreeSet::new();
+        let mut todo: Vec<&str> = own_conns.into_iter().collect();
         while let Some(name) = todo.pop() {
-            if name == self.own || !seen.insert(name.clone()) {
+            if name == self.own || !seen.insert(name) {
                 continue;
             }
-            if let Some(p) = self.get(&name) {
+            if let Some(p) = self.get(name) {
                 todo.extend(
                     p.connections
                         .iter()
-                        .filter(|c| c.established)
-                        .map(|c| c.peer_name.clone()),
+                        .filter(|c| c.established && !seen.contains(c.peer_name.as_str()))
+                        .map(|c| c.peer_name.as_str()),
                 );
             }
         }
-        seen
+        seen.into_iter().map(str::to_string).collect()
     }
 
     /// The reachable peers (names) whose live entries list an established connection to
@@ -340,6 +369,34 @@ mod tests {
         assert_eq!(names(t.live()), ["a", "b"]);
     }
 
+    /// Gossip sends only what changed since it last sent: newer entries and tombstones, never
+    /// placeholders of peers that only connected, nor local tombstones.
+    #[test]
+    fn changed_since_lists_only_what_changed_after_a_count() {
+        let now = Instant::now();
+        let mut t = PeerTable::new("me");
+        t.note_connected("p", 1, 1, now);
+        assert!(t.changed_since(0).is_empty());
+        t.merge(vec![peer("a", 5, &[]), peer("b", 1, &[])], now);
+        let sent = t.change_seq();
+        assert_eq!(names(t.changed_since(0).iter()), ["a", "b"]);
+        assert!(t.changed_since(sent).is_empty());
+        t.merge(vec![peer("a", 5, &[]), peer("b", 2, &[])], now);
+        assert_eq!(names(t.changed_since(sent).iter()), ["b"]);
+        let sent = t.change_seq();
+        t.remove("a", now);
+        let tomb = t.changed_since(sent);
+        assert_eq!(names(tomb.iter()), ["a"]);
+        assert!(tomb[0].removed);
+        let sent = t.change_seq();
+        let far = now + T.forget_unreachable_after * 2;
+        t.expire(&BTreeSet::new(), far, T);
+        t.expire(&BTreeSet::new(), far + T.forget_unreachable_after, T);
+        assert!(
+            t.changed_since(sent).is_empty(),
+            "local tombstones stay local"
+        );
+    }
     /// Whatever order a removed peer's tombstone and stale copies of its entry arrive in,
     /// the tombstone wins; only a newer incarnation brings the peer back.
     #[rstest]

@@ -81,6 +81,7 @@ fn run(seed: u64, valid: &[u8], harness: fn(&[u8])) -> (usize, usize) {
 #[case::vxlan(10, vec![0x08, 0, 0, 0, 0, 0x20, 0x01, 0, 0xaa], fuzzing::vxlan)]
 #[case::fragment(11, [&[1u8][..], &emit_fragment(&fragment_header(), &[7; 20]), &emit_fragment(&fragment::Repr { index: 0, ..fragment_header() }, &[7; 20])].concat(), fuzzing::fragment)]
 #[case::macs(12, vec![0, 2, 2, 0, 0, 0, 0, 1, 0x0a, 0xbb, 0xcc, 0xdd, 0xee, 0xff], fuzzing::macs)]
+#[case::fast_report(13, vec![3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0], fuzzing::fast_report)]
 #[case::sleeve_open(9, emit_sleeve(&sleeve_header(), &[b"abc"]), fuzzing::sleeve_open)]
 fn decoder_survives_random_buffers(
     #[case] seed: u64,

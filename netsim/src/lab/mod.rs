@@ -357,6 +357,24 @@ impl Lab {
         if let Err(e) = process::raise_nofile(want) {
             tracing::warn!("could not raise the open-file limit to {want}: {e}");
         }
+        // All namespaces share one neighbour table: a big switch or overlay can fill it, and
+        // then nothing resolves anywhere (see `model::neighbours`). Raised with room to spare.
+        let demand = crate::model::neighbours::neighbour_demand(&plan);
+        if demand > 512 {
+            let want = (2 * demand + 1024).next_multiple_of(1024);
+            match crate::kernel::sysctl::raise_neighbour_cap(want) {
+                Ok(Some((old, new))) => tracing::info!(
+                    "raised the kernel's neighbour table cap (net.ipv4.neigh.default.gc_thresh3) \
+                     from {old} to {new}: this lab can need {demand} ARP entries"
+                ),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(
+                    "this lab can need {demand} ARP entries but the neighbour table cap could \
+                     not be raised ({e}): set net.ipv4.neigh.default.gc_thresh3 to {want} or \
+                     hosts will fail to reach each other"
+                ),
+            }
+        }
         let caps = crate::caps::probe();
         let backend = opts
             .backend

@@ -14,6 +14,7 @@ mod alloc;
 pub mod diag;
 pub mod graph;
 pub mod names;
+pub mod neighbours;
 pub mod plan;
 mod planner;
 mod render;

@@ -20,7 +20,6 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::crypto::handshake::SessionKeys;
-use crate::wire::heartbeat;
 
 /// The overlay MTU `mtu = "auto"` gives: the underlay MTU minus vxlan's 50 bytes when this host
 /// has the fast path, else minus sleeve's overhead. Peers reached through sleeve on a host with
@@ -124,8 +123,8 @@ pub trait Datapath: Send + Sync {
     fn acked(&self, name: &str, round: u64, size: usize);
     /// The peer announced the MACs of its containers.
     fn set_peer_macs(&self, _name: &str, _macs: Vec<[u8; 6]>) {}
-    /// The peer acknowledged a fast-path heartbeat.
-    fn fast_acked(&self, _name: &str, _ack: &heartbeat::Repr) {}
+    /// The peer reported what arrives of our fast-path heartbeats.
+    fn fast_report(&self, _name: &str, _report: &crate::wire::fast_report::Repr) {}
     /// Which datapath carries the connection to `name`, since when and why.
     fn peer_path(&self, _name: &str) -> Option<vxlan::PathStatus> {
         None

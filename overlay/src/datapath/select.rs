@@ -2,10 +2,14 @@
 //!
 //! A pure state machine, fed with what the heartbeats saw and a clock the caller passes in, so
 //! it is tested with a fake clock. Both sides of a connection run it on the same two facts,
-//! mirrored: "my heartbeats through the fast path are acknowledged" (outbound) and "the peer's
-//! heartbeats reach me through the fast path" (inbound). The fast path needs both, so the two
-//! routers agree on the connection's datapath without a message of its own; they differ at most
-//! for a heartbeat interval while one notices what the other already saw.
+//! mirrored: "my heartbeats through the fast path arrive" (outbound, as the peer reports it)
+//! and "the peer's heartbeats reach me through the fast path" (inbound, [`Arrivals`]). The
+//! fast path needs both, so the two routers agree on the connection's datapath without a
+//! message of its own; they differ at most for a heartbeat interval while one notices what the
+//! other already saw.
+//!
+//! The peer reports what arrives only when that changes (control type 9), not per heartbeat:
+//! an idle connection costs its heartbeats and nothing else.
 //!
 //! Falling back is quick (no acknowledged heartbeat for [`Timing::fallback_after`]); returning
 //! is slow on purpose (healthy without a break for [`Timing::recover_after`]), so a host whose
@@ -113,6 +117,63 @@ pub struct Change {
     pub reason: Reason,
 }
 
+/// What arrives of one peer's heartbeats, as a report to it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct View {
+    /// Any heartbeat arrives (small ones are sent while the full-size ones are not reported
+    /// arriving).
+    pub small: bool,
+    /// Full-size heartbeats arrive.
+    pub full: bool,
+}
+
+/// The receiving side: when one peer's heartbeats last arrived, and what this router last
+/// reported to it. A heartbeat counts for [`Timing::fallback_after`].
+#[derive(Debug, Clone, Default)]
+pub struct Arrivals {
+    last_any: Option<Instant>,
+    last_full: Option<Instant>,
+    newest_timestamp_ns: u64,
+    reported: Option<View>,
+}
+
+impl Arrivals {
+    /// A heartbeat arrived; `full` when padded to the overlay MTU; `timestamp_ns` as its sender
+    /// wrote it.
+    pub fn on_heartbeat(&mut self, now: Instant, full: bool, timestamp_ns: u64) {
+        self.last_any = Some(now);
+        if full {
+            self.last_full = Some(now);
+        }
+        self.newest_timestamp_ns = timestamp_ns;
+    }
+
+    /// What arrives at `now`.
+    pub fn view(&self, now: Instant, window: Duration) -> View {
+        let fresh =
+            |t: Option<Instant>| t.is_some_and(|t| now.saturating_duration_since(t) <= window);
+        View {
+            small: fresh(self.last_any),
+            full: fresh(self.last_full),
+        }
+    }
+
+    /// The report to send now, if what arrives changed since the last one.
+    pub fn report_due(&mut self, now: Instant, window: Duration) -> Option<View> {
+        let v = self.view(now, window);
+        if self.reported == Some(v) || (self.reported.is_none() && v == View::default()) {
+            return None;
+        }
+        self.reported = Some(v);
+        Some(v)
+    }
+
+    /// The timestamp of the newest heartbeat (echoed in reports, for the sender's round trip).
+    pub fn newest_timestamp_ns(&self) -> u64 {
+        self.newest_timestamp_ns
+    }
+}
+
 /// The datapath choice of one connection.
 #[derive(Debug, Clone)]
 pub struct Selector {
@@ -124,8 +185,8 @@ pub struct Selector {
     /// Set when the fast path cannot be used whatever the heartbeats say.
     blocked: Option<Reason>,
     started: Instant,
-    last_full_ack: Option<Instant>,
-    last_small_ack: Option<Instant>,
+    /// The peer's latest report of what arrives of our heartbeats, and when it came.
+    outbound: Option<(View, Instant)>,
     last_inbound: Option<Instant>,
     healthy_since: Option<Instant>,
     ever_fast: bool,
@@ -142,8 +203,7 @@ impl Selector {
             reason: Reason::Starting,
             blocked: None,
             started: now,
-            last_full_ack: None,
-            last_small_ack: None,
+            outbound: None,
             last_inbound: None,
             healthy_since: None,
             ever_fast: false,
@@ -178,12 +238,15 @@ impl Selector {
         &self.reason
     }
 
-    /// The peer acknowledged one of our heartbeats; `full` when it was padded to the overlay MTU.
-    pub fn on_ack(&mut self, now: Instant, full: bool) {
-        self.last_small_ack = Some(now);
-        if full {
-            self.last_full_ack = Some(now);
-        }
+    /// The peer reported what arrives of our heartbeats (it does so when that changes).
+    pub fn on_report(&mut self, now: Instant, view: View) {
+        self.outbound = Some((view, now));
+    }
+
+    /// Whether the peer last reported our full-size heartbeats arriving: while so, small ones
+    /// (which only explain a failure) are not sent.
+    pub fn outbound_full(&self) -> bool {
+        self.outbound.is_some_and(|(v, _)| v.full)
     }
 
     /// A heartbeat of the peer arrived through the fast path.
@@ -202,18 +265,21 @@ impl Selector {
         }
         let silent_for =
             |t: Option<Instant>| now.saturating_duration_since(t.unwrap_or(self.started));
-        if !self.fresh(self.last_full_ack, now) {
-            if self.fresh(self.last_small_ack, now) {
+        match self.outbound {
+            None if self.fresh(Some(self.started), now) => return Some(Reason::Starting),
+            None => return Some(Reason::Unanswered(silent_for(None))),
+            Some((v, _)) if v.full => {}
+            Some((v, _)) if v.small => {
                 return Some(Reason::MtuTooSmall {
                     overlay_mtu: self.overlay_mtu,
-                });
+                })
             }
-            if self.last_small_ack.is_none() && self.fresh(Some(self.started), now) {
-                return Some(Reason::Starting);
+            // The peer noticed after a fallback interval of silence.
+            Some((_, at)) => {
+                return Some(Reason::Unanswered(
+                    silent_for(Some(at)) + self.timing.fallback_after,
+                ))
             }
-            return Some(Reason::Unanswered(silent_for(
-                self.last_full_ack.max(self.last_small_ack),
-            )));
         }
         if !self.fresh(self.last_inbound, now) {
             if self.last_inbound.is_none() && self.fresh(Some(self.started), now) {
@@ -271,11 +337,14 @@ mod tests {
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
 
-    /// A fake clock and a selector, driven round by round.
+    /// A fake clock, a selector, and the peer's side of our heartbeats (its [`Arrivals`] and
+    /// the reports it sends), driven round by round.
     struct Run {
         t0: Instant,
         now: Instant,
         s: Selector,
+        peer: Arrivals,
+        reports: usize,
         changes: Vec<(u64, Path)>,
     }
 
@@ -286,20 +355,33 @@ mod tests {
                 t0,
                 now: t0,
                 s: Selector::new(t0, Timing::default(), 1450),
+                peer: Arrivals::default(),
+                reports: 0,
                 changes: Vec::new(),
             }
         }
         fn ms(&self) -> u64 {
             self.now.duration_since(self.t0).as_millis() as u64
         }
-        /// Runs heartbeat rounds for `dur`: each round the ack (`out`: none, small, full) and
-        /// the peer's heartbeat (`inbound`) arrive or not.
+        /// Runs heartbeat rounds for `dur`: each round our heartbeats cross to the peer
+        /// (`out`: none, small only, or both; small ones are sent only while the peer does not
+        /// report full ones arriving), the peer reports when what arrives changed, and the
+        /// peer's heartbeat (`inbound`) arrives or not.
         fn rounds(&mut self, dur: Duration, out: Option<bool>, inbound: bool) {
+            let t = Timing::default();
             let end = self.now + dur;
             while self.now < end {
-                self.now += Timing::default().interval;
-                if let Some(full) = out {
-                    self.s.on_ack(self.now, full);
+                self.now += t.interval;
+                match out {
+                    Some(true) => self.peer.on_heartbeat(self.now, true, 1),
+                    Some(false) if !self.s.outbound_full() => {
+                        self.peer.on_heartbeat(self.now, false, 1)
+                    }
+                    _ => {}
+                }
+                if let Some(v) = self.peer.report_due(self.now, t.fallback_after) {
+                    self.reports += 1;
+                    self.s.on_report(self.now, v);
                 }
                 if inbound {
                     self.s.on_inbound(self.now);
@@ -350,6 +432,17 @@ mod tests {
             at - healed_at
         );
         assert_eq!(r.changes.len(), 3);
+    }
+
+    /// Reports go only on change: a connection healthy for a minute needs one.
+    #[test]
+    fn a_steady_connection_is_reported_once() {
+        let mut r = Run::new();
+        r.rounds(MS(60_000), Some(true), true);
+        assert_eq!(r.reports, 1);
+        assert_eq!(r.changes, [(500, Path::Fast)]);
+        r.rounds(MS(3000), None, false);
+        assert_eq!(r.reports, 2, "one more when the heartbeats stop arriving");
     }
 
     #[test]
@@ -412,7 +505,13 @@ mod tests {
         let t0 = Instant::now();
         let why = Reason::LocalUnavailable("UDP 6784 is taken".into());
         let mut s = Selector::unavailable(t0, Timing::default(), 1450, why.clone());
-        s.on_ack(t0 + MS(500), true);
+        s.on_report(
+            t0 + MS(500),
+            View {
+                small: true,
+                full: true,
+            },
+        );
         s.on_inbound(t0 + MS(500));
         assert_eq!(s.evaluate(t0 + MS(500)), None);
         assert_eq!((s.path(), s.reason()), (Path::Sleeve, &why));

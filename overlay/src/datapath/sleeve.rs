@@ -84,6 +84,10 @@ struct Peer {
     path_mtu: AtomicU32,
     best_round: AtomicU64,
     last_ack_round: AtomicU64,
+    /// The last round that probed this peer (0: none yet), and how many probe rounds in a row
+    /// went unanswered (counted every RETRY_AFTER rounds; 2 or more: unhealthy).
+    last_probe_round: AtomicU64,
+    unanswered_rounds: AtomicU32,
     /// Number of the next split body sent to this peer.
     next_burst: AtomicU32,
     /// Split bodies from this peer being put back together (receive thread only).
@@ -148,6 +152,45 @@ pub fn probe_sizes(underlay_mtu: u32) -> Vec<usize> {
     .collect();
     if !sizes.contains(&(underlay_mtu as usize)) {
         sizes.insert(0, underlay_mtu as usize);
+    }
+    sizes
+}
+
+/// Rounds between two confirmations of a known path MTU.
+pub const CONFIRM_EVERY: u64 = 10;
+/// Rounds a probe may go unanswered before the whole list is sent again.
+pub const RETRY_AFTER: u64 = 3;
+
+/// The probe sizes to send one peer in heartbeat round `round` (one a second), given the last
+/// round that probed it (`last_probed`, 0: never), the last round it answered, and its path
+/// MTU: the whole list of [`probe_sizes`] at first and when the last probe went unanswered for
+/// [`RETRY_AFTER`] rounds (the path shrank, or the peer is unreachable); once known, every [`CONFIRM_EVERY`]
+/// rounds only the path MTU and the underlay MTU (a path that grew back to it is noticed);
+/// otherwise nothing. An idle connection costs two probes every ten seconds instead of a
+/// list of up to nineteen (seventeen at 1500) every second.
+pub fn probe_plan(
+    round: u64,
+    last_probed: u64,
+    last_answered: u64,
+    path_mtu: u32,
+    underlay_mtu: u32,
+) -> Vec<usize> {
+    // An answer may take a while on a loaded host: the list is sent again only after
+    // RETRY_AFTER rounds without one (re-sending every round would only add to the load that
+    // delays the answers).
+    let waiting = last_answered < last_probed;
+    if last_probed == 0 || waiting && round.saturating_sub(last_probed) >= RETRY_AFTER {
+        return probe_sizes(underlay_mtu);
+    }
+    if waiting {
+        return Vec::new();
+    }
+    if round.saturating_sub(last_probed) < CONFIRM_EVERY {
+        return Vec::new();
+    }
+    let mut sizes = vec![underlay_mtu as usize];
+    if path_mtu < underlay_mtu {
+        sizes.push(path_mtu as usize);
     }
     sizes
 }
@@ -278,6 +321,8 @@ impl Datapath for Sleeve {
             path_mtu: AtomicU32::new(self.shared.underlay_mtu),
             best_round: AtomicU64::new(0),
             last_ack_round: AtomicU64::new(0),
+            last_probe_round: AtomicU64::new(0),
+            unanswered_rounds: AtomicU32::new(0),
             next_burst: AtomicU32::new(0),
             reassembly: Mutex::new(Reassembler::new()),
             flooded: AtomicBool::new(true),
@@ -305,7 +350,6 @@ impl Datapath for Sleeve {
     fn peer_stats(&self, name: &str) -> Option<PeerStats> {
         let peers = self.shared.peers.read().unwrap_or_else(|e| e.into_inner());
         let p = peers.values().find(|p| p.name == name)?;
-        let round = self.shared.probe_round.load(Relaxed);
         Some(PeerStats {
             tx_frames: p.c.tx_frames.load(Relaxed),
             tx_datagrams: p.c.tx_datagrams.load(Relaxed),
@@ -323,7 +367,7 @@ impl Datapath for Sleeve {
             bursts_split: p.c.bursts_split.load(Relaxed),
             bursts_joined: p.c.bursts_joined.load(Relaxed),
             pieces_dropped: p.c.pieces_dropped.load(Relaxed),
-            healthy: p.last_ack_round.load(Relaxed) + 3 >= round,
+            healthy: p.unanswered_rounds.load(Relaxed) < 2,
         })
     }
 
@@ -345,7 +389,23 @@ impl Datapath for Sleeve {
         };
         let mut buf = vec![0u8; MAX_DATAGRAM];
         for p in peers {
-            for size in probe_sizes(self.shared.underlay_mtu) {
+            let last_probed = p.last_probe_round.load(Relaxed);
+            let last_answered = p.last_ack_round.load(Relaxed);
+            let sizes = probe_plan(
+                round,
+                last_probed,
+                last_answered,
+                p.path_mtu.load(Relaxed),
+                self.shared.underlay_mtu,
+            );
+            if sizes.is_empty() {
+                continue;
+            }
+            if last_probed != 0 && last_answered < last_probed {
+                p.unanswered_rounds.fetch_add(1, Relaxed);
+            }
+            p.last_probe_round.store(round, Relaxed);
+            for size in sizes {
                 let padding = heartbeat::Repr::padding_for(
                     size - IP_UDP - HEADER_LEN - if p.encrypted() { TAG_LEN } else { 0 },
                     wire::FRAME_PREFIX_LEN,
@@ -381,6 +441,7 @@ impl Datapath for Sleeve {
         };
         p.c.acked.fetch_add(1, Relaxed);
         p.last_ack_round.fetch_max(round, Relaxed);
+        p.unanswered_rounds.store(0, Relaxed);
         let size = size.min(self.shared.underlay_mtu as usize) as u32;
         let best = p.best_round.load(Relaxed);
         if round > best {
@@ -1023,6 +1084,31 @@ fn repr_has_vnet(flags: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Path MTU probing: the whole list until answered, then two sizes every ten rounds; a
+    /// confirmation that goes unanswered brings the whole list back at the next round.
+    #[rstest::rstest]
+    #[case::first_round(5, 0, 0, 1500, 17)]
+    #[case::answer_still_on_its_way(7, 5, 0, 1500, 0)]
+    #[case::unanswered_for_three_rounds(8, 5, 0, 1500, 17)]
+    #[case::answered_recently(6, 5, 5, 1500, 0)]
+    #[case::answered_nine_rounds_ago(14, 5, 5, 1500, 0)]
+    #[case::confirm_at_the_underlay_mtu(15, 5, 5, 1500, 1)]
+    #[case::confirm_a_smaller_path_too(15, 5, 5, 1400, 2)]
+    #[case::confirmation_unanswered(18, 15, 5, 1400, 17)]
+    fn probes_are_paced_once_the_path_mtu_is_known(
+        #[case] round: u64,
+        #[case] last_probed: u64,
+        #[case] last_answered: u64,
+        #[case] path_mtu: u32,
+        #[case] probes: usize,
+    ) {
+        let sizes = probe_plan(round, last_probed, last_answered, path_mtu, 1500);
+        assert_eq!(sizes.len(), probes, "{sizes:?}");
+        if probes == 2 {
+            assert_eq!(sizes, [1500, 1400]);
+        }
+    }
 
     #[test]
     fn probe_sizes_start_at_the_underlay_mtu() {

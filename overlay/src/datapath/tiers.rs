@@ -7,7 +7,6 @@ use std::sync::Arc;
 use super::sleeve::Sleeve;
 use super::vxlan::{PathStatus, Vxlan};
 use super::{Datapath, DatapathStats, PeerSpec, PeerStats};
-use crate::wire::heartbeat;
 
 /// Sleeve and the fast path together.
 #[derive(Debug)]
@@ -67,8 +66,8 @@ impl Datapath for Tiers {
         self.fast.set_peer_macs(name, macs);
     }
 
-    fn fast_acked(&self, name: &str, ack: &heartbeat::Repr) {
-        self.fast.acked(name, ack);
+    fn fast_report(&self, name: &str, report: &crate::wire::fast_report::Repr) {
+        self.fast.report(name, report);
     }
 
     fn peer_path(&self, name: &str) -> Option<PathStatus> {

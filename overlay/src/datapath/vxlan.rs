@@ -24,25 +24,26 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::select::{Path, Reason, Selector, Timing};
+use super::select::{Arrivals, Path, Reason, Selector, Timing, View};
 use super::sleeve::Sleeve;
 use super::sock::{set_int_opt, wait_readable};
 use super::vxlan_dev::{VxlanDevice, FLOOD};
 use super::PeerSpec;
-use crate::wire::{ethernet, heartbeat, vxlan as vxwire};
+use crate::wire::{ethernet, fast_report, heartbeat, vxlan as vxwire};
 
 /// The link-local group address heartbeats are sent to (802.1 "nearest bridge" range: a bridge
 /// hands such frames to the port's own stack instead of forwarding them).
 pub const HEARTBEAT_DST: [u8; 6] = [0x01, 0x80, 0xc2, 0x00, 0x00, 0x0e];
 const ETH: usize = 14;
 
-/// A fast-path heartbeat that arrived: the router acknowledges it to the sender, found by uid.
+/// What arrives of a peer's fast-path heartbeats changed: the router reports it to that peer,
+/// found by uid, over the control connection.
 #[derive(Debug, Clone, Copy)]
-pub struct FastHeartbeatSeen {
-    /// The sending router's uid (heartbeats carry it as their connection id).
+pub struct FastReport {
+    /// The peer's uid (its heartbeats carry it as their connection id).
     pub uid: u64,
-    /// The heartbeat (its padding length is what arrived).
-    pub heartbeat: heartbeat::Repr,
+    /// The report.
+    pub report: fast_report::Repr,
 }
 
 /// One request to the kernel (or to sleeve) that [`plan`] asks for.
@@ -131,14 +132,18 @@ pub struct PathStatus {
     pub since_s: u64,
     /// Why.
     pub reason: String,
-    /// Round trip of the last acknowledged fast-path heartbeat, microseconds.
+    /// Round trip of a heartbeat to the peer and its report back, microseconds (measured
+    /// when the peer reports, i.e. when what arrives changes).
     pub heartbeat_rtt_us: Option<u64>,
-    /// Fast-path heartbeats sent, acknowledged, and received from the peer.
+    /// Fast-path heartbeat rounds sent to the peer, and heartbeats received from it.
     pub heartbeats_sent: u64,
     /// See `heartbeats_sent`.
-    pub heartbeats_acked: u64,
-    /// See `heartbeats_sent`.
     pub heartbeats_received: u64,
+    /// Reports received from the peer (what arrives of our heartbeats), and sent to it: one
+    /// per change, not per heartbeat.
+    pub reports_received: u64,
+    /// See `reports_received`.
+    pub reports_sent: u64,
     /// MACs the peer announced.
     pub peer_macs: usize,
 }
@@ -147,12 +152,15 @@ struct FastPeer {
     ip: IpAddr,
     uid: u64,
     selector: Selector,
+    /// What arrives of the peer's heartbeats, and what was reported to it.
+    arrivals: Arrivals,
     macs: BTreeSet<[u8; 6]>,
     installed: Installed,
     rtt: Option<Duration>,
     sent: u64,
-    acked: u64,
     received: u64,
+    reports_received: u64,
+    reports_sent: u64,
 }
 
 /// Fast-path settings.
@@ -175,6 +183,8 @@ struct Inner {
     sock: Option<UdpSocket>,
     sleeve: Arc<Sleeve>,
     peers: Mutex<BTreeMap<String, FastPeer>>,
+    /// Where reports to peers go (the router sends them over the control connections).
+    reports: tokio::sync::mpsc::UnboundedSender<FastReport>,
     base: Instant,
     stop: AtomicBool,
     /// Serializes reconciliation, so two passes never interleave their requests.
@@ -252,13 +262,13 @@ fn local_mac(uid: u64) -> [u8; 6] {
 }
 
 impl Vxlan {
-    /// The fast path over `device`, or (`Err(why)`) a fast path that is not there. Heartbeats
-    /// that arrive are handed to `seen`.
+    /// The fast path over `device`, or (`Err(why)`) a fast path that is not there. Reports of
+    /// what arrives of each peer's heartbeats are handed to `reports` when they change.
     pub fn start(
         settings: Settings,
         device: Result<VxlanDevice, String>,
         sleeve: Arc<Sleeve>,
-        seen: tokio::sync::mpsc::UnboundedSender<FastHeartbeatSeen>,
+        reports: tokio::sync::mpsc::UnboundedSender<FastReport>,
     ) -> Self {
         let (device, mut unavailable) = match device {
             Ok(d) => (Some(d), None),
@@ -285,6 +295,7 @@ impl Vxlan {
             sock,
             sleeve,
             peers: Mutex::new(BTreeMap::new()),
+            reports,
             base: Instant::now(),
             stop: AtomicBool::new(false),
             apply: tokio::sync::Mutex::new(()),
@@ -293,7 +304,7 @@ impl Vxlan {
             let i = inner.clone();
             let spawned = std::thread::Builder::new()
                 .name("vxlan-heartbeats".into())
-                .spawn(move || receive_loop(&i, &fd, &seen));
+                .spawn(move || receive_loop(&i, &fd));
             if let Err(e) = spawned {
                 tracing::warn!("cannot start the heartbeat receiver: {e}");
             }
@@ -356,12 +367,14 @@ impl Vxlan {
                 ip: spec.ip,
                 uid: spec.uid,
                 selector,
+                arrivals: Arrivals::default(),
                 macs,
                 installed,
                 rtt: None,
                 sent: 0,
-                acked: 0,
                 received: 0,
+                reports_received: 0,
+                reports_sent: 0,
             },
         );
         drop(peers);
@@ -391,20 +404,26 @@ impl Vxlan {
         self.reconcile_soon();
     }
 
-    /// The peer acknowledged one of our fast-path heartbeats.
-    pub fn acked(&self, name: &str, ack: &heartbeat::Repr) {
+    /// The peer reported what arrives of our fast-path heartbeats.
+    pub fn report(&self, name: &str, report: &fast_report::Repr) {
         let now = Instant::now();
-        let full = u32::from(ack.padding_len) + heartbeat::HEADER_LEN as u32
-            >= self.inner.settings.overlay_mtu;
-        let sent = self.inner.base + Duration::from_nanos(ack.timestamp_ns);
         let changed = {
             let mut peers = self.lock();
             let Some(p) = peers.get_mut(name) else {
                 return;
             };
-            p.acked += 1;
-            p.rtt = Some(now.saturating_duration_since(sent));
-            p.selector.on_ack(now, full);
+            p.reports_received += 1;
+            if report.timestamp_ns != 0 {
+                let sent = self.inner.base + Duration::from_nanos(report.timestamp_ns);
+                p.rtt = Some(now.saturating_duration_since(sent));
+            }
+            p.selector.on_report(
+                now,
+                View {
+                    small: report.small,
+                    full: report.full,
+                },
+            );
             p.selector.evaluate(now).is_some()
         };
         if changed {
@@ -425,8 +444,9 @@ impl Vxlan {
             reason: p.selector.reason().to_string(),
             heartbeat_rtt_us: p.rtt.map(|d| d.as_micros() as u64),
             heartbeats_sent: p.sent,
-            heartbeats_acked: p.acked,
             heartbeats_received: p.received,
+            reports_received: p.reports_received,
+            reports_sent: p.reports_sent,
             peer_macs: p.macs.len(),
         })
     }
@@ -569,6 +589,9 @@ async fn heartbeat_loop(inner: Arc<Inner>) {
                 }
                 if let Some(sock) = &inner.sock {
                     let to = SocketAddr::new(p.ip, s.port);
+                    // The small heartbeat only explains a failure (small ones cross, full
+                    // ones do not: the path MTU): not sent while full ones are reported arriving.
+                    let small = if p.selector.outbound_full() { 0 } else { small };
                     for packet in [&buf[..small], &full_buf[..full]] {
                         // A send refused locally (e.g. EMSGSIZE) is a heartbeat lost.
                         if !packet.is_empty() {
@@ -576,6 +599,10 @@ async fn heartbeat_loop(inner: Arc<Inner>) {
                         }
                     }
                     p.sent += 1;
+                }
+                // The peer's heartbeats stopped arriving (or only small ones do): tell it.
+                if let Some(v) = p.arrivals.report_due(now, s.timing.fallback_after) {
+                    send_report(&inner, p, v, 0);
                 }
                 if let Some(c) = p.selector.evaluate(now) {
                     changed = true;
@@ -596,54 +623,85 @@ async fn heartbeat_loop(inner: Arc<Inner>) {
     }
 }
 
-fn receive_loop(
-    inner: &Inner,
-    fd: &OwnedFd,
-    seen: &tokio::sync::mpsc::UnboundedSender<FastHeartbeatSeen>,
-) {
+/// Hands the report `v` for peer `p` to the router (`timestamp_ns`: the heartbeat that made
+/// it, echoed for the peer's round trip; 0 for none).
+fn send_report(inner: &Inner, p: &mut FastPeer, v: View, timestamp_ns: u64) {
+    p.reports_sent += 1;
+    let _ = inner.reports.send(FastReport {
+        uid: p.uid,
+        report: fast_report::Repr {
+            small: v.small,
+            full: v.full,
+            timestamp_ns,
+        },
+    });
+}
+
+/// Reads heartbeats as they come. After each batch it pauses a little (a tenth of the
+/// heartbeat interval) so that the heartbeats of many peers are read in one wake-up, not one
+/// each: what they decide is measured in whole intervals.
+fn receive_loop(inner: &Inner, fd: &OwnedFd) {
     let mut buf = vec![0u8; 65_536];
+    let pause = inner.settings.timing.interval / 10;
     while !inner.stop.load(Relaxed) {
         // 500 ms, so a stop is noticed.
         if !wait_readable(fd.as_raw_fd(), 500) {
             continue;
         }
-        // SAFETY: recv(2) into a live, writable buffer of `buf.len()` bytes.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n <= 0 {
-            continue;
-        }
-        let frame = &buf[..n as usize];
-        let Ok(eth) = ethernet::Frame::new_checked(frame) else {
-            continue;
-        };
-        if eth.ethertype() != heartbeat::HEARTBEAT_ETHERTYPE {
-            continue;
-        }
-        let Ok(hb) =
-            heartbeat::Packet::new_checked(eth.payload()).and_then(|p| heartbeat::Repr::parse(&p))
-        else {
-            continue;
-        };
-        if hb.kind != heartbeat::Kind::Heartbeat {
-            continue;
-        }
-        {
-            let mut peers = inner.peers.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(p) = peers.values_mut().find(|p| p.uid == hb.connection_id) {
-                p.received += 1;
-                // Only a heartbeat of full size proves the peer's way to us carries the MTU.
-                if usize::from(hb.padding_len) + heartbeat::HEADER_LEN
-                    >= inner.settings.overlay_mtu as usize
-                {
-                    p.selector.on_inbound(Instant::now());
-                }
-            }
-        }
-        let _ = seen.send(FastHeartbeatSeen {
-            uid: hb.connection_id,
-            heartbeat: hb,
-        });
+        while receive_one(inner, fd, &mut buf) {}
+        std::thread::sleep(pause);
     }
+}
+
+/// Reads one pending heartbeat without blocking; `false` when none is left.
+fn receive_one(inner: &Inner, fd: &OwnedFd, buf: &mut [u8]) -> bool {
+    // SAFETY: recv(2) into a live, writable buffer of `buf.len()` bytes.
+    let n = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n <= 0 {
+        return false;
+    }
+    let Some(hb) = buf.get(..n as usize).and_then(parse_heartbeat) else {
+        return true;
+    };
+    let now = Instant::now();
+    // Only a heartbeat of full size proves the peer's way to us carries the MTU.
+    let full =
+        usize::from(hb.padding_len) + heartbeat::HEADER_LEN >= inner.settings.overlay_mtu as usize;
+    let mut peers = inner.peers.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = peers.values_mut().find(|p| p.uid == hb.connection_id) {
+        p.received += 1;
+        if full {
+            p.selector.on_inbound(now);
+        }
+        p.arrivals.on_heartbeat(now, full, hb.timestamp_ns);
+        // Heartbeats (or full-size ones) arrive again: tell the peer at once.
+        if let Some(v) = p
+            .arrivals
+            .report_due(now, inner.settings.timing.fallback_after)
+        {
+            send_report(inner, p, v, hb.timestamp_ns);
+        }
+    }
+    true
+}
+
+/// A heartbeat in an Ethernet frame read off the vxlan device, if that is what it is.
+fn parse_heartbeat(frame: &[u8]) -> Option<heartbeat::Repr> {
+    let eth = ethernet::Frame::new_checked(frame).ok()?;
+    if eth.ethertype() != heartbeat::HEARTBEAT_ETHERTYPE {
+        return None;
+    }
+    let hb = heartbeat::Packet::new_checked(eth.payload())
+        .and_then(|p| heartbeat::Repr::parse(&p))
+        .ok()?;
+    (hb.kind == heartbeat::Kind::Heartbeat).then_some(hb)
 }
 
 #[cfg(test)]

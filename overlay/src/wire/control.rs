@@ -42,8 +42,10 @@ pub enum MessageType {
     Close,
     /// [`super::macs`]: the MACs of the sender's local containers.
     LocalMacs,
-    /// [`super::heartbeat`]: acknowledgement of a heartbeat that crossed the vxlan fast path.
-    FastHeartbeatAck,
+    /// [`super::fast_report`]: which of the peer's fast-path heartbeats arrive, sent when that
+    /// changes (type 9; type 8, an acknowledgement of every heartbeat in earlier versions, is
+    /// skipped as unknown).
+    FastPathReport,
     /// A type this version does not know; a reader skips it.
     Unknown(u8),
 }
@@ -58,7 +60,7 @@ impl From<u8> for MessageType {
             5 => Self::HeartbeatAck,
             6 => Self::Close,
             7 => Self::LocalMacs,
-            8 => Self::FastHeartbeatAck,
+            9 => Self::FastPathReport,
             other => Self::Unknown(other),
         }
     }
@@ -74,7 +76,7 @@ impl From<MessageType> for u8 {
             MessageType::HeartbeatAck => 5,
             MessageType::Close => 6,
             MessageType::LocalMacs => 7,
-            MessageType::FastHeartbeatAck => 8,
+            MessageType::FastPathReport => 9,
             MessageType::Unknown(v) => v,
         }
     }

@@ -7,7 +7,8 @@
 //! or from the round-trip assertion) is a bug the fuzzer reports.
 
 use super::{
-    auth, control, fragment, gossip, handshake, heartbeat, icmp, ipam, ipv4, macs, sleeve, vxlan,
+    auth, control, fast_report, fragment, gossip, handshake, heartbeat, icmp, ipam, ipv4, macs,
+    sleeve, vxlan,
 };
 
 /// Emits `repr` with `emit` into a buffer of `len` bytes and returns it.
@@ -122,6 +123,21 @@ pub fn macs(data: &[u8]) {
             r.emit(&mut macs::Packet::new_unchecked(b))
         });
         let back = macs::Repr::parse(&macs::Packet::new_unchecked(&again[..]));
+        assert_eq!(back.as_ref(), Ok(&r));
+    }
+}
+
+/// Fast-path reports.
+pub fn fast_report(data: &[u8]) {
+    let Ok(p) = fast_report::Packet::new_checked(data) else {
+        return;
+    };
+    let _ = (p.flags(), p.timestamp_ns());
+    if let Ok(r) = fast_report::Repr::parse(&p) {
+        let again = re_emit(r.buffer_len(), |b| {
+            r.emit(&mut fast_report::Packet::new_unchecked(b))
+        });
+        let back = fast_report::Repr::parse(&fast_report::Packet::new_unchecked(&again[..]));
         assert_eq!(back.as_ref(), Ok(&r));
     }
 }

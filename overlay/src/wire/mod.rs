@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod control;
 pub mod ethernet;
+pub mod fast_report;
 pub mod fragment;
 pub mod fuzzing;
 pub mod gossip;
