@@ -188,6 +188,70 @@ fn test_runs_several_files_reports_each_and_writes_junit() {
 }
 
 #[test]
+fn ctrl_c_during_a_test_tears_its_lab_down() {
+    use std::io::BufRead;
+    let name = format!("sigint-{}", suffix());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("slow.toml");
+    // The second step waits up to a minute for an answer that never comes.
+    std::fs::write(
+        &file,
+        format!(
+            "[lab]\nname = \"{name}\"\n[[switch]]\nname = \"sw1\"\nsubnet = \"198.18.8.0/24\"\n\
+             [[host]]\nname = \"h1\"\nswitches = [\"sw1\"]\n[[expect]]\nkind = \"reach\"\n\
+             from = \"h1\"\nto = \"198.18.8.200\"\nwithin = \"60s\"\n"
+        ),
+    )
+    .expect("write topology");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netsim"))
+        .args(["test", file.to_str().expect("utf-8 path")])
+        .current_dir(root())
+        .env("NETSIM_RUN_DIR", RUN_DIR)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("netsim test starts");
+    // Read stderr to its end (a closed pipe would make netsim's progress lines fail), telling
+    // when the slow step has started.
+    let stderr = child.stderr.take().expect("stderr");
+    let (started, wait) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("step 2/2 \"expect\"") {
+                let _ = started.send(());
+            }
+            all.push(line);
+        }
+        all.join("\n")
+    });
+    wait.recv().expect("the slow step starts");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    let out = child.wait_with_output().expect("netsim test ends");
+    let said = reader.join().expect("stderr reader");
+    assert_eq!(out.status.code(), Some(130), "{said}");
+    assert!(
+        said.contains("interrupted: the labs in flight were torn down"),
+        "{said}"
+    );
+    let left: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&format!("netsim-{name}")))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    let ls = netsim(&["ls", "--json"]);
+    assert!(!text(&ls.stdout).contains(&name), "{}", text(&ls.stdout));
+}
+
+#[test]
 fn check_names_the_file_line_and_column_of_a_mistake() {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("bad.toml");
