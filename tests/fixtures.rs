@@ -125,7 +125,7 @@ async fn weave_1737_goes_red_when_the_router_never_recovers() {
     let text = failed.join("\n\n");
     assert!(!report.passed(), "{}", report.render());
     assert!(
-        text.contains("step \"back on the fast path\": datapath h1 -> h2 on fast within 20s")
+        text.contains("step \"back on the fast path\": datapath h1 -> h2 on fast within 60s")
             && text.contains("expected: fast")
             && text.contains("seen:     sleeve (")
             && text.contains("connection h1 -> h2")

@@ -54,6 +54,10 @@ enum Command {
         /// (`--router-arg=--fallback-ms --router-arg=60000`).
         #[arg(long = "router-arg", allow_hyphen_values = true)]
         router_args: Vec<String>,
+        /// Kernel to run under: `host`, or `uml` for the whole run inside a fresh
+        /// User-Mode-Linux guest (netem, openvswitch: for files with `[lab] needs`).
+        #[arg(long, value_enum, default_value_t = KernelChoice::Host)]
+        kernel: KernelChoice,
     },
     /// Bring up a lab, check its [[expect]] tables and [[step]]s, print the report and tear it
     /// down: `netsim test` for one file, with --keep.
@@ -782,6 +786,46 @@ fn run(cli: Cli) -> Result<ExitCode> {
             jobs,
             backend,
             router_args,
+            kernel: KernelChoice::Uml,
+        } => {
+            let mut args: Vec<OsString> = vec!["test".into()];
+            // The guest sees the host's files read-only at the same paths, except under its
+            // own /tmp and /run: share what it must read there, and where the JUnit goes.
+            let mut writable = Vec::new();
+            for file in &files {
+                let file = absolute(file);
+                if uml::hidden_in_guest(&file) {
+                    writable.extend(file.parent().map(Path::to_path_buf));
+                }
+                args.push(file.into());
+            }
+            if let Some(path) = &junit {
+                let path = absolute(path);
+                writable.extend(path.parent().map(Path::to_path_buf));
+                args.extend(["--junit".into(), path.into()]);
+            }
+            if json {
+                args.push("--json".into());
+            }
+            if let Some(backend) = backend {
+                args.extend(["--backend".into(), backend.into()]);
+            }
+            args.extend(["--jobs".into(), jobs.to_string().into()]);
+            for a in router_args {
+                args.push(format!("--router-arg={a}").into());
+            }
+            writable.sort();
+            writable.dedup();
+            in_guest(args, writable)
+        }
+        Command::Test {
+            files,
+            json,
+            junit,
+            jobs,
+            backend,
+            router_args,
+            ..
         } => {
             let opts = crate::scenario::RunOptions {
                 backend: parse_backend(backend.as_deref())?,
