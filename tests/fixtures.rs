@@ -1,95 +1,239 @@
-//! Field bug reports replayed: every topology in fixtures/ is brought up (with its overlay, if
-//! it has one), its `[[expect]]` assertions must all pass, and the MTU reports also check the
-//! MTU the routers chose. See fixtures/README.md for the report behind each file.
+//! Field bug reports replayed: every fixtures/field/<name>/topology.toml runs through the same
+//! library runner as `netsim test` (up, `[[expect]]`, `[[step]]`s, report, down) and must pass;
+//! its report is a snapshot. Three of them also run with a router option that breaks what they
+//! guard, and must go red naming the step, what was expected and seen, and where to look. See
+//! fixtures/README.md for the report behind each.
+//!
+//! Fixtures run one at a time: their perf envelopes compare against native figures taken in
+//! the same run, and two labs measuring at once on a small machine would skew both.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
+use std::path::PathBuf;
+
 use common::*;
 use netsim::overlay_run::OverlayOptions;
-use netsim::verify::{self, Verdict};
+use netsim::scenario::{self, Report, RunOptions};
 use rstest::rstest;
 
-/// Brings the fixture up, runs its expectations, and returns each host router's overlay MTU.
-async fn replay(file: &str) -> Vec<u64> {
-    let lab = up(file, &unique("fx")).await;
-    let overlay = if lab.plan().overlay.is_some() {
-        Some(overlay(&lab, OverlayOptions::default()).await)
-    } else {
-        None
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn fixture(name: &str) -> PathBuf {
+    root()
+        .join("fixtures/field")
+        .join(name)
+        .join("topology.toml")
+}
+
+/// Runs `file` (its plan changed by `edit`) with extra router arguments.
+async fn replay_with(
+    file: PathBuf,
+    router_args: &[&str],
+    edit: impl FnOnce(&mut netsim::Plan),
+) -> Report {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let mut plan = netsim::model::load_plan(&file).unwrap_or_else(|d| panic!("{d}"));
+    edit(&mut plan);
+    let opts = RunOptions {
+        overlay: OverlayOptions {
+            binary: plan.overlay.is_some().then(router_binary),
+            router_args: router_args.iter().map(|a| a.to_string()).collect(),
+            ..OverlayOptions::default()
+        },
+        ..RunOptions::default()
     };
-    let report = verify::check(&lab).await;
-    let failed: Vec<_> = report
-        .checks
-        .iter()
-        .filter(|c| c.verdict == Verdict::Fail)
-        .collect();
-    assert!(failed.is_empty(), "{file}:\n{}", report.render());
-    assert!(!report.checks.is_empty(), "{file} asserts nothing");
-    let mut mtus = Vec::new();
-    if let Some(o) = &overlay {
-        for node in &lab.plan().nodes {
-            if matches!(node.kind, netsim::model::plan::NodeKind::Host) {
-                let status = o.status(&node.name).await.expect("router status");
-                mtus.push(status["mtu"].as_u64().expect("an MTU in the status"));
-            }
-        }
-    }
-    if let Some(o) = overlay {
-        o.stop();
-    }
-    lab.down().await.expect("down");
-    mtus
+    let report = scenario::run(plan, &file, &opts).await;
+    assert!(
+        report.lab.is_empty() || leftovers(&report.lab).is_empty(),
+        "lab {} left namespaces behind",
+        report.lab
+    );
+    report
+}
+
+async fn replay(name: &str, router_args: &[&str]) -> Report {
+    replay_with(fixture(name), router_args, |_| {}).await
+}
+
+/// The report as a snapshot holds it: the lab id and the shaping backend (netem in the kernel
+/// lane, emulated on the host) are the only parts that differ from run to run or lane to lane.
+fn stable(report: &Report) -> String {
+    let text = report.render();
+    let text = if report.lab.is_empty() {
+        text
+    } else {
+        text.replace(&report.lab, "LAB")
+    };
+    text.replace("the netem backend", "the BACKEND backend")
+        .replace("the emulated backend", "the BACKEND backend")
 }
 
 #[rstest]
-#[case::weave_111("fixtures/weave-111-encryption.toml")]
-#[case::containerlab_1398("fixtures/containerlab-1398-impaired-link.toml")]
+#[case::weave_1853("weave-1853-jumbo-underlay")]
+#[case::weave_2634("weave-2634-small-underlay-mtu")]
+#[case::weave_111("weave-111-encryption")]
+#[case::containerlab_1398("containerlab-1398-impaired-link")]
+#[case::weave_000("weave-000-firewall-blocks-fast-path")]
+#[case::weave_1737("weave-1737-stuck-on-sleeve")]
+#[case::weave_1599("weave-1599-no-openvswitch")]
+#[case::azure_d2("azure-d2-sleeve-fast-native")]
+#[case::seed_003("seed-003-one-server-many-clients")]
+#[case::mininet_1139("mininet-1139-link-down-up-keeps-shape")]
+#[case::containerlab_2600("containerlab-2600-runtime-impairment")]
+#[case::mininet_1174("mininet-1174-router-restart-after-crash")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn field_report_holds(#[case] file: &str) {
-    replay(file).await;
+async fn field_report_holds(#[case] name: &str) {
+    netsim::require_features!(netsim::caps::Feature::Netns);
+    // A fixture that needs a kernel feature (`[lab] needs`) is a skip where it is missing, as
+    // every test that needs one is: it runs in the kernel lane.
+    let plan = netsim::model::load_plan(&fixture(name)).unwrap_or_else(|d| panic!("{d}"));
+    let needs: Vec<_> = netsim::caps::Feature::ALL
+        .into_iter()
+        .filter(|f| plan.needs.iter().any(|n| n == f.name()))
+        .collect();
+    if netsim::testing::skip_unless(&needs, module_path!()) {
+        return;
+    }
+    let report = replay(name, &[]).await;
+    assert!(report.passed(), "{}", report.render());
+    insta::assert_snapshot!(format!("field-{name}"), stable(&report));
+}
+
+/// The failed checks of a report, each with its step.
+fn failures(report: &Report) -> Vec<String> {
+    report
+        .checks()
+        .filter(|(_, c)| c.verdict == netsim::verify::Verdict::Fail)
+        .map(|(s, c)| {
+            format!(
+                "step {:?}: {}\n{}",
+                s.name,
+                c.what,
+                scenario::report::failure_lines(c).join("\n")
+            )
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn weave_2634_overlay_mtu_adapts_to_a_small_underlay() {
-    let mtus = replay("fixtures/weave-2634-small-underlay-mtu.toml").await;
-    assert!(!mtus.is_empty());
-    for mtu in mtus {
-        assert!(
-            (1300..1400).contains(&mtu),
-            "overlay MTU {mtu} must fit a 1400-byte underlay"
-        );
-    }
+async fn weave_1737_goes_red_when_the_router_never_recovers() {
+    netsim::require_features!(netsim::caps::Feature::Netns, netsim::caps::Feature::Vxlan);
+    let report = replay("weave-1737-stuck-on-sleeve", &["--recover-ms", "600000"]).await;
+    let failed = failures(&report);
+    let text = failed.join("\n\n");
+    assert!(!report.passed(), "{}", report.render());
+    assert!(
+        text.contains("step \"back on the fast path\": datapath h1 -> h2 on fast within 60s")
+            && text.contains("expected: fast")
+            && text.contains("seen:     sleeve (")
+            && text.contains("connection h1 -> h2")
+            && text.contains("router log ")
+            && text.contains("h1.log"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn weave_1853_jumbo_underlay_gives_a_jumbo_overlay_mtu() {
-    let mtus = replay("fixtures/weave-1853-jumbo-underlay.toml").await;
-    assert!(!mtus.is_empty());
-    for mtu in mtus {
-        assert!(
-            (8900..9000).contains(&mtu),
-            "overlay MTU {mtu} should be near 8950 on a 9000-byte underlay"
-        );
-    }
+async fn weave_000_goes_red_when_the_router_never_falls_back() {
+    netsim::require_features!(
+        netsim::caps::Feature::Netns,
+        netsim::caps::Feature::Vxlan,
+        netsim::caps::Feature::Nftables
+    );
+    let report = replay(
+        "weave-000-firewall-blocks-fast-path",
+        &["--fallback-ms", "600000"],
+    )
+    .await;
+    let text = failures(&report).join("\n\n");
+    assert!(
+        text.contains("step \"firewall drops UDP 6784 on h2\": datapath h1 -> h2 on sleeve")
+            && text.contains("expected: sleeve because \"unanswered\"")
+            && text.contains("seen:     vxlan ("),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn weave_1853_goes_red_with_a_fixed_small_mtu() {
+    netsim::require_features!(netsim::caps::Feature::Netns);
+    let report = replay_with(fixture("weave-1853-jumbo-underlay"), &[], |plan| {
+        if let Some(o) = plan.overlay.as_mut() {
+            o.mtu = Some(1400);
+        }
+    })
+    .await;
+    let text = failures(&report).join("\n\n");
+    assert_eq!(report.failures(), 1, "{}", report.render());
+    assert!(
+        text.contains("mtu c1 -> c2 (overlay) = 8900..8950, above: local_limit")
+            && text.contains("seen:     1400, above: local_limit")
+            && text.contains("connection h1 -> h2"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_datapath_the_overlay_does_not_have_fails_saying_so() {
+    netsim::require_features!(netsim::caps::Feature::Netns);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("odp.toml");
+    std::fs::write(
+        &file,
+        r#"
+[[switch]]
+name = "sw1"
+subnet = "198.18.77.0/24"
+[[host]]
+name = "h1"
+switches = ["sw1"]
+[[host]]
+name = "h2"
+switches = ["sw1"]
+[overlay]
+range = "198.19.0.0/16"
+[[expect]]
+kind = "datapath"
+from = "h1"
+to = "h2"
+datapath = "odp"
+"#,
+    )
+    .unwrap();
+    let report = replay_with(file, &[], |_| {}).await;
+    let text = failures(&report).join("\n\n");
+    assert!(
+        text.contains("the overlay router has no odp datapath (it offers: vxlan, sleeve)"),
+        "{text}"
+    );
 }
 
 #[test]
-fn every_fixture_is_replayed_here() {
+fn every_fixture_is_replayed_and_documented() {
     let here = include_str!("fixtures.rs");
-    let dir = root().join("fixtures");
-    for entry in std::fs::read_dir(&dir).expect("fixtures/") {
-        let name = entry
-            .expect("entry")
-            .file_name()
-            .to_string_lossy()
-            .into_owned();
-        if name.ends_with(".toml") {
+    let dir = root().join("fixtures/field");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).expect("fixtures/field/") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        count += 1;
+        assert!(
+            here.contains(&format!("(\"{name}\")")),
+            "fixtures/field/{name} is not replayed by tests/fixtures.rs"
+        );
+        for file in ["topology.toml", "README.md"] {
             assert!(
-                here.contains(&format!("fixtures/{name}")),
-                "fixtures/{name} is not replayed by tests/fixtures.rs"
+                path.join(file).is_file(),
+                "fixtures/field/{name}/{file} is missing"
             );
         }
+        let index = std::fs::read_to_string(root().join("fixtures/README.md")).unwrap();
+        assert!(
+            index.contains(&format!("[{name}](field/{name}/README.md)")),
+            "fixtures/README.md does not list {name}"
+        );
     }
+    assert!(count >= 10, "{count} fixtures");
 }

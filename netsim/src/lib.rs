@@ -10,8 +10,9 @@
 //!   teardown, records state so crashed labs can be swept.
 //! - [`caps`]: what this kernel can do (shared by `netsim doctor` and the test helpers);
 //!   [`tools`]: the user-space programs a lab runs, and their Debian packages.
-//! - [`measure`] and [`verify`]: probes run inside nodes, and checking a lab against its
-//!   `[[expect]]` assertions.
+//! - [`measure`] and [`verify`]: probes run inside nodes, and checking one expectation
+//!   against a running lab; [`scenario`]: a topology file run as a test (up, `[[expect]]`,
+//!   `[[step]]`s, report, down), as `netsim test` does it.
 //! - [`uml`]: booting a User-Mode-Linux guest and running netsim inside it
 //!   (`--kernel uml`), for hosts whose kernel lacks openvswitch or netem.
 //! - [`capture`]: packet capture inside a node, to pcap files or one line per frame.
@@ -26,6 +27,7 @@ pub mod lab;
 pub mod measure;
 pub mod model;
 pub mod overlay_run;
+pub mod scenario;
 pub mod testing;
 pub mod tools;
 pub mod uml;

@@ -563,6 +563,16 @@ impl Overlay {
         &self.addresses
     }
 
+    /// Where `host`'s router writes its log (while the overlay runs; `stop` removes it).
+    pub fn log_path(&self, host: &str) -> Option<PathBuf> {
+        self.routers.get(host).map(|r| r.log.clone())
+    }
+
+    /// Whether `host`'s router process is running (not killed by [`Overlay::kill`]).
+    pub fn is_running(&self, host: &str) -> bool {
+        self.routers.get(host).is_some_and(|r| r.child.is_some())
+    }
+
     /// The router's log so far.
     pub fn log(&self, host: &str) -> String {
         self.routers

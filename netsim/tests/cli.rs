@@ -98,21 +98,24 @@ fn run_brings_up_checks_reports_and_tears_down() {
     let id = format!("cli-run-{}", suffix());
     let out = netsim(&["run", "topologies/three-host.toml", "--name", &id]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    insta::assert_snapshot!(text(&out.stdout), @r"
-    three-host: 12 checks, 12 passed, 0 failed
-      PASS  reach h1 -> h2 (198.18.1.2)
-      PASS  reach h1 -> h3 (198.18.1.3)
-      PASS  reach h2 -> h1 (198.18.1.1)
-      PASS  reach h2 -> h3 (198.18.1.3)
-      PASS  reach h3 -> h1 (198.18.1.1)
-      PASS  reach h3 -> h2 (198.18.1.2)
-      PASS  reach c1 -> c3 (overlay)
-      PASS  reach c1 -> c6 (overlay)
-      PASS  reach c4 -> c2 (overlay)
-      PASS  reach c5 -> c4 (overlay)
-      PASS  reach c6 -> c1 (overlay)
-      PASS  reach c2 -> c1 (overlay)
-    ");
+    insta::assert_snapshot!(text(&out.stdout), @r#"
+    three-host: 13 checks in 2 steps, 13 passed, 0 failed
+      step "up": bring the lab and its overlay routers up
+        PASS  lab up: 10 nodes, 3 overlay routers connected
+      step "expect": check
+        PASS  reach h1 -> h2 (198.18.1.2): answered
+        PASS  reach h1 -> h3 (198.18.1.3): answered
+        PASS  reach h2 -> h1 (198.18.1.1): answered
+        PASS  reach h2 -> h3 (198.18.1.3): answered
+        PASS  reach h3 -> h1 (198.18.1.1): answered
+        PASS  reach h3 -> h2 (198.18.1.2): answered
+        PASS  reach c1 -> c3 (overlay): answered
+        PASS  reach c1 -> c6 (overlay): answered
+        PASS  reach c4 -> c2 (overlay): answered
+        PASS  reach c5 -> c4 (overlay): answered
+        PASS  reach c6 -> c1 (overlay): answered
+        PASS  reach c2 -> c1 (overlay): answered
+    "#);
     assert!(!Path::new(RUN_DIR).join(format!("{id}.json")).exists());
 }
 
@@ -144,6 +147,108 @@ to = "198.18.7.200"
         "{}",
         text(&out.stdout)
     );
+}
+
+#[test]
+fn test_runs_several_files_reports_each_and_writes_junit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[[host]]\nname = \"h1\"\nmtu = 1\n").expect("write topology");
+    let junit = dir.path().join("junit.xml");
+    let out = netsim(&[
+        "test",
+        "fixtures/field/mininet-1139-link-down-up-keeps-shape/topology.toml",
+        bad.to_str().expect("utf-8 path"),
+        "--junit",
+        junit.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("mininet-1139: 5 checks in 4 steps, 5 passed, 0 failed")
+            && stdout.contains("step \"link h1 -- r1 cut\": cut h1 -- r1")
+            && stdout.contains("FAIL  topology is valid"),
+        "{stdout}"
+    );
+    // Progress goes to stderr, step by step.
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("[1/2] mininet-1139: step 3/4 \"link h1 -- r1 cut\""),
+        "{stderr}"
+    );
+    let xml = std::fs::read_to_string(&junit).expect("JUnit written");
+    assert!(
+        xml.contains("<testsuites name=\"netsim test\" tests=\"6\" failures=\"1\" skipped=\"0\">")
+            && xml.contains(
+                "classname=\"mininet-1139.link healed\" name=\"reach h1 -&gt; h2 (198.18.40.2)\""
+            )
+            && xml.contains("<failure message=\"step &quot;load&quot;: expected a valid topology"),
+        "{xml}"
+    );
+}
+
+#[test]
+fn ctrl_c_during_a_test_tears_its_lab_down() {
+    use std::io::BufRead;
+    let name = format!("sigint-{}", suffix());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("slow.toml");
+    // The second step waits up to a minute for an answer that never comes.
+    std::fs::write(
+        &file,
+        format!(
+            "[lab]\nname = \"{name}\"\n[[switch]]\nname = \"sw1\"\nsubnet = \"198.18.8.0/24\"\n\
+             [[host]]\nname = \"h1\"\nswitches = [\"sw1\"]\n[[expect]]\nkind = \"reach\"\n\
+             from = \"h1\"\nto = \"198.18.8.200\"\nwithin = \"60s\"\n"
+        ),
+    )
+    .expect("write topology");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netsim"))
+        .args(["test", file.to_str().expect("utf-8 path")])
+        .current_dir(root())
+        .env("NETSIM_RUN_DIR", RUN_DIR)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("netsim test starts");
+    // Read stderr to its end (a closed pipe would make netsim's progress lines fail), telling
+    // when the slow step has started.
+    let stderr = child.stderr.take().expect("stderr");
+    let (started, wait) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("step 2/2 \"expect\"") {
+                let _ = started.send(());
+            }
+            all.push(line);
+        }
+        all.join("\n")
+    });
+    wait.recv().expect("the slow step starts");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    let out = child.wait_with_output().expect("netsim test ends");
+    let said = reader.join().expect("stderr reader");
+    assert_eq!(out.status.code(), Some(130), "{said}");
+    assert!(
+        said.contains("interrupted: the labs in flight were torn down"),
+        "{said}"
+    );
+    let left: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&format!("netsim-{name}")))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    let ls = netsim(&["ls", "--json"]);
+    assert!(!text(&ls.stdout).contains(&name), "{}", text(&ls.stdout));
 }
 
 #[test]
@@ -222,6 +327,11 @@ fn the_shaping_backend_is_named_only_where_a_link_is_shaped() {
     assert!(
         err.contains(&format!("lab {id}: link shaping backend emulated")),
         "{err}"
+    );
+    assert!(
+        text(&out.stdout).contains("links shaped by the emulated backend"),
+        "{}",
+        text(&out.stdout)
     );
 }
 

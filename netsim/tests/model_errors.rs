@@ -168,6 +168,33 @@ fn diagnose(src: &str) -> String {
 #[case::unknown_profile(
     "[[host]]\nname = \"h1\"\n[[host]]\nname = \"h2\"\n[[link]]\nendpoints = [\"h1\", \"h2\"]\nsubnet = \"198.18.1.0/30\"\nprofile = \"azure-d3\"\n"
 )]
+#[case::expect_unknown_datapath(
+    "[[switch]]\nname = \"sw1\"\nsubnet = \"198.18.1.0/24\"\n[[router]]\nname = \"r1\"\nswitches = [\"sw1\"]\n[[host]]\nname = \"h1\"\nswitches = [\"sw1\"]\ncontainers = [\"c1\"]\n[[host]]\nname = \"h2\"\nswitches = [\"sw1\"]\ncontainers = [\"c2\"]\n[overlay]\nrange = \"198.19.0.0/16\"\n[[expect]]\nkind = \"datapath\"\nfrom = \"h1\"\nto = \"h2\"\ndatapath = \"odpp\"\n"
+)]
+#[case::expect_datapath_problems(
+    "[[switch]]\nname = \"sw1\"\nsubnet = \"198.18.1.0/24\"\n[[router]]\nname = \"r1\"\nswitches = [\"sw1\"]\n[[host]]\nname = \"h1\"\nswitches = [\"sw1\"]\ncontainers = [\"c1\"]\n[[host]]\nname = \"h2\"\nswitches = [\"sw1\"]\ncontainers = [\"c2\"]\n[overlay]\nrange = \"198.19.0.0/16\"\n[[expect]]\nkind = \"datapath\"\nfrom = \"r1\"\ndatapath = \"fast\"\nwithin = \"soon\"\n[[expect]]\nkind = \"datapath\"\nfrom = \"c1\"\nto = \"h1\"\ndatapath = \"sleeve\"\n"
+)]
+#[case::expect_key_of_another_kind(
+    "[[switch]]\nname = \"sw1\"\nsubnet = \"198.18.1.0/24\"\n[[router]]\nname = \"r1\"\nswitches = [\"sw1\"]\n[[host]]\nname = \"h1\"\nswitches = [\"sw1\"]\ncontainers = [\"c1\"]\n[[host]]\nname = \"h2\"\nswitches = [\"sw1\"]\ncontainers = [\"c2\"]\n[overlay]\nrange = \"198.19.0.0/16\"\n[[expect]]\nkind = \"reach\"\nfrom = \"c1\"\nto = \"c2\"\nmtu = 1400\ndatapath = \"fast\"\n"
+)]
+#[case::expect_reach_forms(
+    "[[switch]]\nname = \"sw1\"\nsubnet = \"198.18.1.0/24\"\n[[router]]\nname = \"r1\"\nswitches = [\"sw1\"]\n[[host]]\nname = \"h1\"\nswitches = [\"sw1\"]\ncontainers = [\"c1\"]\n[[host]]\nname = \"h2\"\nswitches = [\"sw1\"]\ncontainers = [\"c2\"]\n[overlay]\nrange = \"198.19.0.0/16\"\n[[expect]]\nkind = \"reach\"\nfrom = \"c1\"\ngroup = [\"c1\", \"c2\"]\n[[expect]]\nkind = \"reach\"\ngroup = [\"c1\"]\nproto = \"sctp\"\n[[expect]]\nkind = \"reach\"\npairs = [[\"c1\", \"c2\", \"h1\"]]\n[[expect]]\nkind = \"reach\"\nfrom = \"c1\"\nto = \"h2\"\nover = \"overlay\"\n"
+)]
+#[case::expect_mtu_problems(
+    "[[switch]]\nname = \"sw1\"\nsubnet = \"198.18.1.0/24\"\n[[router]]\nname = \"r1\"\nswitches = [\"sw1\"]\n[[host]]\nname = \"h1\"\nswitches = [\"sw1\"]\ncontainers = [\"c1\"]\n[[host]]\nname = \"h2\"\nswitches = [\"sw1\"]\ncontainers = [\"c2\"]\n[overlay]\nrange = \"198.19.0.0/16\"\n[[expect]]\nkind = \"mtu\"\nfrom = \"c1\"\nto = \"c2\"\n[[expect]]\nkind = \"mtu\"\nfrom = \"c1\"\nto = \"c2\"\nmtu = \"1450..1400\"\nabove = \"icmp\"\n"
+)]
+#[case::expect_perf_problems(
+    "[[switch]]\nname = \"sw1\"\nsubnet = \"198.18.1.0/24\"\n[[router]]\nname = \"r1\"\nswitches = [\"sw1\"]\n[[host]]\nname = \"h1\"\nswitches = [\"sw1\"]\ncontainers = [\"c1\"]\n[[host]]\nname = \"h2\"\nswitches = [\"sw1\"]\ncontainers = [\"c2\"]\n[overlay]\nrange = \"198.19.0.0/16\"\n[[expect]]\nkind = \"perf\"\nfrom = \"c1\"\nto = \"c2\"\ntest = \"tcp_bandwidth\"\n[[expect]]\nkind = \"perf\"\nfrom = \"h1\"\nto = \"h2\"\ntest = \"tcp_bw\"\nmin = \"0.9x native\"\n[[expect]]\nkind = \"perf\"\nfrom = \"c1\"\nto = \"c2\"\ntest = \"tcp_lat\"\nmax = \"fast\"\n"
+)]
+#[case::step_problems(
+    "[[switch]]\nname = \"sw1\"\nsubnet = \"198.18.1.0/24\"\n[[router]]\nname = \"r1\"\nswitches = [\"sw1\"]\n[[host]]\nname = \"h1\"\nswitches = [\"sw1\"]\ncontainers = [\"c1\"]\n[[host]]\nname = \"h2\"\nswitches = [\"sw1\"]\ncontainers = [\"c2\"]\n[overlay]\nrange = \"198.19.0.0/16\"\n[[step]]\nname = \"block\"\nimpair = { kind = \"block\", node = \"h2\", proto = \"icmp\", port = 6784 }\n[[step]]\nname = \"block\"\nimpair = { kind = \"cut\", link = [\"h1\", \"h2\"] }\nheal = \"all\"\n[[step]]\nname = \"kill\"\nimpair = { kind = \"kill\", node = \"r1\" }\n[[step]]\nname = \"heal\"\nheal = \"everything\"\n"
+)]
+#[case::step_stream_until_an_earlier_step(
+    "[[switch]]\nname = \"sw1\"\nsubnet = \"198.18.1.0/24\"\n[[router]]\nname = \"r1\"\nswitches = [\"sw1\"]\n[[host]]\nname = \"h1\"\nswitches = [\"sw1\"]\ncontainers = [\"c1\"]\n[[host]]\nname = \"h2\"\nswitches = [\"sw1\"]\ncontainers = [\"c2\"]\n[overlay]\nrange = \"198.19.0.0/16\"\n[[step]]\nname = \"first\"\n[[step]]\nname = \"second\"\n[[step.expect]]\nkind = \"stream\"\nfrom = \"c1\"\nto = \"c2\"\nuntil = \"first\"\n"
+)]
+#[case::step_impair_missing_keys(
+    "[[switch]]\nname = \"sw1\"\nsubnet = \"198.18.1.0/24\"\n[[router]]\nname = \"r1\"\nswitches = [\"sw1\"]\n[[host]]\nname = \"h1\"\nswitches = [\"sw1\"]\ncontainers = [\"c1\"]\n[[host]]\nname = \"h2\"\nswitches = [\"sw1\"]\ncontainers = [\"c2\"]\n[overlay]\nrange = \"198.19.0.0/16\"\n[[step]]\nname = \"partition\"\nimpair = { kind = \"partition\", left = [\"h1\"] }\n[[step]]\nname = \"shape\"\nimpair = { kind = \"shape\", link = [\"h1\", \"sw1\"] }\n"
+)]
 fn bad_topologies(#[case] src: &str) {
     // rstest names the thread `..::case_07_wrong_type`; the snapshot keeps `wrong_type` so
     // adding a case does not renumber the others.

@@ -30,7 +30,7 @@ fn schema_lists_every_section() {
     props.sort();
     assert_eq!(
         props,
-        ["expect", "host", "lab", "link", "overlay", "router", "switch"]
+        ["expect", "host", "lab", "link", "overlay", "router", "step", "switch"]
     );
     assert_eq!(
         schema["additionalProperties"],

@@ -3,6 +3,7 @@
 
 mod errors;
 mod output;
+mod test_cmd;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -18,7 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::lab::{self, Lab, NodeHandle, Progress, UpOptions};
 use crate::measure::{icmp, matrix, mtu, pair, perf};
-use crate::{caps, capture, model, uml, verify};
+use crate::{caps, capture, model, uml};
 
 /// netsim: bring up virtual networks of Linux namespaces from a TOML topology and test them.
 #[derive(Debug, Parser)]
@@ -30,7 +31,36 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Bring up a lab, check its [[expect]] assertions, print the report and tear it down.
+    /// Run topology files as tests: for each, bring the lab up, check its [[expect]] tables,
+    /// run its [[step]]s, report and tear it down (also on failure and Ctrl-C). Exits 1 when
+    /// any check fails.
+    Test {
+        /// Topology files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print the reports as JSON (with the measured figures).
+        #[arg(long)]
+        json: bool,
+        /// Also write a JUnit XML report here (a test case per expectation).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// Run up to N files at once (each in a lab of its own).
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+        /// Link shaping backend: netem or emulated (default: netem where the kernel has it).
+        #[arg(long)]
+        backend: Option<String>,
+        /// An extra `overlay-router run` argument for every router, repeatable
+        /// (`--router-arg=--fallback-ms --router-arg=60000`).
+        #[arg(long = "router-arg", allow_hyphen_values = true)]
+        router_args: Vec<String>,
+        /// Kernel to run under: `host`, or `uml` for the whole run inside a fresh
+        /// User-Mode-Linux guest (netem, openvswitch: for files with `[lab] needs`).
+        #[arg(long, value_enum, default_value_t = KernelChoice::Host)]
+        kernel: KernelChoice,
+    },
+    /// Bring up a lab, check its [[expect]] tables and [[step]]s, print the report and tear it
+    /// down: `netsim test` for one file, with --keep.
     Run {
         /// Topology file.
         file: PathBuf,
@@ -732,55 +762,85 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
             ..
         } => {
+            let opts = crate::scenario::RunOptions {
+                name,
+                keep,
+                backend: parse_backend(backend.as_deref())?,
+                ..Default::default()
+            };
+            // A bad file is refused before anything is made.
             let plan = load_plan(&file)?;
-            let backend = parse_backend(backend.as_deref())?;
             needs_router(&plan)?;
-            let rt = runtime()?;
-            rt.block_on(async {
-                let lab = bring_up(plan, name, backend, &absolute(&file)).await?;
-                // Only where a link is shaped: a plain lab has nothing to say about it.
-                if let Some(b) = lab.shaping_backend() {
-                    eprintln!("lab {}: link shaping backend {b}", lab.id());
+            test_cmd::run(test_cmd::TestArgs {
+                files: vec![file],
+                json,
+                junit: None,
+                jobs: 1,
+                opts,
+            })
+        }
+        Command::Test {
+            files,
+            json,
+            junit,
+            jobs,
+            backend,
+            router_args,
+            kernel: KernelChoice::Uml,
+        } => {
+            let mut args: Vec<OsString> = vec!["test".into()];
+            // The guest sees the host's files read-only at the same paths, except under its
+            // own /tmp and /run: share what it must read there, and where the JUnit goes.
+            let mut writable = Vec::new();
+            for file in &files {
+                let file = absolute(file);
+                if uml::hidden_in_guest(&file) {
+                    writable.extend(file.parent().map(Path::to_path_buf));
                 }
-                let overlay = if lab.plan().overlay.is_some() {
-                    match crate::overlay_run::Overlay::start(&lab, &Default::default()).await {
-                        Ok(o) => Some(o),
-                        Err(e) => {
-                            let _ = lab.down().await;
-                            return Err(anyhow::Error::new(e).context("starting the overlay"));
-                        }
-                    }
-                } else {
-                    None
-                };
-                let report = verify::check(&lab).await;
-                if json {
-                    output::print_json(&report)?;
-                } else {
-                    print!("{}", report.render());
-                }
-                let passed = report.passed();
-                if let Some(o) = overlay {
-                    if keep {
-                        o.leave_running();
-                    } else {
-                        o.stop();
-                    }
-                }
-                if keep {
-                    let info = lab.persist()?;
-                    eprintln!(
-                        "lab {} left up; remove it with `netsim down {}`",
-                        info.id, info.id
-                    );
-                } else {
-                    lab.down().await?;
-                }
-                Ok::<_, anyhow::Error>(if passed {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
-                })
+                args.push(file.into());
+            }
+            if let Some(path) = &junit {
+                let path = absolute(path);
+                writable.extend(path.parent().map(Path::to_path_buf));
+                args.extend(["--junit".into(), path.into()]);
+            }
+            if json {
+                args.push("--json".into());
+            }
+            if let Some(backend) = backend {
+                args.extend(["--backend".into(), backend.into()]);
+            }
+            args.extend(["--jobs".into(), jobs.to_string().into()]);
+            for a in router_args {
+                args.push(format!("--router-arg={a}").into());
+            }
+            writable.sort();
+            writable.dedup();
+            in_guest(args, writable)
+        }
+        Command::Test {
+            files,
+            json,
+            junit,
+            jobs,
+            backend,
+            router_args,
+            ..
+        } => {
+            let opts = crate::scenario::RunOptions {
+                backend: parse_backend(backend.as_deref())?,
+                overlay: crate::overlay_run::OverlayOptions {
+                    router_args,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            test_cmd::run(test_cmd::TestArgs {
+                files,
+                json,
+                junit,
+                jobs,
+                opts,
             })
         }
         Command::Bench { shape, hosts, json } => run_bench(&shape, &hosts, json),

@@ -114,6 +114,8 @@ pub fn star(name: &str, hosts: usize, mtu: u32) -> Plan {
         links,
         overlay: None,
         expects: Vec::new(),
+        steps: Vec::new(),
+        needs: Vec::new(),
         seed: 0,
     }
 }
@@ -220,6 +222,8 @@ pub fn line(name: &str, count: usize, mtu: u32) -> Plan {
         links,
         overlay: None,
         expects: Vec::new(),
+        steps: Vec::new(),
+        needs: Vec::new(),
         seed: 0,
     }
 }

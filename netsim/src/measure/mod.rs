@@ -8,3 +8,4 @@ pub mod mtu;
 pub mod pair;
 pub mod perf;
 pub mod shaping_bench;
+pub mod stream;

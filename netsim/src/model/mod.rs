@@ -12,6 +12,7 @@ use std::path::Path;
 
 mod alloc;
 pub mod diag;
+pub mod expectation;
 pub mod graph;
 pub mod names;
 pub mod neighbours;
@@ -19,6 +20,8 @@ pub mod plan;
 mod planner;
 mod render;
 pub mod shape;
+pub mod step;
+pub mod step_types;
 pub mod topology;
 
 pub use diag::{Diagnostic, Diagnostics};

@@ -34,38 +34,22 @@ pub struct Plan {
     pub overlay: Option<OverlayPlan>,
     /// Declarative assertions (`[[expect]]`) checked after `up`, in file order.
     pub expects: Vec<Expectation>,
+    /// Named steps (`[[step]]`) run after the `[[expect]]` checks, in file order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepPlan>,
     /// Seed of every random choice shaping makes (loss, jitter, reordering...), so runs
     /// repeat: `[lab] seed`, default 0.
     #[serde(default)]
     pub seed: u64,
+    /// Kernel features the file needs (`[lab] needs`, names as `netsim doctor` prints them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
 }
 
-/// One declarative assertion from a topology's `[[expect]]` table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Expectation {
-    /// `from` can (or, with `reachable = false`, cannot) reach `addr` with ICMP echo.
-    Reach {
-        /// Node the probe runs in.
-        from: String,
-        /// The target as written (a node name, `node:iface`, or an address).
-        to: String,
-        /// The resolved target address.
-        addr: Ipv4Addr,
-        /// Whether the target must answer (`true`) or must not (`false`).
-        reachable: bool,
-    },
-    /// `from` can (or cannot) reach container `to` over the overlay: the target's address is
-    /// the one the overlay gave it, read from the container when the check runs.
-    OverlayReach {
-        /// Node the probe runs in.
-        from: String,
-        /// The target container.
-        to: String,
-        /// Whether the target must answer (`true`) or must not (`false`).
-        reachable: bool,
-    },
-}
+pub use super::expectation::{
+    Above, Bound, DatapathWant, Expectation, Limit, Metric, MtuBound, ReachProto, Target,
+};
+pub use super::step::{ImpairPlan, StepAction, StepPlan};
 
 /// What a node is; it decides how the engine sets it up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -17,16 +17,18 @@ use std::path::Path;
 use ipnet::Ipv4Net;
 use toml::Spanned;
 
+mod expects;
+
 use super::alloc::{Pool, Refused};
 use super::diag::{closest, Diagnostics, Reporter};
 use super::names::{self, BRIDGE_NAME, LAB_NAME_MAX, NODE_NAME_MAX};
 use super::plan::{
-    BridgePlan, Endpoint, Expectation, IfacePlan, LinkPlan, NodeKind, NodePlan, OverlayPlan, Plan,
-    RoutePlan, DEFAULT_MTU, MAX_MTU, MIN_MTU,
+    BridgePlan, Endpoint, IfacePlan, LinkPlan, NodeKind, NodePlan, OverlayPlan, Plan, RoutePlan,
+    DEFAULT_MTU, MAX_MTU, MIN_MTU,
 };
 use super::plan::{LinkShape, Shape};
 use super::shape;
-use super::topology::{self as topo_types, ExpectKind, OverlayMtu, Topology};
+use super::topology::{self as topo_types, OverlayMtu, Topology};
 
 /// Where lab underlay addresses must lie.
 pub const UNDERLAY: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(198, 18, 0, 0), 16);
@@ -137,8 +139,7 @@ pub(crate) fn plan(topo: &Topology) -> Result<Plan, Diagnostics> {
     let mut nodes = p.build_nodes(&links);
     p.plan_routes(&mut nodes);
     let overlay = p.overlay();
-    let expects = p.expects(&nodes);
-    let link_plans = links
+    let link_plans: Vec<LinkPlan> = links
         .iter()
         .map(|l| LinkPlan {
             a: Endpoint {
@@ -153,7 +154,10 @@ pub(crate) fn plan(topo: &Topology) -> Result<Plan, Diagnostics> {
             shape: l.shape.clone(),
         })
         .collect();
+    let expects = p.expects(&nodes);
+    let steps = p.steps(&nodes, &link_plans);
     let seed = topo.lab.as_ref().and_then(|l| l.seed).unwrap_or(0);
+    let needs = p.needs();
     p.r.finish()?;
     Ok(Plan {
         name,
@@ -161,7 +165,9 @@ pub(crate) fn plan(topo: &Topology) -> Result<Plan, Diagnostics> {
         links: link_plans,
         overlay,
         expects,
+        steps,
         seed,
+        needs,
     })
 }
 
@@ -467,7 +473,7 @@ impl<'t> Planner<'t> {
     }
 
     /// Looks up a node by name, reporting a missing one with a suggestion.
-    fn node_ref(&mut self, name: &Spanned<String>, role: &str) -> Option<usize> {
+    pub(super) fn node_ref(&mut self, name: &Spanned<String>, role: &str) -> Option<usize> {
         let text = name.get_ref();
         if let Some(&i) = self.by_name.get(text.as_str()) {
             return Some(i);
@@ -1274,60 +1280,8 @@ impl<'t> Planner<'t> {
         })
     }
 
-    fn expects(&mut self, plans: &[NodePlan]) -> Vec<Expectation> {
-        let topo = self.topo;
-        let mut out = Vec::new();
-        for e in &topo.expect {
-            let e = e.get_ref();
-            match e.kind {
-                ExpectKind::Reach => {}
-            }
-            let from = self.node_ref(&e.from, "expect from");
-            if let Some(f) = from {
-                if self.nodes[f].kind == Kind::Switch {
-                    self.r.error(
-                        e.from.span(),
-                        format!(
-                            "expect from {:?}: a switch has no address to probe from",
-                            e.from.get_ref()
-                        ),
-                        "probe from a host, router or container",
-                    );
-                }
-            }
-            // A container under an overlay gets its address when the overlay attaches it: the
-            // check reads it then.
-            let to_container = self.topo.overlay.is_some()
-                && self
-                    .nodes
-                    .iter()
-                    .position(|n| n.name == *e.to.get_ref().trim())
-                    .is_some_and(|i| matches!(plans[i].kind, NodeKind::Container { .. }));
-            if to_container {
-                if from.is_some() {
-                    out.push(Expectation::OverlayReach {
-                        from: e.from.get_ref().clone(),
-                        to: e.to.get_ref().trim().to_string(),
-                        reachable: e.reachable.unwrap_or(true),
-                    });
-                }
-                continue;
-            }
-            let addr = self.target(&e.to, plans);
-            if let (Some(_), Some(addr)) = (from, addr) {
-                out.push(Expectation::Reach {
-                    from: e.from.get_ref().clone(),
-                    to: e.to.get_ref().clone(),
-                    addr,
-                    reachable: e.reachable.unwrap_or(true),
-                });
-            }
-        }
-        out
-    }
-
     /// Resolves an expect target: `node`, `node:iface` or an address.
-    fn target(&mut self, to: &Spanned<String>, plans: &[NodePlan]) -> Option<Ipv4Addr> {
+    pub(super) fn target(&mut self, to: &Spanned<String>, plans: &[NodePlan]) -> Option<Ipv4Addr> {
         let text = to.get_ref().trim();
         if let Ok(addr) = text.parse::<Ipv4Addr>() {
             if !BENCHMARK.contains(&addr) {

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::plan::{Expectation, IfacePlan, NodeKind, Plan, RoutePlan};
+use super::plan::{Expectation, IfacePlan, NodeKind, Plan, ReachProto, RoutePlan};
 
 impl Plan {
     /// Renders the plan: nodes (kind, bridge, interfaces, routes), links, the overlay (never
@@ -97,39 +97,62 @@ impl Plan {
             writeln!(out, "  (none)")?;
         }
         for e in &self.expects {
-            match e {
-                Expectation::Reach {
-                    from,
-                    to,
-                    addr,
-                    reachable,
-                } => {
-                    let verb = if *reachable {
-                        "reaches"
-                    } else {
-                        "does not reach"
-                    };
-                    if to == &addr.to_string() {
-                        writeln!(out, "  {from} {verb} {addr}")?;
-                    } else {
-                        writeln!(out, "  {from} {verb} {to} ({addr})")?;
-                    }
-                }
-                Expectation::OverlayReach {
-                    from,
-                    to,
-                    reachable,
-                } => {
-                    let verb = if *reachable {
-                        "reaches"
-                    } else {
-                        "does not reach"
-                    };
-                    writeln!(out, "  {from} {verb} {to} (overlay address)")?;
-                }
+            writeln!(out, "  {}", expect_line(e))?;
+        }
+        for step in &self.steps {
+            writeln!(out)?;
+            writeln!(out, "step {:?}: {}", step.name, step.action.describe())?;
+            for e in &step.expects {
+                writeln!(out, "  {}", expect_line(e))?;
             }
         }
         Ok(())
+    }
+}
+
+/// One expectation in a rendered plan (reach keeps its "h1 reaches h2 (addr)" wording).
+fn expect_line(e: &Expectation) -> String {
+    let verb = |reachable: bool| {
+        if reachable {
+            "reaches"
+        } else {
+            "does not reach"
+        }
+    };
+    let how = |proto: &ReachProto| {
+        if proto.is_icmp() {
+            String::new()
+        } else {
+            format!(" by {}", proto.name())
+        }
+    };
+    match e {
+        Expectation::Reach {
+            from,
+            to,
+            addr,
+            reachable,
+            proto,
+            ..
+        } => {
+            if to == &addr.to_string() {
+                format!("{from} {} {addr}{}", verb(*reachable), how(proto))
+            } else {
+                format!("{from} {} {to} ({addr}){}", verb(*reachable), how(proto))
+            }
+        }
+        Expectation::OverlayReach {
+            from,
+            to,
+            reachable,
+            proto,
+            ..
+        } => format!(
+            "{from} {} {to} (overlay address){}",
+            verb(*reachable),
+            how(proto)
+        ),
+        other => other.describe(),
     }
 }
 

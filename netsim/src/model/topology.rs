@@ -59,6 +59,11 @@ pub struct Topology {
     #[serde(default)]
     #[schemars(with = "Vec<Expect>")]
     pub expect: Vec<Spanned<Expect>>,
+    /// Named steps run in order after the lab is up and its `[[expect]]` tables are checked:
+    /// impair, heal, and the expectations that must hold after each.
+    #[serde(default)]
+    #[schemars(with = "Vec<Step>")]
+    pub step: Vec<Spanned<Step>>,
 }
 
 /// `[lab]`: lab-wide settings.
@@ -76,6 +81,10 @@ pub struct Lab {
     /// Seed of the random choices link shaping makes (loss, jitter, reordering), so runs
     /// repeat. Default 0.
     pub seed: Option<u64>,
+    /// Kernel features the file needs to mean anything (e.g. `["netem"]`); where one is
+    /// missing, `netsim test` reports the file skipped, naming it (`netsim doctor` lists them).
+    #[schemars(with = "Option<Vec<String>>")]
+    pub needs: Option<Vec<Spanned<String>>>,
 }
 
 /// `[[switch]]`: a Linux bridge in a namespace of its own.
@@ -341,33 +350,11 @@ impl JsonSchema for OverlayMtu {
     }
 }
 
-/// What an `[[expect]]` asserts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ExpectKind {
-    /// `from` can (or cannot) reach `to` with ICMP echo.
-    Reach,
-}
-
-/// `[[expect]]`: an assertion checked after the lab is up.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Expect {
-    /// What to check.
-    pub kind: ExpectKind,
-    /// The node the probe runs in.
-    #[schemars(with = "String")]
-    pub from: Spanned<String>,
-    /// The target: a node (its first address), `node:iface`, or an address.
-    #[schemars(with = "String")]
-    pub to: Spanned<String>,
-    /// Whether the target must answer (default `true`) or must not (`false`).
-    pub reachable: Option<bool>,
-}
+pub use super::step_types::{Expect, ExpectKind, Impair, ImpairKind, Step};
 
 /// Top-level sections, in the order the docs list them.
-pub(crate) const SECTIONS: [&str; 7] = [
-    "lab", "switch", "router", "host", "link", "overlay", "expect",
+pub(crate) const SECTIONS: [&str; 8] = [
+    "lab", "switch", "router", "host", "link", "overlay", "expect", "step",
 ];
 
 impl Topology {
@@ -441,6 +428,7 @@ fn check_section(
         "host" => check_array::<Host>(r, name, value),
         "link" => check_array::<Link>(r, name, value),
         "expect" => check_array::<Expect>(r, name, value),
+        "step" => check_array::<Step>(r, name, value),
         other => {
             let help = match closest(other, SECTIONS) {
                 Some(s) => format!(
@@ -589,10 +577,35 @@ fn key_help(key: &str) -> String {
         "gateway" | "via" => "an address like \"198.18.1.1\" or a node name like \"r1\"",
         "routes" => "a list like [{ dst = \"198.18.2.0/24\", via = \"r1\" }]",
         "dst" => "a subnet like \"198.18.2.0/24\" or \"default\"",
-        "kind" => "the kind of assertion: \"reach\"",
+        "kind" => {
+            "in [[expect]]: reach, mtu, datapath, perf or stream; in impair: shape, cut, \
+             partition, block, kill or restart"
+        }
         "from" => "a node name",
         "to" => "a node name, \"node:iface\" or an address",
         "reachable" => "true or false",
+        "group" | "left" | "right" => "a list of node names, e.g. [\"c1\", \"c2\", \"c3\"]",
+        "pairs" => "a list of node pairs, e.g. [[\"c1\", \"c2\"], [\"c2\", \"c3\"]]",
+        "over" => "\"overlay\" or \"underlay\"",
+        "proto" => "icmp, tcp or udp",
+        "above" => "frag_needed, local_limit, dropped or fragmented",
+        "datapath" => "fast, sleeve, vxlan or odp",
+        "reason" => "a piece of text the router's reason must contain",
+        "within" | "duration" => "a duration like \"5s\" (ms, s)",
+        "test" => "tcp_bw, tcp_lat, udp_bw, udp_lat or loss",
+        "min" | "max" => {
+            "an absolute bound like \"100mbit\", \"2ms\" or \"1%\", or a share of the native \
+             underlay like \"0.85x native\""
+        }
+        "repeats" => "how many runs to take the median of, e.g. 3",
+        "until" => "the name of a later [[step]]",
+        "impair" => {
+            "a table like { kind = \"block\", node = \"h2\", proto = \"udp\", port = 6784 }"
+        }
+        "heal" => "\"all\"",
+        "link" => "a list of two node names, e.g. [\"h1\", \"sw1\"]",
+        "node" => "a node name",
+        "port" => "a port number, e.g. 6784",
         "password" => "a string",
         "rate" => "a rate like \"100mbit\" (bit, kbit, mbit, gbit)",
         "delay" | "jitter" => "a duration like \"10ms\" (ns, us, ms, s)",
@@ -605,6 +618,7 @@ fn key_help(key: &str) -> String {
         "shape" => "a table like { rate = \"100mbit\", delay = \"10ms\", loss = \"1%\" }",
         "a_to_b" | "b_to_a" => "a table of the same keys as `shape`, e.g. { delay = \"5ms\" }",
         "seed" => "an integer seed, e.g. 42",
+        "needs" => "a list of kernel features, e.g. [\"netem\"] (netsim doctor lists them)",
         _ => "see docs/topology.md",
     }
     .to_string()
