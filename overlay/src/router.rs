@@ -305,7 +305,8 @@ fn gossip_frame(peers: Vec<PeerRepr>) -> Vec<u8> {
 }
 
 /// The entries of `peers` worth sending from the router `own` to the router `to`: `own`'s
-/// always; of the others, not `to`'s own, and not those of a
+/// and tombstones always (a tombstone of `to` itself is how a live router hears it was
+/// removed); of the others, not `to`'s own, and not those of a
 /// router whose entry lists an established connection to `to` (that router sends its entry to
 /// `to` itself whenever it changes). In a full mesh nothing is relayed, so an entry crosses
 /// each connection once per change instead of once per connection per change.
@@ -314,6 +315,7 @@ pub fn relayed_to(own: &str, to: &str, peers: Vec<PeerRepr>) -> Vec<PeerRepr> {
         .into_iter()
         .filter(|p| {
             p.name == own
+                || p.removed
                 || p.name != to
                     && !p
                         .connections
@@ -1504,19 +1506,26 @@ mod tests {
     }
 
     /// h1 gossips to h2: its own entry always; h2's own entry never; an entry whose owner is
-    /// connected to h2 not (the owner tells h2 itself); the rest (including tombstones) yes.
+    /// connected to h2 not (the owner tells h2 itself); the rest yes; tombstones always, the
+    /// receiver's own included (a forced `peers remove` of a live h2 reaches h2 that way).
     #[rstest]
-    #[case::own_entry_always("h1", &[("h2", ip(2))], true)]
-    #[case::the_receivers_own_entry("h2", &[("h1", ip(1))], false)]
-    #[case::owner_connected_to_the_receiver("h3", &[("h2", ip(2))], false)]
-    #[case::owner_not_connected_to_the_receiver("h3", &[("h4", ip(4))], true)]
-    #[case::owner_without_connections("h5", &[], true)]
+    #[case::own_entry_always("h1", &[("h2", ip(2))], false, true)]
+    #[case::the_receivers_own_entry("h2", &[("h1", ip(1))], false, false)]
+    #[case::the_receivers_own_tombstone("h2", &[], true, true)]
+    #[case::owner_connected_to_the_receiver("h3", &[("h2", ip(2))], false, false)]
+    #[case::tombstone_of_a_router_connected_to_the_receiver("h3", &[("h2", ip(2))], true, true)]
+    #[case::owner_not_connected_to_the_receiver("h3", &[("h4", ip(4))], false, true)]
+    #[case::owner_without_connections("h5", &[], false, true)]
     fn gossip_relays_only_what_the_receiver_cannot_hear_first_hand(
         #[case] owner: &str,
         #[case] conns: &[(&str, IpAddr)],
+        #[case] removed: bool,
         #[case] sent: bool,
     ) {
-        let e = entry(owner, 7, 1, conns);
+        let e = PeerRepr {
+            removed,
+            ..entry(owner, 7, 1, conns)
+        };
         assert_eq!(relayed_to("h1", "h2", vec![e]).len(), usize::from(sent));
     }
 
