@@ -123,6 +123,58 @@ async fn every_container_reaches_every_other(#[case] password: Option<&str>) {
     assert!(leftovers(&id).is_empty());
 }
 
+/// The start limit is a setting, and running out of it names every router still missing
+/// peers, which peers, and each router's log; nothing is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn routers_not_connected_in_time_are_all_named_with_their_logs() {
+    let id = unique("ovl-late");
+    let lab = up(THREE, &id).await;
+    // h3 can neither dial nor be dialled: the control port is blocked on it.
+    lab.block("h3", netsim::lab::shaping::Proto::Tcp, 6783)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = netsim::overlay_run::Overlay::start(
+        &lab,
+        &OverlayOptions {
+            start_timeout: Some(Duration::from_secs(3)),
+            ..with_password(None)
+        },
+    )
+    .await
+    .expect_err("h3 cannot connect");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the limit was not kept"
+    );
+    let text = err.to_string();
+    let run = netsim::overlay_run::log_dir(&id);
+    let expected = [
+        format!("lab {id}: 3 routers not connected to all their peers after 3 s"),
+        format!(
+            "  h1: 1 of 2 peers connected, missing h3; log: {}/h1.log",
+            run.display()
+        ),
+        format!(
+            "  h2: 1 of 2 peers connected, missing h3; log: {}/h2.log",
+            run.display()
+        ),
+        format!(
+            "  h3: 0 of 2 peers connected, missing h1, h2; log: {}/h3.log",
+            run.display()
+        ),
+    ];
+    for line in expected {
+        assert!(text.contains(&line), "{line:?} not in:\n{text}");
+    }
+    lab.down().await.unwrap();
+    assert!(leftovers(&id).is_empty());
+    // The logs the error points at are still there to read.
+    let h1 = std::fs::read_to_string(run.join("h1.log")).unwrap();
+    assert!(h1.contains("connected to h2"), "{h1}");
+    std::fs::remove_dir_all(&run).unwrap();
+}
+
 #[rstest]
 #[case::wrong_password(Some("not the password"))]
 #[case::no_password(None)]

@@ -58,11 +58,98 @@ pub enum OverlayError {
         /// What happened, with the router's answer.
         what: String,
     },
+    /// Routers were not ready, or not connected to all their peers, when the start limit
+    /// ran out.
+    #[error(
+        "lab {lab}: {what} after {after_s} s (the limit; raise it with --overlay-timeout SECS):\n{}",
+        routers.join("\n")
+    )]
+    NotConverged {
+        /// The lab.
+        lab: String,
+        /// What was being waited for.
+        what: String,
+        /// The limit, in seconds.
+        after_s: u64,
+        /// One line per router still missing something: what it lacks and where its log is.
+        routers: Vec<String>,
+    },
+}
+
+/// How long [`Overlay::start`] waits, by default, for every router to be ready and connected
+/// to all its peers.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The router named in a readiness datagram (`READY=1` and `NAME=...` lines, the sd_notify
+/// protocol the router speaks on `$NOTIFY_SOCKET`), or `None` for any other message.
+pub fn ready_name(msg: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(msg).ok()?;
+    let mut ready = false;
+    let mut name = None;
+    for line in text.lines() {
+        match line.split_once('=') {
+            Some(("READY", "1")) => ready = true,
+            Some(("NAME", n)) if !n.is_empty() => name = Some(n),
+            _ => {}
+        }
+    }
+    name.filter(|_| ready)
+}
+
+/// One line of a [`OverlayError::NotConverged`] report: `host` has `connected` of the peers
+/// in `want`; names the missing ones (the first eight) and the router's log.
+pub fn missing_peers_line(host: &str, want: &[String], connected: &[String], log: &Path) -> String {
+    let missing: Vec<&str> = want
+        .iter()
+        .filter(|p| !connected.contains(p))
+        .map(String::as_str)
+        .collect();
+    let shown = missing
+        .iter()
+        .take(8)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    let more = match missing.len().saturating_sub(8) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    format!(
+        "  {host}: {} of {} peers connected, missing {shown}{more}; log: {}",
+        want.len() - missing.len(),
+        want.len(),
+        log.display()
+    )
 }
 
 /// The directory of lab `lab`'s routers: their API sockets (`HOST.sock`), logs and state.
 pub fn router_dir(lab: &str) -> PathBuf {
     crate::lab::state::run_dir().join(format!("{lab}-overlay"))
+}
+
+/// Where the router logs of lab `lab` are written: `HOST.log`. They are removed with the
+/// overlay when it stops, unless something failed ([`Overlay::keep_logs`], and always when
+/// the overlay did not start): then they stay for reading, under the run directory (a tmpfs
+/// on most machines), until `netsim clean --logs` or a reboot.
+pub fn log_dir(lab: &str) -> PathBuf {
+    crate::lab::state::run_dir().join("logs").join(lab)
+}
+
+/// Removes the router logs kept for labs that are no longer up; returns their lab ids.
+pub fn clean_logs() -> Vec<String> {
+    let root = crate::lab::state::run_dir().join("logs");
+    let mut removed = Vec::new();
+    for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        let id = entry.file_name().to_string_lossy().into_owned();
+        if crate::lab::state::state_path(&id).exists() {
+            continue;
+        }
+        if std::fs::remove_dir_all(entry.path()).is_ok() {
+            removed.push(id);
+        }
+    }
+    removed.sort();
+    removed
 }
 
 /// The API socket of the router on host `node` of lab `lab` (whether it runs or not).
@@ -229,6 +316,9 @@ pub struct OverlayOptions {
     pub no_attach: bool,
     /// Extra `overlay-router run` arguments for every router (e.g. `--fast-path off`).
     pub router_args: Vec<String>,
+    /// How long to wait for every router to be ready and connected to all its peers
+    /// (default [`DEFAULT_START_TIMEOUT`]).
+    pub start_timeout: Option<Duration>,
 }
 
 /// Finds the router binary: `$NETSIM_OVERLAY_BIN`, else next to the running executable (or one
@@ -266,6 +356,13 @@ pub struct Overlay {
     binary: PathBuf,
     routers: BTreeMap<String, RouterProc>,
     addresses: BTreeMap<String, Ipv4Addr>,
+    /// Where routers say they are ready (`$NOTIFY_SOCKET`), and the socket netsim reads.
+    notify_path: PathBuf,
+    notify: std::os::unix::net::UnixDatagram,
+    start_timeout: Duration,
+    logs: PathBuf,
+    keep_logs: bool,
+    ready_after: Option<Duration>,
 }
 
 impl std::fmt::Debug for Overlay {
@@ -320,13 +417,16 @@ impl Overlay {
             Some(b) => b.clone(),
             None => find_binary()?,
         };
-        let dir = crate::lab::state::run_dir().join(format!("{}-overlay", lab.id()));
-        std::fs::create_dir_all(&dir).map_err(|cause| LabError::Process {
-            lab: lab.id().to_string(),
-            node: "-".into(),
-            what: format!("create {}", dir.display()),
-            cause,
-        })?;
+        let dir = router_dir(lab.id());
+        let logs = log_dir(lab.id());
+        for d in [&dir, &logs] {
+            std::fs::create_dir_all(d).map_err(|cause| LabError::Process {
+                lab: lab.id().to_string(),
+                node: "-".into(),
+                what: format!("create {}", d.display()),
+                cause,
+            })?;
+        }
         let hosts: Vec<(String, Ipv4Addr)> = plan
             .nodes
             .iter()
@@ -342,12 +442,31 @@ impl Overlay {
             Some(p) => p.clone(),
             None => o.password.clone(),
         };
+        // One socket hears every router say it is ready: no polling of API sockets that do
+        // not exist yet.
+        // Not `*.sock`: those are the routers' API sockets (`router_statuses` lists them).
+        let notify_path = dir.join("routers.ready");
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path)
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
+            .map_err(|cause| LabError::Process {
+                lab: lab.id().to_string(),
+                node: "-".into(),
+                what: format!("bind the readiness socket {}", notify_path.display()),
+                cause,
+            })?;
         let mut overlay = Overlay {
             lab: lab.id().to_string(),
             dir: dir.clone(),
             binary,
             routers: BTreeMap::new(),
             addresses: BTreeMap::new(),
+            notify_path,
+            notify,
+            start_timeout: opts.start_timeout.unwrap_or(DEFAULT_START_TIMEOUT),
+            logs: logs.clone(),
+            keep_logs: false,
+            ready_after: None,
         };
         for (host, _) in &hosts {
             let mut args = vec![
@@ -382,30 +501,52 @@ impl Overlay {
                     api: dir.join(format!("{host}.sock")),
                     args,
                     password,
-                    log: dir.join(format!("{host}.log")),
+                    log: logs.join(format!("{host}.log")),
                 },
             );
         }
+        // When the start fails, the routers are stopped (as `overlay` drops) and their logs
+        // kept: the error says where they are.
+        match overlay.converge(lab, opts.no_attach).await {
+            Ok(()) => Ok(overlay),
+            Err(e) => {
+                overlay.keep_logs();
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts every router, waits until all are ready and connected, and attaches the
+    /// containers.
+    async fn converge(&mut self, lab: &Lab, no_attach: bool) -> Result<(), OverlayError> {
+        let overlay = self;
+        let plan = lab.plan();
         let names: Vec<String> = overlay.routers.keys().cloned().collect();
+        let started = Instant::now();
+        let deadline = started + overlay.start_timeout;
         for host in &names {
             overlay.spawn(lab, host)?;
         }
-        for host in &names {
-            overlay.wait_ready(host).await?;
-        }
+        overlay.wait_all_ready(&names, deadline).await?;
+        overlay.ready_after = Some(started.elapsed());
         // Every router connects to every other with the same password (all of them, unless
         // `host_passwords` sets some apart) before any container is attached: a router that
         // hands out addresses before it hears its peers' IPAM claims may pick a block one of
         // them uses, and the container it loses is re-addressed afterwards.
-        for host in &names {
-            let password = &overlay.routers[host].password;
-            let peers = names
-                .iter()
-                .filter(|other| *other != host && &overlay.routers[*other].password == password)
-                .count();
-            overlay.wait_connected(host, peers).await?;
-        }
-        if !opts.no_attach {
+        let want: Vec<(String, Vec<String>)> = names
+            .iter()
+            .map(|host| {
+                let password = &overlay.routers[host].password;
+                let peers = names
+                    .iter()
+                    .filter(|other| *other != host && &overlay.routers[*other].password == password)
+                    .cloned()
+                    .collect();
+                (host.clone(), peers)
+            })
+            .collect();
+        overlay.wait_all_connected(want, deadline).await?;
+        if !no_attach {
             for n in &plan.nodes {
                 if let NodeKind::Container { host } = &n.kind {
                     let addr = overlay.attach(lab, host, &n.name).await?;
@@ -413,7 +554,17 @@ impl Overlay {
                 }
             }
         }
-        Ok(overlay)
+        Ok(())
+    }
+
+    /// How long the routers took, from the first spawned to the last ready, at start.
+    pub fn ready_after(&self) -> Option<Duration> {
+        self.ready_after
+    }
+
+    /// Keeps the routers' logs when the overlay stops (for a run that failed).
+    pub fn keep_logs(&mut self) {
+        self.keep_logs = true;
     }
 
     fn spawn(&mut self, lab: &Lab, host: &str) -> Result<(), OverlayError> {
@@ -428,6 +579,7 @@ impl Overlay {
         };
         let mut cmd = node.command(&binary);
         cmd.arg("--api").arg(&r.api).args(&r.args);
+        cmd.env("NOTIFY_SOCKET", &self.notify_path);
         cmd.env_remove("OVERLAY_PASSWORD");
         if let Some(p) = &r.password {
             cmd.env("OVERLAY_PASSWORD", p);
@@ -462,53 +614,170 @@ impl Overlay {
         }
     }
 
-    /// Waits until the router on `host` answers status (60 s bound, only to catch hangs).
-    pub async fn wait_ready(&mut self, host: &str) -> Result<(), OverlayError> {
-        let api = self.api_path(host)?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if api_call(&api, &serde_json::json!({"cmd": "status"}))
-                .await
-                .is_ok()
-            {
-                return Ok(());
+    /// Waits until every router in `hosts` says it is ready on the readiness socket, or
+    /// `deadline`; a router that exits first is an error quoting the end of its log.
+    async fn wait_all_ready(
+        &mut self,
+        hosts: &[String],
+        deadline: Instant,
+    ) -> Result<(), OverlayError> {
+        let (lab, path) = (self.lab.clone(), self.notify_path.clone());
+        let io_err = move |what: &str, e: std::io::Error| OverlayError::Router {
+            lab: lab.clone(),
+            host: "-".into(),
+            what: format!("{what} the readiness socket {}: {e}", path.display()),
+        };
+        let sock = self
+            .notify
+            .try_clone()
+            .and_then(tokio::net::UnixDatagram::from_std)
+            .map_err(|e| io_err("read", e))?;
+        let mut pending: std::collections::BTreeSet<String> = hosts.iter().cloned().collect();
+        let mut buf = [0u8; 512];
+        while !pending.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(OverlayError::NotConverged {
+                    lab: self.lab.clone(),
+                    what: format!("{} of {} routers not ready", pending.len(), hosts.len()),
+                    after_s: self.start_timeout.as_secs(),
+                    routers: pending
+                        .iter()
+                        .map(|h| {
+                            format!("  {h}: no readiness signal; log: {}", self.log_display(h))
+                        })
+                        .collect(),
+                });
             }
-            if let Some(r) = self.routers.get_mut(host) {
-                if let Some(c) = r.child.as_mut() {
-                    if let Ok(Some(status)) = c.try_wait() {
-                        let log = std::fs::read_to_string(&r.log).unwrap_or_default();
-                        let tail: Vec<&str> = log.lines().rev().take(5).collect();
-                        return Err(self.err(
-                            host,
-                            format!(
-                                "the router exited ({status}) before it was ready; its log ends: {}",
-                                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-                            ),
-                        ));
+            // Wake at least once a second to notice a router that died before it was ready.
+            match tokio::time::timeout(left.min(Duration::from_secs(1)), sock.recv(&mut buf)).await
+            {
+                Ok(Ok(n)) => {
+                    if let Some(name) = ready_name(&buf[..n]) {
+                        pending.remove(name);
+                    }
+                }
+                Ok(Err(e)) => return Err(io_err("read", e)),
+                Err(_) => {
+                    for host in &pending {
+                        self.check_alive(host)?;
                     }
                 }
             }
-            if Instant::now() > deadline {
-                return Err(self.err(host, "not ready after 60 s".into()));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        Ok(())
     }
 
-    /// Waits until the router on `host` has `n` established connections (60 s bound).
-    pub async fn wait_connected(&self, host: &str, n: usize) -> Result<(), OverlayError> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let st = self.status(host).await?;
-            let have = st["router"]["connections"].as_array().map_or(0, Vec::len);
-            if have >= n {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(self.err(host, format!("{have} of {n} peers connected after 60 s")));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    /// An error if `host`'s router has exited, quoting the end of its log.
+    fn check_alive(&mut self, host: &str) -> Result<(), OverlayError> {
+        let Some(r) = self.routers.get_mut(host) else {
+            return Ok(());
+        };
+        let Some(Ok(Some(status))) = r.child.as_mut().map(Child::try_wait) else {
+            return Ok(());
+        };
+        let log = std::fs::read_to_string(&r.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(5).collect();
+        let what = format!(
+            "the router exited ({status}) before it was ready; its log ({}) ends: {}",
+            r.log.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        );
+        Err(self.err(host, what))
+    }
+
+    fn log_display(&self, host: &str) -> String {
+        self.routers
+            .get(host)
+            .map_or_else(|| "-".into(), |r| r.log.display().to_string())
+    }
+
+    /// Waits, for all routers at once, until each `(host, peers)` has an established
+    /// connection to all its `peers`, or `deadline`. Each router answers an API `wait` when
+    /// its connections change; nothing polls. The error names every router still missing
+    /// peers, which ones, and its log.
+    async fn wait_all_connected(
+        &self,
+        want: Vec<(String, Vec<String>)>,
+        deadline: Instant,
+    ) -> Result<(), OverlayError> {
+        let mut waits = tokio::task::JoinSet::new();
+        for (host, peers) in want {
+            let api = self.api_path(&host)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            waits.spawn(async move {
+                let request = serde_json::json!({
+                    "cmd": "wait",
+                    "connections": peers.len(),
+                    "timeout_ms": u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+                });
+                // The router answers by the deadline; a hung one is given two seconds more.
+                let answer =
+                    tokio::time::timeout(left + Duration::from_secs(2), api_call(&api, &request))
+                        .await
+                        .unwrap_or_else(|_| Err("no answer from the router's API".into()));
+                (host, peers, answer)
+            });
         }
+        let mut missing = Vec::new();
+        while let Some(done) = waits.join_next().await {
+            let Ok((host, peers, answer)) = done else {
+                continue;
+            };
+            let connected: Vec<String> = match &answer {
+                Ok(v) if v["reached"] == true => continue,
+                Ok(v) => v["connections"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|n| n.as_str().map(str::to_string))
+                    .collect(),
+                Err(e) => {
+                    missing.push(format!("  {host}: {e}; log: {}", self.log_display(&host)));
+                    continue;
+                }
+            };
+            let log = self
+                .routers
+                .get(&host)
+                .map(|r| r.log.clone())
+                .unwrap_or_default();
+            missing.push(missing_peers_line(&host, &peers, &connected, &log));
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        missing.sort();
+        Err(OverlayError::NotConverged {
+            lab: self.lab.clone(),
+            what: format!("{} routers not connected to all their peers", missing.len()),
+            after_s: self.start_timeout.as_secs(),
+            routers: missing,
+        })
+    }
+
+    /// Waits until the router on `host` has `n` established connections (the start limit).
+    pub async fn wait_connected(&self, host: &str, n: usize) -> Result<(), OverlayError> {
+        let request = serde_json::json!({
+            "cmd": "wait",
+            "connections": n,
+            "timeout_ms": u64::try_from(self.start_timeout.as_millis()).unwrap_or(u64::MAX),
+        });
+        let answer = api_call(&self.api_path(host)?, &request)
+            .await
+            .map_err(|e| self.err(host, e))?;
+        if answer["reached"] == true {
+            return Ok(());
+        }
+        let have = answer["connections"].as_array().map_or(0, Vec::len);
+        Err(self.err(
+            host,
+            format!(
+                "{have} of {n} peers connected after {} s; log: {}",
+                self.start_timeout.as_secs(),
+                self.log_display(host)
+            ),
+        ))
     }
 
     /// The API socket of `host`'s router.
@@ -568,6 +837,14 @@ impl Overlay {
         self.routers.get(host).map(|r| r.log.clone())
     }
 
+    /// The process id of every running router, by host.
+    pub fn router_pids(&self) -> BTreeMap<String, u32> {
+        self.routers
+            .iter()
+            .filter_map(|(h, r)| r.child.as_ref().map(|c| (h.clone(), c.id())))
+            .collect()
+    }
+
     /// Whether `host`'s router process is running (not killed by [`Overlay::kill`]).
     pub fn is_running(&self, host: &str) -> bool {
         self.routers.get(host).is_some_and(|r| r.child.is_some())
@@ -600,8 +877,12 @@ impl Overlay {
     /// Starts `host`'s router again (after [`Overlay::kill`]) and waits until it is ready.
     pub async fn restart(&mut self, lab: &Lab, host: &str) -> Result<(), OverlayError> {
         self.kill(host)?;
+        // Readiness news of the router's earlier life is stale.
+        let mut buf = [0u8; 512];
+        while self.notify.recv(&mut buf).is_ok() {}
         self.spawn(lab, host)?;
-        self.wait_ready(host).await
+        let deadline = Instant::now() + self.start_timeout;
+        self.wait_all_ready(&[host.to_string()], deadline).await
     }
 
     /// Stops every router (SIGTERM, then SIGKILL after 5 s) and removes the run directory.
@@ -615,31 +896,42 @@ impl Overlay {
             r.child = None;
         }
         self.dir = PathBuf::new();
+        self.logs = PathBuf::new();
     }
 
     fn stop_all(&mut self) {
-        for r in self.routers.values_mut() {
-            if let Some(mut c) = r.child.take() {
-                // SAFETY: kill(2) on the PID of a child we spawned and have not reaped.
-                unsafe {
-                    libc::kill(c.id() as i32, libc::SIGTERM);
-                }
-                let deadline = Instant::now() + Duration::from_secs(5);
-                loop {
-                    match c.try_wait() {
-                        Ok(Some(_)) | Err(_) => break,
-                        Ok(None) if Instant::now() > deadline => {
-                            let _ = c.kill();
-                            let _ = c.wait();
-                            break;
-                        }
-                        Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                    }
-                }
+        // SIGTERM to all first, then reap: a hundred routers stop together, not in turn.
+        let mut children: Vec<Child> = self
+            .routers
+            .values_mut()
+            .filter_map(|r| r.child.take())
+            .collect();
+        for c in &children {
+            // SAFETY: kill(2) on the PID of a child we spawned and have not reaped.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
             }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !children.is_empty() {
+            children.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+            if children.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                for c in &mut children {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
         if !self.dir.as_os_str().is_empty() {
             let _ = std::fs::remove_dir_all(&self.dir);
+        }
+        if !self.keep_logs && !self.logs.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.logs);
         }
     }
 }
@@ -647,5 +939,37 @@ impl Overlay {
 impl Drop for Overlay {
     fn drop(&mut self) {
         self.stop_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rstest::rstest;
+
+    use super::{missing_peers_line, ready_name};
+
+    #[rstest]
+    #[case::ready_with_name(b"READY=1\nNAME=h1\n".as_slice(), Some("h1"))]
+    #[case::name_first(b"NAME=h7\nREADY=1".as_slice(), Some("h7"))]
+    #[case::not_ready(b"STATUS=starting\nNAME=h1\n".as_slice(), None)]
+    #[case::no_name(b"READY=1\n".as_slice(), None)]
+    #[case::empty_name(b"READY=1\nNAME=\n".as_slice(), None)]
+    #[case::not_utf8(b"READY=1\nNAME=\xff\n".as_slice(), None)]
+    fn readiness_datagrams_name_their_router(#[case] msg: &[u8], #[case] name: Option<&str>) {
+        assert_eq!(ready_name(msg), name);
+    }
+
+    #[test]
+    fn a_router_missing_peers_is_named_with_them_and_its_log() {
+        let names = |n: std::ops::Range<usize>| n.map(|i| format!("h{i}")).collect::<Vec<_>>();
+        let log = std::path::Path::new("/run/netsim/lab1-overlay/h0.log");
+        let lines = [
+            missing_peers_line("h0", &names(1..4), &names(1..3), log),
+            missing_peers_line("h0", &names(1..40), &names(1..25), log),
+        ];
+        insta::assert_snapshot!(lines.join("\n"), @r"
+          h0: 2 of 3 peers connected, missing h3; log: /run/netsim/lab1-overlay/h0.log
+          h0: 24 of 39 peers connected, missing h25, h26, h27, h28, h29, h30, h31, h32 and 7 more; log: /run/netsim/lab1-overlay/h0.log
+        ");
     }
 }

@@ -3,7 +3,10 @@
 //!
 //! Requests: `{"cmd":"status"}`, `{"cmd":"attach","netns":"NAME|PATH","addr":"A.B.C.D"?}`,
 //! `{"cmd":"detach","netns":"..."}`, `{"cmd":"peers","op":"add"|"remove","addr":"IP"}`
-//! (`"force":true` removes a peer that is still connected).
+//! (`"force":true` removes a peer that is still connected),
+//! `{"cmd":"wait","connections":N,"timeout_ms":T}` (answers once the router has N
+//! established connections or T ms passed: `"reached"` says which, `"connections"` lists the
+//! peers connected).
 //! Answers: `{"ok":true,...}` or `{"ok":false,"error":"..."}`.
 
 use std::path::{Path, PathBuf};
@@ -41,6 +44,14 @@ pub enum Request {
         /// `Router::remove_peer`).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         force: bool,
+    },
+    /// Wait until the router has `connections` established connections (at most
+    /// `timeout_ms`).
+    Wait {
+        /// How many connections to wait for.
+        connections: usize,
+        /// The longest wait, in milliseconds.
+        timeout_ms: u64,
     },
 }
 
@@ -409,6 +420,10 @@ mod tests {
                 op: PeerOp::Remove,
                 addr: std::net::IpAddr::from([198, 18, 1, 3]),
                 force: true,
+            },
+            Request::Wait {
+                connections: 99,
+                timeout_ms: 60_000,
             },
         ];
         let text: Vec<String> = reqs

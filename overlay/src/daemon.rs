@@ -265,6 +265,16 @@ impl Daemon {
             }
         }
         daemon.set_macs(found);
+        // Ready: the API answers. Whoever started the router (systemd with Type=notify, or
+        // netsim, which waits on one socket for all its routers instead of polling each API)
+        // hears it on $NOTIFY_SOCKET; without that variable this does nothing.
+        let ready_name = format!("NAME={}", opts.name);
+        if let Err(e) = sd_notify::notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Custom(&ready_name),
+        ]) {
+            tracing::warn!("cannot tell $NOTIFY_SOCKET that the router is ready: {e}");
+        }
         // Keep sleeve's short id in step with the control plane's, and re-address containers
         // whose address block another router won.
         let d = daemon.clone();
@@ -409,6 +419,16 @@ impl Handler for Daemon {
         let err = |e: String| json!({"ok": false, "error": e});
         match req {
             Request::Status => self.status(),
+            Request::Wait {
+                connections,
+                timeout_ms,
+            } => {
+                let (reached, names) = self
+                    .router
+                    .wait_connections(connections, std::time::Duration::from_millis(timeout_ms))
+                    .await;
+                json!({"ok": true, "reached": reached, "connections": names})
+            }
             Request::Attach { netns, addr } => self.attach(&netns, addr).await.unwrap_or_else(err),
             Request::Detach { netns } => {
                 let removed = netdev::detach(&self.netdev, &netns).await;

@@ -34,14 +34,24 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const PROBE_PERIOD: Duration = Duration::from_secs(1);
 /// A connection on which nothing was sent for this long gets an empty gossip frame, so the
 /// peer hears from it well within [`DEAD_AFTER`] (gossip itself is sent only on change).
-const KEEPALIVE: Duration = Duration::from_secs(3);
+const KEEPALIVE: Duration = Duration::from_secs(5);
 /// A connection silent this long is dropped.
 const DEAD_AFTER: Duration = Duration::from_secs(10);
+/// How long the router with the higher address waits for a peer's dial before dialling it
+/// itself, when both come up together (see [`dials_first`]).
+const FIRST_DIAL_HEAD_START: Duration = Duration::from_secs(1);
 /// How long gossip waits after a change before sending, so that a burst of changes (a mesh
 /// coming up, a gossip frame changing many entries) goes out as one frame.
 const GOSSIP_COALESCE: Duration = Duration::from_millis(50);
 /// See [`gossip_pace`].
 const GOSSIP_PACE_PER_CONNECTION: Duration = Duration::from_millis(5);
+/// A connection's writer joins queued control frames into one write up to this size.
+const WRITE_BATCH: usize = 64 * 1024;
+/// Entries learnt from other routers, and learnt IPAM claims, are passed on at most this
+/// often (a router's own entry, its tombstones and its own claims go at once). A mesh coming
+/// up changes every entry many times a second; by the time a relay round goes, most owners
+/// are connected to most receivers and tell them first-hand, so little is relayed at all.
+const RELAY_PACE: Duration = Duration::from_secs(1);
 
 /// Static settings of a router's control plane.
 #[derive(Clone)]
@@ -78,6 +88,9 @@ struct Conn {
     encrypted: bool,
     since: Instant,
     tx: mpsc::UnboundedSender<Vec<u8>>,
+    /// The connection is new: the next relay round sends it the whole table (what it cannot
+    /// hear first-hand), not just what changed.
+    needs_table: bool,
 }
 
 #[derive(Debug, Default)]
@@ -109,13 +122,65 @@ struct State {
     gossiped_seq: u64,
     /// This router's own entry version at the last gossip round.
     gossiped_version: u64,
-    /// IPAM claims changed since the last gossip round.
+    /// IPAM claims changed since the last relay round.
     claims_dirty: bool,
+    /// The peer table's change count at the last relay round.
+    relayed_seq: u64,
+    /// When the last relay round went out.
+    last_relay: Option<Instant>,
     /// The peers reachable from here, and the (own version, table change count) it was
     /// computed at.
     reachable: Option<((u64, u64), BTreeSet<String>)>,
     /// Gossip frames sent and received, and the entries they carried (status: what gossip costs).
     gossip: GossipCounters,
+}
+
+/// Control frames and their bytes sent, by message type: where a router's control traffic
+/// goes (status `router.control_sent`).
+#[derive(Debug, Default)]
+struct ControlTally {
+    frames: [std::sync::atomic::AtomicU64; 16],
+    bytes: [std::sync::atomic::AtomicU64; 16],
+}
+
+impl ControlTally {
+    fn count(&self, frame: &[u8]) {
+        use std::sync::atomic::Ordering::Relaxed;
+        // Types past the table are counted with type 0 (never used on the wire).
+        let t = frame
+            .get(control::HEADER_LEN - 1)
+            .map_or(0, |&t| usize::from(t));
+        let i = if t < 16 { t } else { 0 };
+        self.frames[i].fetch_add(1, Relaxed);
+        self.bytes[i].fetch_add(frame.len() as u64, Relaxed);
+    }
+
+    fn snapshot(&self) -> BTreeMap<String, FrameCount> {
+        use std::sync::atomic::Ordering::Relaxed;
+        (0u8..16)
+            .filter_map(|t| {
+                let frames = self.frames[usize::from(t)].load(Relaxed);
+                let name = match MessageType::from(t) {
+                    MessageType::Unknown(_) if t == 0 => "other".to_string(),
+                    MessageType::Unknown(t) => format!("type_{t}"),
+                    known => format!("{known:?}"),
+                };
+                (frames > 0).then(|| {
+                    let bytes = self.bytes[usize::from(t)].load(Relaxed);
+                    (name, FrameCount { frames, bytes })
+                })
+            })
+            .collect()
+    }
+}
+
+/// Frames and bytes of one control message type.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct FrameCount {
+    /// Frames.
+    pub frames: u64,
+    /// Bytes, framing included.
+    pub bytes: u64,
 }
 
 /// What gossip cost so far (status `router.gossip`).
@@ -144,6 +209,7 @@ pub struct Router {
     ipam: Mutex<Option<Arc<Mutex<IpamSource>>>>,
     /// The MACs of this router's containers, announced to every peer.
     local_macs: Mutex<Vec<[u8; 6]>>,
+    control_sent: ControlTally,
 }
 
 impl std::fmt::Debug for Router {
@@ -286,6 +352,8 @@ pub struct RouterStatus {
     pub malformed_control: u64,
     /// What gossip cost so far.
     pub gossip: GossipCounters,
+    /// Control frames and bytes sent since start, by message type.
+    pub control_sent: BTreeMap<String, FrameCount>,
 }
 
 /// The least time between two gossip rounds of a router with `connections` connections: a
@@ -297,10 +365,9 @@ pub fn gossip_pace(connections: usize) -> Duration {
 }
 
 /// A topology frame carrying `peers` (none: a keepalive).
-fn gossip_frame(peers: Vec<PeerRepr>) -> Vec<u8> {
-    let repr = gossip::Repr { peers };
-    emitted_frame(MessageType::Topology, repr.buffer_len(), |b| {
-        repr.emit(&mut gossip::Packet::new_unchecked(b))
+fn gossip_frame(peers: &[&PeerRepr]) -> Vec<u8> {
+    emitted_frame(MessageType::Topology, gossip::buffer_len_of(peers), |b| {
+        gossip::emit_peers(peers, &mut gossip::Packet::new_unchecked(b))
     })
 }
 
@@ -310,9 +377,10 @@ fn gossip_frame(peers: Vec<PeerRepr>) -> Vec<u8> {
 /// router whose entry lists an established connection to `to` (that router sends its entry to
 /// `to` itself whenever it changes). In a full mesh nothing is relayed, so an entry crosses
 /// each connection once per change instead of once per connection per change.
-pub fn relayed_to(own: &str, to: &str, peers: Vec<PeerRepr>) -> Vec<PeerRepr> {
+pub fn relayed_to<'a>(own: &str, to: &str, peers: &[&'a PeerRepr]) -> Vec<&'a PeerRepr> {
     peers
-        .into_iter()
+        .iter()
+        .copied()
         .filter(|p| {
             p.name == own
                 || p.removed
@@ -323,6 +391,23 @@ pub fn relayed_to(own: &str, to: &str, peers: Vec<PeerRepr>) -> Vec<PeerRepr> {
                         .any(|c| c.established && c.peer_name == to)
         })
         .collect()
+}
+
+/// Whether this router, at `local` (None: unknown), dials `peer` at once when both come up
+/// together; the other side waits up to [`FIRST_DIAL_HEAD_START`] for that dial first.
+pub fn dials_first(local: Option<IpAddr>, peer: IpAddr) -> bool {
+    local.is_none_or(|l| l < peer)
+}
+
+/// The address this host would send from to reach `peer` (no packet is sent).
+fn local_address_towards(peer: IpAddr, port: u16) -> Option<IpAddr> {
+    let any: IpAddr = match peer {
+        IpAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let sock = std::net::UdpSocket::bind((any, 0)).ok()?;
+    sock.connect((peer, port)).ok()?;
+    sock.local_addr().ok().map(|a| a.ip())
 }
 
 /// Picks which of two connections between the same two peers survives, the same on both
@@ -451,6 +536,7 @@ impl Router {
             datapath: Mutex::new(None),
             ipam: Mutex::new(None),
             local_macs: Mutex::new(Vec::new()),
+            control_sent: ControlTally::default(),
         })
     }
 
@@ -464,6 +550,26 @@ impl Router {
     fn wake_claims(&self) {
         self.st().claims_dirty = true;
         self.wake_gossip();
+    }
+
+    /// Waits until this router has at least `n` established connections, or `timeout`
+    /// passes; returns whether it got there and the peers it is connected to. Woken by the
+    /// same signal as gossip (every connection change), never by polling.
+    pub async fn wait_connections(&self, n: usize, timeout: Duration) -> (bool, Vec<String>) {
+        let mut changes = self.gossip.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            changes.borrow_and_update();
+            let names: Vec<String> = self.st().conns.keys().cloned().collect();
+            if names.len() >= n {
+                return (true, names);
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                // Timed out, or the router is shutting down.
+                Ok(Err(_)) | Err(_) => return (false, names),
+            }
+        }
     }
 
     fn st(&self) -> std::sync::MutexGuard<'_, State> {
@@ -799,20 +905,42 @@ impl Router {
 
     async fn dial_loop(self: &Arc<Self>, ip: IpAddr) {
         let mut attempt = 0u32;
-        loop {
-            let (wanted, connected) = {
-                let st = self.st();
-                (
-                    st.targets.contains(&ip),
-                    st.conns.values().any(|c| c.ip == ip),
-                )
+        // Woken on every connection change (the gossip signal): a connected peer costs
+        // nothing until its connection closes.
+        let mut changes = self.gossip.subscribe();
+        let dial_state = |st: &State| {
+            (
+                st.targets.contains(&ip),
+                st.conns.values().any(|c| c.ip == ip),
+            )
+        };
+        // A mesh coming up has every router dial every other at once: each pair's two dials
+        // race, and one connection of each pair is then dropped as a duplicate. Of the two,
+        // the router with the higher address gives the other a head start, before its first
+        // dial only (reconnection after a loss keeps its timings).
+        if !dials_first(local_address_towards(ip, self.settings.port), ip) {
+            let wait_for_peer = async {
+                loop {
+                    changes.borrow_and_update();
+                    let (wanted, connected) = dial_state(&self.st());
+                    if !wanted || connected || changes.changed().await.is_err() {
+                        return;
+                    }
+                }
             };
+            let _ = tokio::time::timeout(FIRST_DIAL_HEAD_START, wait_for_peer).await;
+        }
+        loop {
+            changes.borrow_and_update();
+            let (wanted, connected) = dial_state(&self.st());
             if !wanted {
                 return;
             }
             if connected {
                 attempt = 0;
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                if changes.changed().await.is_err() {
+                    return;
+                }
                 continue;
             }
             let addr = SocketAddr::new(ip, self.settings.port);
@@ -852,56 +980,97 @@ impl Router {
         }
     }
 
-    /// The whole topology as `to` needs it when its connection starts: this router's entry
-    /// and every other entry `to` does not hear from its owner directly.
-    fn full_gossip_frame(&self, to: &str) -> Vec<u8> {
-        let mut st = self.st();
-        let mut peers = vec![self.own_entry(&st)];
-        peers.extend(st.peers.gossip());
-        let peers = relayed_to(&self.settings.name, to, peers);
-        st.gossip.frames_sent += 1;
-        st.gossip.entries_sent += peers.len() as u64;
-        drop(st);
-        gossip_frame(peers)
-    }
-
-    /// Waits for changes and sends them: one delta per connection, a short while after the
-    /// first change (so a burst goes as one frame), holding this router's entry if it changed
-    /// and the other entries that changed since the last round, minus those the connection's
-    /// peer hears from their owners directly; IPAM claims when they changed.
+    /// Waits for changes and sends them, one frame per connection, a short while after the
+    /// first change (so a burst goes as one frame): this router's own entry if it changed and
+    /// tombstones at once; entries learnt from others (the whole table to a new connection)
+    /// and learnt IPAM claims in relay rounds at most every [`RELAY_PACE`]; never an entry
+    /// to a router that hears it first-hand (`relayed_to`).
     async fn gossip_loop(self: Arc<Self>) {
         let mut changes = self.gossip.subscribe();
         let mut pace = Duration::ZERO;
-        while changes.changed().await.is_ok() {
+        let mut relay_due: Option<Instant> = None;
+        loop {
+            let woken = match relay_due {
+                Some(due) => tokio::select! {
+                    r = changes.changed() => r.is_ok(),
+                    () = tokio::time::sleep_until(due.into()) => true,
+                },
+                None => changes.changed().await.is_ok(),
+            };
+            if !woken {
+                return;
+            }
             tokio::time::sleep(GOSSIP_COALESCE.max(pace)).await;
             changes.mark_unchanged();
-            let claims = self.st().claims_dirty.then(|| self.claims_frame());
+            relay_due = self.gossip_round(&mut pace);
+        }
+    }
+
+    /// One gossip round (see [`Router::gossip_loop`]); returns when a relay round is due, if
+    /// one is waiting.
+    fn gossip_round(&self, pace: &mut Duration) -> Option<Instant> {
+        let now = Instant::now();
+        let (relay_allowed, claims_taken) = {
             let mut st = self.st();
-            let st = &mut *st;
-            st.claims_dirty = false;
-            let mut delta = Vec::new();
-            if st.version != st.gossiped_version {
-                delta.push(self.own_entry(st));
-                st.gossiped_version = st.version;
+            let allowed = st.last_relay.is_none_or(|t| now >= t + RELAY_PACE);
+            // Taken before the frame is built: a change meanwhile sets it again.
+            let taken = allowed && std::mem::take(&mut st.claims_dirty);
+            (allowed, taken)
+        };
+        let claims = claims_taken.then(|| self.claims_frame());
+        let mut st = self.st();
+        let st = &mut *st;
+        let own = (st.version != st.gossiped_version).then(|| self.own_entry(st));
+        st.gossiped_version = st.version;
+        let since = std::mem::replace(&mut st.gossiped_seq, st.peers.change_seq());
+        *pace = gossip_pace(st.conns.len());
+        let relay_pending = claims_taken
+            || st.claims_dirty
+            || st.peers.change_seq() > st.relayed_seq
+            || st.conns.values().any(|c| c.needs_table);
+        let relay = relay_pending && relay_allowed;
+        // First-hand: this router's entry and the tombstones that changed.
+        let mut first_hand: Vec<&PeerRepr> = own.iter().collect();
+        first_hand.extend(
+            st.peers
+                .changed_since(since)
+                .into_iter()
+                .filter(|p| p.removed),
+        );
+        // Relayed: what changed since the last relay round, or the whole table.
+        let (changed, table) = if relay {
+            let changed = st.peers.changed_since(st.relayed_seq);
+            st.relayed_seq = st.peers.change_seq();
+            st.last_relay = Some(now);
+            (changed, st.peers.gossip())
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        // Connections that get the same entries get the same bytes: encoded once (in a
+        // full mesh, every connection gets just this router's entry).
+        let mut encoded: HashMap<Vec<*const PeerRepr>, Vec<u8>> = HashMap::new();
+        for (name, c) in st.conns.iter_mut() {
+            let mut entries = first_hand.clone();
+            if relay {
+                entries.extend(if c.needs_table { &table } else { &changed });
+                c.needs_table = false;
             }
-            delta.extend(st.peers.changed_since(st.gossiped_seq));
-            st.gossiped_seq = st.peers.change_seq();
-            pace = gossip_pace(st.conns.len());
-            for (name, c) in &st.conns {
-                let peers = relayed_to(&self.settings.name, name, delta.clone());
-                if !peers.is_empty() {
-                    st.gossip.frames_sent += 1;
-                    st.gossip.entries_sent += peers.len() as u64;
-                    let _ = c.tx.send(gossip_frame(peers));
-                }
-                if let Some(f) = &claims {
-                    if !f.is_empty() {
-                        st.gossip.claims_sent += 1;
-                        let _ = c.tx.send(f.clone());
-                    }
-                }
+            entries.sort_by_key(|p| *p as *const PeerRepr);
+            entries.dedup_by_key(|p| *p as *const PeerRepr);
+            let peers = relayed_to(&self.settings.name, name, &entries);
+            if !peers.is_empty() {
+                st.gossip.frames_sent += 1;
+                st.gossip.entries_sent += peers.len() as u64;
+                let key: Vec<*const PeerRepr> = peers.iter().map(|p| *p as *const _).collect();
+                let frame = encoded.entry(key).or_insert_with(|| gossip_frame(&peers));
+                let _ = c.tx.send(frame.clone());
+            }
+            if let Some(f) = claims.as_ref().filter(|f| !f.is_empty()) {
+                st.gossip.claims_sent += 1;
+                let _ = c.tx.send(f.clone());
             }
         }
+        (relay_pending && !relay).then(|| st.last_relay.map_or(now, |t| t + RELAY_PACE))
     }
 
     /// Runs one connection to its end; returns whether it got established.
@@ -966,6 +1135,7 @@ impl Router {
                     encrypted: keys.is_some(),
                     since: Instant::now(),
                     tx: tx.clone(),
+                    needs_table: true,
                 },
             );
             st.version += 1;
@@ -1001,15 +1171,26 @@ impl Router {
         }
         self.wake_gossip();
 
+        let me = self.clone();
         let writer = tokio::spawn(async move {
-            while let Some(f) = rx.recv().await {
+            while let Some(mut f) = rx.recv().await {
+                me.control_sent.count(&f);
+                // Frames queued meanwhile go in the same write: one system call and segment
+                // for a round's gossip, claims and acknowledgements, not one each.
+                while f.len() < WRITE_BATCH {
+                    let Ok(more) = rx.try_recv() else { break };
+                    me.control_sent.count(&more);
+                    f.extend_from_slice(&more);
+                }
                 if wr.write_all(&f).await.is_err() {
                     break;
                 }
             }
             let _ = wr.shutdown().await;
         });
-        let _ = tx.send(self.full_gossip_frame(&peer.name));
+        // This router's entry goes with the round the new connection woke; what it learnt
+        // from others with the next relay round. Claims go now: the peer must know which
+        // address blocks are taken before it hands out any.
         let _ = tx.send(self.claims_frame());
         let _ = tx.send(self.macs_frame());
         let mut tick = tokio::time::interval(KEEPALIVE);
@@ -1035,7 +1216,7 @@ impl Router {
                     if last_rx.elapsed() > DEAD_AFTER {
                         break "peer silent".to_string();
                     }
-                    let _ = tx.send(gossip_frame(Vec::new()));
+                    let _ = tx.send(gossip_frame(&[]));
                 }
             }
         };
@@ -1176,20 +1357,31 @@ impl Router {
     fn handle(self: &Arc<Self>, from: &str, t: MessageType, payload: &[u8]) -> Result<(), String> {
         match t {
             MessageType::Topology => {
-                let repr = match gossip::Packet::new_checked(payload)
-                    .and_then(|p| gossip::Repr::parse(&p))
-                {
-                    Ok(r) => r,
+                // Only entries newer than those held are copied out of the frame (see
+                // `merge`, which keeps the same rule).
+                let mut st = self.st();
+                let parsed = gossip::Packet::new_checked(payload).and_then(|p| {
+                    let repr = gossip::Repr::parse_with(&p, |name, version| {
+                        name == self.settings.name
+                            || st
+                                .peers
+                                .get_any(name)
+                                .is_none_or(|known| version > known.version)
+                    })?;
+                    Ok((repr, p.peer_count()))
+                });
+                let repr = match parsed {
+                    Ok((repr, count)) => {
+                        st.gossip.frames_received += 1;
+                        st.gossip.entries_received += u64::from(count);
+                        repr
+                    }
                     Err(_) => {
-                        self.st().malformed_control += 1;
+                        st.malformed_control += 1;
                         return Ok(());
                     }
                 };
-                {
-                    let mut st = self.st();
-                    st.gossip.frames_received += 1;
-                    st.gossip.entries_received += repr.peers.len() as u64;
-                }
+                drop(st);
                 if !repr.peers.is_empty() {
                     self.merge(repr.peers);
                 }
@@ -1441,6 +1633,7 @@ impl Router {
             last_refusal: st.last_refusal.clone(),
             malformed_control: st.malformed_control,
             gossip: st.gossip,
+            control_sent: self.control_sent.snapshot(),
         }
     }
 }
@@ -1505,6 +1698,22 @@ mod tests {
         IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 1, last))
     }
 
+    /// Of two routers coming up together, exactly one dials at once: the lower address.
+    #[rstest]
+    #[case::lower_dials(Some(ip(1)), ip(2), true)]
+    #[case::higher_waits(Some(ip(2)), ip(1), false)]
+    #[case::unknown_local_address_dials(None, ip(1), true)]
+    fn one_side_of_each_pair_dials_first(
+        #[case] local: Option<IpAddr>,
+        #[case] peer: IpAddr,
+        #[case] first: bool,
+    ) {
+        assert_eq!(dials_first(local, peer), first);
+        if let Some(l) = local {
+            assert_ne!(dials_first(Some(peer), l), first, "both sides agree");
+        }
+    }
+
     /// h1 gossips to h2: its own entry always; h2's own entry never; an entry whose owner is
     /// connected to h2 not (the owner tells h2 itself); the rest yes; tombstones always, the
     /// receiver's own included (a forced `peers remove` of a live h2 reaches h2 that way).
@@ -1526,7 +1735,7 @@ mod tests {
             removed,
             ..entry(owner, 7, 1, conns)
         };
-        assert_eq!(relayed_to("h1", "h2", vec![e]).len(), usize::from(sent));
+        assert_eq!(relayed_to("h1", "h2", &[&e]).len(), usize::from(sent));
     }
 
     /// Router h1 connected to h2, knowing h3 from gossip (connected to h2 when
@@ -1555,6 +1764,7 @@ mod tests {
                 encrypted: false,
                 since: Instant::now(),
                 tx,
+                needs_table: true,
             },
         );
         let h2_conns: &[(&str, IpAddr)] = if h3_connected {

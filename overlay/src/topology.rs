@@ -200,11 +200,11 @@ impl PeerTable {
     }
 
     /// What to gossip: live entries and removal tombstones (not local tombstones).
-    pub fn gossip(&self) -> Vec<PeerRepr> {
+    pub fn gossip(&self) -> Vec<&PeerRepr> {
         self.entries
             .values()
             .filter(|e| !e.local)
-            .map(|e| e.repr.clone())
+            .map(|e| &e.repr)
             .collect()
     }
 
@@ -215,11 +215,11 @@ impl PeerTable {
 
     /// What to gossip of the changes after `seq`: the live entries and removal tombstones
     /// that changed since (not local tombstones, not placeholders).
-    pub fn changed_since(&self, seq: u64) -> Vec<PeerRepr> {
+    pub fn changed_since(&self, seq: u64) -> Vec<&PeerRepr> {
         self.entries
             .values()
             .filter(|e| !e.local && e.changed > seq)
-            .map(|e| e.repr.clone())
+            .map(|e| &e.repr)
             .collect()
     }
 
@@ -379,14 +379,14 @@ mod tests {
         assert!(t.changed_since(0).is_empty());
         t.merge(vec![peer("a", 5, &[]), peer("b", 1, &[])], now);
         let sent = t.change_seq();
-        assert_eq!(names(t.changed_since(0).iter()), ["a", "b"]);
+        assert_eq!(names(t.changed_since(0).into_iter()), ["a", "b"]);
         assert!(t.changed_since(sent).is_empty());
         t.merge(vec![peer("a", 5, &[]), peer("b", 2, &[])], now);
-        assert_eq!(names(t.changed_since(sent).iter()), ["b"]);
+        assert_eq!(names(t.changed_since(sent).into_iter()), ["b"]);
         let sent = t.change_seq();
         t.remove("a", now);
         let tomb = t.changed_since(sent);
-        assert_eq!(names(tomb.iter()), ["a"]);
+        assert_eq!(names(tomb.iter().copied()), ["a"]);
         assert!(tomb[0].removed);
         let sent = t.change_seq();
         let far = now + T.forget_unreachable_after * 2;
@@ -432,7 +432,7 @@ mod tests {
         // Another router holding the stale entry drops it on the tombstone, and reports it.
         let mut b = PeerTable::new("b");
         b.merge(vec![peer("x", 7, &["b"])], now);
-        let m = b.merge(a.gossip(), now);
+        let m = b.merge(a.gossip().into_iter().cloned().collect(), now);
         assert!(m.changed);
         assert_eq!(m.removed, ["x"]);
         assert!(b.get("x").is_none());

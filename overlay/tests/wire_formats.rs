@@ -75,6 +75,31 @@ fn topology_round_trip_and_snapshot() {
 }
 
 #[test]
+fn topology_parse_copies_out_only_the_entries_wanted() {
+    let r = topology();
+    let b = emit_topology(&r);
+    let p = gossip::Packet::new_checked(&b[..]).unwrap();
+    let mut asked = Vec::new();
+    let kept = gossip::Repr::parse_with(&p, |name, version| {
+        asked.push((name.to_string(), version));
+        name == "host-a"
+    })
+    .unwrap();
+    assert_eq!(kept.peers, [r.peers[0].clone()]);
+    let all: Vec<_> = r
+        .peers
+        .iter()
+        .map(|p| (p.name.clone(), p.version))
+        .collect();
+    assert_eq!(asked, all, "asked about every entry, in order");
+    // Borrowed entries encode to the same bytes as owned ones.
+    let refs: Vec<&gossip::PeerRepr> = r.peers.iter().collect();
+    let mut again = vec![0u8; gossip::buffer_len_of(&refs)];
+    gossip::emit_peers(&refs, &mut gossip::Packet::new_unchecked(&mut again[..])).unwrap();
+    assert_eq!(again, b);
+}
+
+#[test]
 fn empty_topology_is_four_bytes() {
     let b = emit_topology(&gossip::Repr::default());
     assert_eq!(b, [gossip::VERSION, 0, 0, 0]);

@@ -78,9 +78,17 @@ mod tests {
             OverlayError::Lab(_) => "Lab",
             OverlayError::NoRouter { .. } => "NoRouter",
             OverlayError::Router { .. } => "Router",
+            OverlayError::NotConverged { .. } => "NotConverged",
         }
     }
-    const OVERLAY_VARIANTS: &[&str] = &["NoBinary", "NoOverlay", "Lab", "NoRouter", "Router"];
+    const OVERLAY_VARIANTS: &[&str] = &[
+        "NoBinary",
+        "NoOverlay",
+        "Lab",
+        "NoRouter",
+        "Router",
+        "NotConverged",
+    ];
 
     fn uml_variant(e: &UmlError) -> &'static str {
         match e {
@@ -340,6 +348,15 @@ mod tests {
                 lab: "lab1".into(),
                 host: "h2".into(),
                 what: "1 of 2 peers connected after 60 s".into(),
+            },
+            OverlayError::NotConverged {
+                lab: "lab1".into(),
+                what: "2 routers not connected to all their peers".into(),
+                after_s: 60,
+                routers: vec![
+                    "  h23: 37 of 39 peers connected, missing h1, h5; log: /run/netsim/lab1-overlay/h23.log".into(),
+                    "  h24: 38 of 39 peers connected, missing h23; log: /run/netsim/lab1-overlay/h24.log".into(),
+                ],
             },
         ]
     }

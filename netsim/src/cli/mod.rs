@@ -50,6 +50,10 @@ enum Command {
         /// Link shaping backend: netem or emulated (default: netem where the kernel has it).
         #[arg(long)]
         backend: Option<String>,
+        /// How long the overlay's routers may take to be ready and connected to all their
+        /// peers, in seconds (default 60); the error names every router still missing peers.
+        #[arg(long, value_name = "SECS")]
+        overlay_timeout: Option<u64>,
         /// An extra `overlay-router run` argument for every router, repeatable
         /// (`--router-arg=--fallback-ms --router-arg=60000`).
         #[arg(long = "router-arg", allow_hyphen_values = true)]
@@ -76,6 +80,10 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// How long the overlay's routers may take to be ready and connected to all their
+        /// peers, in seconds (default 60); the error names every router still missing peers.
+        #[arg(long, value_name = "SECS")]
+        overlay_timeout: Option<u64>,
         /// Kernel to run under: `host`, or `uml` for the whole job inside a fresh
         /// User-Mode-Linux guest (for hosts without openvswitch or netem).
         #[arg(long, value_enum, default_value_t = KernelChoice::Host)]
@@ -94,6 +102,10 @@ enum Command {
         /// Print the lab's details as JSON.
         #[arg(long)]
         json: bool,
+        /// How long the overlay's routers may take to be ready and connected to all their
+        /// peers, in seconds (default 60); the error names every router still missing peers.
+        #[arg(long, value_name = "SECS")]
+        overlay_timeout: Option<u64>,
         /// Kernel to run under: `host`, or `uml` for a lab kept in a background
         /// User-Mode-Linux guest (`ls`, `exec --lab`, `down` and `clean` find it by id).
         #[arg(long, value_enum, default_value_t = KernelChoice::Host)]
@@ -141,6 +153,9 @@ enum Command {
         /// Print what was removed as JSON.
         #[arg(long)]
         json: bool,
+        /// Also remove the overlay router logs kept from failed runs of labs that are gone.
+        #[arg(long)]
+        logs: bool,
     },
     /// Show which kernel features and user-space tools this machine has, what each missing
     /// one means and how to get it.
@@ -355,17 +370,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Measure bring-up and teardown speed of generated star and line topologies.
+    /// Measure bring-up and teardown speed of generated star and line topologies; with
+    /// --overlay, how a full mesh of overlay routers converges, idles and stops as it grows.
     Bench {
         /// Shapes to measure.
         #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BenchShape::Star, BenchShape::Line])]
         shape: Vec<BenchShape>,
-        /// Host counts to measure.
-        #[arg(long, value_delimiter = ',', default_values_t = [10usize, 100, 500])]
+        /// Host counts to measure (default 10,100,500; with --overlay 10,30,100).
+        #[arg(long, value_delimiter = ',')]
         hosts: Vec<usize>,
         /// Print as JSON.
         #[arg(long)]
         json: bool,
+        /// Measure the overlay instead: N hosts on one switch, one container each, a router
+        /// per host; time to converge and tear down, idle CPU, memory per router, and the
+        /// growth exponent (a Markdown table).
+        #[arg(long)]
+        overlay: bool,
+        /// With --overlay: seconds of idle CPU sampling after convergence.
+        #[arg(long, default_value_t = 10, value_name = "SECS")]
+        idle_secs: u64,
+        /// With --overlay: how long the routers may take to converge, in seconds.
+        #[arg(long, default_value_t = 600, value_name = "SECS")]
+        overlay_timeout: u64,
     },
 }
 
@@ -608,16 +635,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Clean { json } => {
+        Command::Clean { json, logs } => {
             let report = lab::clean()?;
             let guests = uml::labs::clean();
+            let logs = if logs {
+                crate::overlay_run::clean_logs()
+            } else {
+                Vec::new()
+            };
             if json {
                 let mut v = serde_json::to_value(&report)?;
                 v["guest_labs"] = serde_json::to_value(&guests)?;
+                v["router_logs"] = serde_json::to_value(&logs)?;
                 output::print_json(&v)?;
             } else {
                 for id in &guests {
                     println!("removed guest lab {id} (its User-Mode-Linux guest had died)");
+                }
+                for id in &logs {
+                    println!("removed the router logs kept from lab {id}");
                 }
                 if guests.is_empty() || !report.labs.is_empty() {
                     print!("{}", output::clean_text(&report));
@@ -630,6 +666,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 uml::labs::down(&id)?;
             } else {
                 lab::down(&id)?;
+                // The logs of routers `netsim up` left running go with their lab.
+                let _ = std::fs::remove_dir_all(crate::overlay_run::log_dir(&id));
             }
             eprintln!("lab {id} is down");
             Ok(ExitCode::SUCCESS)
@@ -683,6 +721,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             name,
             backend,
             json,
+            overlay_timeout,
             ..
         } => {
             let plan = load_plan(&file)?;
@@ -694,7 +733,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 // The routers outlive this command: `netsim down` kills them with the lab.
                 match rt.block_on(crate::overlay_run::Overlay::start(
                     &lab,
-                    &Default::default(),
+                    &overlay_options(Vec::new(), overlay_timeout),
                 )) {
                     Ok(overlay) => overlay.leave_running(),
                     Err(e) => {
@@ -725,6 +764,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             keep,
             backend,
             json,
+            overlay_timeout,
             kernel: KernelChoice::Uml,
         } => {
             if keep {
@@ -744,6 +784,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 args.push("--json".into());
             }
+            if let Some(secs) = overlay_timeout {
+                args.extend(["--overlay-timeout".into(), secs.to_string().into()]);
+            }
             // The guest sees the host's files read-only at the same paths, except under its
             // own /tmp and /run: share the topology's directory there.
             let mut writable = Vec::new();
@@ -760,12 +803,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             keep,
             backend,
             json,
+            overlay_timeout,
             ..
         } => {
             let opts = crate::scenario::RunOptions {
                 name,
                 keep,
                 backend: parse_backend(backend.as_deref())?,
+                overlay: overlay_options(Vec::new(), overlay_timeout),
                 ..Default::default()
             };
             // A bad file is refused before anything is made.
@@ -786,6 +831,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             jobs,
             backend,
             router_args,
+            overlay_timeout,
             kernel: KernelChoice::Uml,
         } => {
             let mut args: Vec<OsString> = vec!["test".into()];
@@ -814,6 +860,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             for a in router_args {
                 args.push(format!("--router-arg={a}").into());
             }
+            if let Some(secs) = overlay_timeout {
+                args.extend(["--overlay-timeout".into(), secs.to_string().into()]);
+            }
             writable.sort();
             writable.dedup();
             in_guest(args, writable)
@@ -825,14 +874,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             jobs,
             backend,
             router_args,
+            overlay_timeout,
             ..
         } => {
             let opts = crate::scenario::RunOptions {
                 backend: parse_backend(backend.as_deref())?,
-                overlay: crate::overlay_run::OverlayOptions {
-                    router_args,
-                    ..Default::default()
-                },
+                overlay: overlay_options(router_args, overlay_timeout),
                 ..Default::default()
             };
             test_cmd::run(test_cmd::TestArgs {
@@ -843,7 +890,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 opts,
             })
         }
-        Command::Bench { shape, hosts, json } => run_bench(&shape, &hosts, json),
+        Command::Bench {
+            overlay: true,
+            hosts,
+            json,
+            idle_secs,
+            overlay_timeout,
+            ..
+        } => run_overlay_bench(hosts, json, idle_secs, overlay_timeout),
+        Command::Bench {
+            shape, hosts, json, ..
+        } => {
+            let hosts = if hosts.is_empty() {
+                vec![10, 100, 500]
+            } else {
+                hosts
+            };
+            run_bench(&shape, &hosts, json)
+        }
         Command::Ping {
             lab,
             from,
@@ -1387,6 +1451,50 @@ fn progress_bar() -> Option<ProgressBar> {
             .progress_chars("=> ");
     bar.set_style(style);
     Some(bar)
+}
+
+/// The overlay options the `up`, `run` and `test` flags set.
+fn overlay_options(
+    router_args: Vec<String>,
+    timeout_secs: Option<u64>,
+) -> crate::overlay_run::OverlayOptions {
+    crate::overlay_run::OverlayOptions {
+        router_args,
+        start_timeout: timeout_secs.map(std::time::Duration::from_secs),
+        ..Default::default()
+    }
+}
+
+fn run_overlay_bench(
+    hosts: Vec<usize>,
+    json: bool,
+    idle_secs: u64,
+    timeout_secs: u64,
+) -> Result<ExitCode> {
+    use crate::measure::overlay_scale;
+    let hosts = if hosts.is_empty() {
+        vec![10, 30, 100]
+    } else {
+        hosts
+    };
+    if let Some(n) = hosts.iter().find(|&&n| n < 2) {
+        bail!("--hosts {n}: a mesh needs at least 2 hosts");
+    }
+    let opts = overlay_scale::ScaleOptions {
+        idle_window: std::time::Duration::from_secs(idle_secs),
+        overlay: overlay_options(Vec::new(), Some(timeout_secs)),
+    };
+    let rt = runtime()?;
+    let say = |line: &str| eprintln!("bench --overlay: {line}");
+    let report = rt
+        .block_on(overlay_scale::run(&hosts, &opts, &say))
+        .context("overlay scale benchmark")?;
+    if json {
+        output::print_json(&report)?;
+    } else {
+        print!("{}", overlay_scale::render(&report));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_bench(shapes: &[BenchShape], hosts: &[usize], json: bool) -> Result<ExitCode> {

@@ -5,6 +5,7 @@ pub mod external;
 pub mod icmp;
 pub mod matrix;
 pub mod mtu;
+pub mod overlay_scale;
 pub mod pair;
 pub mod perf;
 pub mod shaping_bench;

@@ -162,7 +162,8 @@ pub async fn run(plan: Plan, file: &Path, opts: &RunOptions) -> Report {
         report.checks().count(),
         report.failures()
     ));
-    tear_down(lab, overlay, opts.keep).await;
+    let failed = report.failures() > 0;
+    tear_down(lab, overlay, opts.keep, failed).await;
     report
 }
 
@@ -205,7 +206,7 @@ async fn bring_up(
         match Overlay::start(&lab, &opts.overlay).await {
             Ok(o) => Some(o),
             Err(e) => {
-                let log = crate::overlay_run::router_dir(lab.id());
+                let log = crate::overlay_run::log_dir(lab.id());
                 step.checks.push(up_check(false, e.to_string(), Some(log)));
                 let _ = lab.down().await;
                 return (None, None, step);
@@ -348,7 +349,9 @@ async fn finish_streams(
     }
 }
 
-async fn tear_down(lab: Lab, overlay: Option<Overlay>, keep: bool) {
+/// Takes the lab down (unless `keep`); the routers' logs stay when a check `failed`, since
+/// the report points at them.
+async fn tear_down(lab: Lab, overlay: Option<Overlay>, keep: bool, failed: bool) {
     if keep {
         if let Some(o) = overlay {
             o.leave_running();
@@ -362,7 +365,14 @@ async fn tear_down(lab: Lab, overlay: Option<Overlay>, keep: bool) {
         }
         return;
     }
-    if let Some(o) = overlay {
+    if let Some(mut o) = overlay {
+        if failed {
+            o.keep_logs();
+            eprintln!(
+                "the routers' logs stay in {} (remove them with `netsim clean --logs`)",
+                crate::overlay_run::log_dir(lab.id()).display()
+            );
+        }
         o.stop();
     }
     if let Err(e) = lab.down().await {

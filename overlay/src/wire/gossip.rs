@@ -382,13 +382,15 @@ impl PeerRepr {
     }
 }
 
-fn utf8_name(b: &[u8], what: &'static str) -> Result<String> {
+fn utf8_str<'a>(b: &'a [u8], what: &'static str) -> Result<&'a str> {
     if b.is_empty() {
         return Err(WireError::Malformed(what));
     }
-    std::str::from_utf8(b)
-        .map(str::to_owned)
-        .map_err(|_| WireError::Malformed(what))
+    std::str::from_utf8(b).map_err(|_| WireError::Malformed(what))
+}
+
+fn utf8_name(b: &[u8], what: &'static str) -> Result<String> {
+    utf8_str(b, what).map(str::to_owned)
 }
 
 fn check_name(name: &str, what: &'static str) -> Result<()> {
@@ -414,6 +416,16 @@ pub struct Repr {
 impl Repr {
     /// Reads and validates a topology message.
     pub fn parse<T: AsRef<[u8]> + ?Sized>(packet: &Packet<&T>) -> Result<Repr> {
+        Self::parse_with(packet, |_, _| true)
+    }
+
+    /// Reads and validates a topology message, copying out only the entries `keep(name,
+    /// version)` wants (a router wants those newer than what it holds: in a mesh that
+    /// already agrees, none). The whole message is validated either way.
+    pub fn parse_with<T: AsRef<[u8]> + ?Sized>(
+        packet: &Packet<&T>,
+        mut keep: impl FnMut(&str, u64) -> bool,
+    ) -> Result<Repr> {
         packet.check_len()?;
         if packet.version() != VERSION {
             return Err(WireError::BadVersion(packet.version()));
@@ -424,6 +436,16 @@ impl Repr {
                 return Err(WireError::Malformed(
                     "gossip short id field has reserved bits 12-14 set",
                 ));
+            }
+            let name = utf8_str(p.name(), "gossip peer name is empty or not UTF-8")?;
+            if !keep(name, p.version()) {
+                for c in p.connections() {
+                    utf8_str(
+                        c.peer_name(),
+                        "gossip connection peer name is empty or not UTF-8",
+                    )?;
+                }
+                continue;
             }
             let mut connections = Vec::new();
             for c in p.connections() {
@@ -450,7 +472,7 @@ impl Repr {
 
     /// Bytes the message occupies.
     pub fn buffer_len(&self) -> usize {
-        HEADER_LEN + self.peers.iter().map(PeerRepr::buffer_len).sum::<usize>()
+        buffer_len_of(&self.peers.iter().collect::<Vec<_>>())
     }
 
     /// Writes the message.
@@ -458,60 +480,74 @@ impl Repr {
         &self,
         packet: &mut Packet<&mut T>,
     ) -> Result<()> {
-        if self.peers.len() > MAX_PEERS {
+        emit_peers(&self.peers.iter().collect::<Vec<_>>(), packet)
+    }
+}
+
+/// Bytes a message of `peers` occupies.
+pub fn buffer_len_of(peers: &[&PeerRepr]) -> usize {
+    HEADER_LEN + peers.iter().map(|p| p.buffer_len()).sum::<usize>()
+}
+
+/// Writes a message of borrowed `peers`: a router sends the same entries on many
+/// connections, and encodes them without copying them first.
+pub fn emit_peers<T: AsRef<[u8]> + AsMut<[u8]> + ?Sized>(
+    peers: &[&PeerRepr],
+    packet: &mut Packet<&mut T>,
+) -> Result<()> {
+    if peers.len() > MAX_PEERS {
+        return Err(WireError::TooLong {
+            len: peers.len(),
+            max: MAX_PEERS,
+        });
+    }
+    for p in peers {
+        check_name(&p.name, "gossip peer name is empty")?;
+        if p.short_id > MAX_SHORT_ID {
+            return Err(WireError::Malformed("gossip short id exceeds 12 bits"));
+        }
+        if p.connections.len() > MAX_PEERS {
             return Err(WireError::TooLong {
-                len: self.peers.len(),
+                len: p.connections.len(),
                 max: MAX_PEERS,
             });
         }
-        for p in &self.peers {
-            check_name(&p.name, "gossip peer name is empty")?;
-            if p.short_id > MAX_SHORT_ID {
-                return Err(WireError::Malformed("gossip short id exceeds 12 bits"));
-            }
-            if p.connections.len() > MAX_PEERS {
-                return Err(WireError::TooLong {
-                    len: p.connections.len(),
-                    max: MAX_PEERS,
-                });
-            }
-            for c in &p.connections {
-                check_name(&c.peer_name, "gossip connection peer name is empty")?;
-            }
+        for c in &p.connections {
+            check_name(&c.peer_name, "gossip connection peer name is empty")?;
         }
-        need(self.buffer_len(), packet.buffer.as_ref().len())?;
-        packet.set_version(VERSION);
-        packet.set_peer_count(self.peers.len() as u16);
-        let b = packet.buffer.as_mut();
-        let mut pos = HEADER_LEN;
-        for p in &self.peers {
-            let at = |r: core::ops::Range<usize>| pos + r.start..pos + r.end;
-            b[at(field::PEER_UID)].copy_from_slice(&p.uid.to_be_bytes());
-            b[at(field::PEER_VERSION)].copy_from_slice(&p.version.to_be_bytes());
-            let flags = if p.removed { PEER_REMOVED } else { 0 };
-            b[at(field::PEER_SHORT_ID)].copy_from_slice(&(p.short_id | flags).to_be_bytes());
-            b[at(field::PEER_CONNS)].copy_from_slice(&(p.connections.len() as u16).to_be_bytes());
-            b[pos + field::PEER_NAME_LEN] = p.name.len() as u8;
-            pos += field::PEER_NAME;
-            b[pos..pos + p.name.len()].copy_from_slice(p.name.as_bytes());
-            pos += p.name.len();
-            for c in &p.connections {
-                let (family, addr): (u8, &[u8]) = match c.address.ip() {
-                    IpAddr::V4(a) => (4, &a.octets()[..]),
-                    IpAddr::V6(a) => (6, &a.octets()[..]),
-                };
-                b[pos + field::CONN_FLAGS] = if c.established { CONN_ESTABLISHED } else { 0 };
-                b[pos + field::CONN_FAMILY] = family;
-                b[pos + field::CONN_PORT.start..pos + field::CONN_PORT.end]
-                    .copy_from_slice(&c.address.port().to_be_bytes());
-                pos += field::CONN_ADDR;
-                b[pos..pos + addr.len()].copy_from_slice(addr);
-                pos += addr.len();
-                b[pos] = c.peer_name.len() as u8;
-                b[pos + 1..pos + 1 + c.peer_name.len()].copy_from_slice(c.peer_name.as_bytes());
-                pos += 1 + c.peer_name.len();
-            }
-        }
-        Ok(())
     }
+    need(buffer_len_of(peers), packet.buffer.as_ref().len())?;
+    packet.set_version(VERSION);
+    packet.set_peer_count(peers.len() as u16);
+    let b = packet.buffer.as_mut();
+    let mut pos = HEADER_LEN;
+    for p in peers {
+        let at = |r: core::ops::Range<usize>| pos + r.start..pos + r.end;
+        b[at(field::PEER_UID)].copy_from_slice(&p.uid.to_be_bytes());
+        b[at(field::PEER_VERSION)].copy_from_slice(&p.version.to_be_bytes());
+        let flags = if p.removed { PEER_REMOVED } else { 0 };
+        b[at(field::PEER_SHORT_ID)].copy_from_slice(&(p.short_id | flags).to_be_bytes());
+        b[at(field::PEER_CONNS)].copy_from_slice(&(p.connections.len() as u16).to_be_bytes());
+        b[pos + field::PEER_NAME_LEN] = p.name.len() as u8;
+        pos += field::PEER_NAME;
+        b[pos..pos + p.name.len()].copy_from_slice(p.name.as_bytes());
+        pos += p.name.len();
+        for c in &p.connections {
+            let (family, addr): (u8, &[u8]) = match c.address.ip() {
+                IpAddr::V4(a) => (4, &a.octets()[..]),
+                IpAddr::V6(a) => (6, &a.octets()[..]),
+            };
+            b[pos + field::CONN_FLAGS] = if c.established { CONN_ESTABLISHED } else { 0 };
+            b[pos + field::CONN_FAMILY] = family;
+            b[pos + field::CONN_PORT.start..pos + field::CONN_PORT.end]
+                .copy_from_slice(&c.address.port().to_be_bytes());
+            pos += field::CONN_ADDR;
+            b[pos..pos + addr.len()].copy_from_slice(addr);
+            pos += addr.len();
+            b[pos] = c.peer_name.len() as u8;
+            b[pos + 1..pos + 1 + c.peer_name.len()].copy_from_slice(c.peer_name.as_bytes());
+            pos += 1 + c.peer_name.len();
+        }
+    }
+    Ok(())
 }
