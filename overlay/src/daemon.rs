@@ -283,11 +283,11 @@ impl Daemon {
             loop {
                 tick.tick().await;
                 d.sleeve.set_short_id(d.router.short_id());
-                let conflicts = d
-                    .alloc
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take_conflicts();
+                let conflicts = {
+                    let mut alloc = d.alloc.lock().unwrap_or_else(|e| e.into_inner());
+                    alloc.flush();
+                    alloc.take_conflicts()
+                };
                 for c in conflicts {
                     match d.attach(&c.container, None).await {
                         Ok(v) => tracing::warn!(
