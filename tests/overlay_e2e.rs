@@ -729,19 +729,35 @@ async fn a_removed_router_frees_its_blocks_and_leaves_every_table() {
 
     // Every remaining router forgets h3 and sees its blocks released.
     for host in ["h1", "h2"] {
-        eventually(&format!("{host} drops h3 and its blocks"), || async {
-            let st = o.status(host).await.unwrap();
+        let dropped = |st: &serde_json::Value| {
             let released = st["ipam"]["blocks"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .filter(|b| h3_blocks.contains(&b["block"].as_str().unwrap().to_string()))
                 .all(|b| b["owner"].is_null());
-            peer_names(&st) == ["h1", "h2"]
-                && st["router"]["removed_peers"] == serde_json::json!(["h3"])
-                && released
-        })
-        .await;
+            (
+                peer_names(st) == ["h1", "h2"],
+                st["router"]["removed_peers"] == serde_json::json!(["h3"]),
+                released,
+            )
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let st = o.status(host).await.unwrap();
+            let got = dropped(&st);
+            if got == (true, true, true) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{host} did not drop h3 and its blocks in 30 s (peers listed, tombstone, blocks released: {got:?}); status: {st}\nlog:\n{}\nh1 status: {}\nh1 log:\n{}",
+                o.log(host),
+                o.status("h1").await.unwrap(),
+                o.log("h1")
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
     // h1 does not dial h3 any more.
     let h1 = o.status("h1").await.unwrap();
@@ -830,7 +846,12 @@ async fn a_forced_removal_of_a_live_router_re_addresses_its_containers_and_it_st
         })
         .await;
     }
-    assert!(o.log("h3").contains("this router was removed by a peer"));
+    let h3_log = o.log("h3");
+    assert!(
+        h3_log.contains("this router was removed by a peer"),
+        "h3 never heard its tombstone; h3 log:\n{h3_log}\nh2 log:\n{}",
+        o.log("h2")
+    );
     // The containers work at their new addresses.
     let c5 = netsim::verify::overlay_address(&node(&lab, "c5"))
         .await

@@ -818,11 +818,12 @@ impl Router {
             .filter(|(n, c)| c.ip == ip || names.contains(n))
             .map(|(n, _)| n.clone())
             .collect();
+        let mut closed_conns = Vec::new();
         for n in &closed {
-            st.conns.remove(n);
+            closed_conns.extend(st.conns.remove(n));
         }
         for p in &peers {
-            if st.peers.remove(&p.name, now).is_some() {
+            if st.peers.remove(&p.name, now, now_micros()).is_some() {
                 tracing::warn!(
                     "peer {} ({:016x}) at {ip} removed{}",
                     p.name,
@@ -836,6 +837,25 @@ impl Router {
             }
         }
         st.version += 1;
+        // A live router removed by force hears its tombstone on the connection being closed
+        // (its writer sends what is queued before it shuts the socket): it may reconnect at
+        // once, and its newer entry then replaces the tombstone everywhere before gossip
+        // would have carried it.
+        if !closed_conns.is_empty() {
+            let tombstones: Vec<&PeerRepr> = st
+                .peers
+                .gossip()
+                .into_iter()
+                .filter(|p| p.removed && names.contains(&p.name))
+                .collect();
+            if !tombstones.is_empty() {
+                let frame = gossip_frame(&tombstones);
+                for c in &closed_conns {
+                    let _ = c.tx.send(frame.clone());
+                }
+            }
+        }
+        drop(closed_conns);
         drop(st);
         if let Some(dp) = self.dp() {
             for n in &closed {
@@ -1188,9 +1208,19 @@ impl Router {
             }
             let _ = wr.shutdown().await;
         });
-        // This router's entry goes with the round the new connection woke; what it learnt
-        // from others with the next relay round. Claims go now: the peer must know which
-        // address blocks are taken before it hands out any.
+        // This router's own entry and the tombstones go now, what it learnt from others with
+        // the next relay round. The peer must know this router's entry even if it stops
+        // before its next round (a `peers remove` elsewhere builds its tombstone on it), a
+        // removed router must hear it was removed even if the connection is closed again at
+        // once, and the peer must know which address blocks are taken before it hands out any.
+        let first = {
+            let st = self.st();
+            let own = self.own_entry(&st);
+            let mut entries: Vec<&PeerRepr> = vec![&own];
+            entries.extend(st.peers.gossip().into_iter().filter(|p| p.removed));
+            gossip_frame(&entries)
+        };
+        let _ = tx.send(first);
         let _ = tx.send(self.claims_frame());
         let _ = tx.send(self.macs_frame());
         let mut tick = tokio::time::interval(KEEPALIVE);
@@ -1855,8 +1885,9 @@ mod tests {
         assert!(st.peers.iter().all(|p| p.name != "h3"));
         assert!(!st.targets.contains(&H3), "not rediscovered");
         assert!(r.st().banned.contains(&H3));
-        // A new incarnation of h3 (a restart: a much higher version) is welcome again.
-        r.merge(vec![entry("h3", H3_UID, 9_000, &[])]);
+        // A new incarnation of h3 (a restart: its versions start at its start time, later
+        // than the tombstone's) is welcome again.
+        r.merge(vec![entry("h3", H3_UID, now_micros() + 1_000_000, &[])]);
         assert!(r.status().peers.iter().any(|p| p.name == "h3"));
         assert!(r.status().removed_peers.is_empty());
     }

@@ -150,12 +150,18 @@ impl PeerTable {
 
     /// Turns `name`'s entry into a gossiped tombstone one version above it; returns the
     /// tombstone, `None` when the peer is unknown or already removed.
-    pub fn remove(&mut self, name: &str, now: Instant) -> Option<PeerRepr> {
+    ///
+    /// The tombstone's version is the entry's next one, or `at_least` if that is greater: a
+    /// router passes the time in microseconds (the unit of versions), so the tombstone
+    /// outranks copies of the entry newer than its own that other routers may hold (the
+    /// removed router's last change may have reached them and not this one), while a later
+    /// incarnation of the router, whose versions start at its start time, outranks it.
+    pub fn remove(&mut self, name: &str, now: Instant, at_least: u64) -> Option<PeerRepr> {
         let e = self.entries.get_mut(name)?;
         if e.repr.removed && !e.local {
             return None;
         }
-        e.repr.version = e.repr.version.saturating_add(1);
+        e.repr.version = e.repr.version.saturating_add(1).max(at_least);
         e.repr.removed = true;
         e.repr.connections.clear();
         e.local = false;
@@ -384,7 +390,7 @@ mod tests {
         t.merge(vec![peer("a", 5, &[]), peer("b", 2, &[])], now);
         assert_eq!(names(t.changed_since(sent).into_iter()), ["b"]);
         let sent = t.change_seq();
-        t.remove("a", now);
+        t.remove("a", now, 0);
         let tomb = t.changed_since(sent);
         assert_eq!(names(tomb.iter().copied()), ["a"]);
         assert!(tomb[0].removed);
@@ -421,12 +427,12 @@ mod tests {
         let now = Instant::now();
         let mut a = PeerTable::new("a");
         a.merge(vec![peer("x", 7, &["a"])], now);
-        let ts = a.remove("x", now).unwrap();
+        let ts = a.remove("x", now, 0).unwrap();
         assert_eq!((ts.name.as_str(), ts.version, ts.removed), ("x", 8, true));
         assert!(ts.connections.is_empty());
-        assert!(a.remove("x", now).is_none(), "removing twice is a no-op");
+        assert!(a.remove("x", now, 0).is_none(), "removing twice is a no-op");
         assert!(a.is_tombstoned("x") && a.is_removed("x"));
-        assert!(a.remove("nobody", now).is_none());
+        assert!(a.remove("nobody", now, 0).is_none());
         assert!(a.get("x").is_none());
         assert_eq!(a.removed(), ["x"]);
         // Another router holding the stale entry drops it on the tombstone, and reports it.
@@ -513,7 +519,7 @@ mod tests {
         assert!(t.get("gone").is_none());
         // `peers remove` of a forgotten peer still writes a tombstone others can hear.
         let mut again = t.clone();
-        let ts = again.remove("gone", later).unwrap();
+        let ts = again.remove("gone", later, 0).unwrap();
         assert_eq!((ts.version, again.removed()), (6, vec!["gone".to_string()]));
         assert!(t.merge(vec![peer("gone", 6, &[])], later).changed);
         assert!(t.get("gone").is_some());
