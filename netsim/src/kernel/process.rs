@@ -4,14 +4,40 @@ use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+/// Field `n` (1-based, as proc(5) numbers them; 3 or more) of a `/proc/<pid>/stat` line.
+fn stat_field(stat: &str, n: usize) -> Option<u64> {
+    // The command name (field 2) may hold spaces and parentheses: parse after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(n.checked_sub(3)?)?.parse().ok()
+}
+
 /// The start time of process `pid` in clock ticks since boot (field 22 of
 /// `/proc/<pid>/stat`), or `None` if there is no such process.
 pub fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: parse after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    // Fields from 3 on; the start time is field 22, the 20th of these.
-    rest.split_whitespace().nth(19)?.parse().ok()
+    stat_field(&stat, 22)
+}
+
+/// User plus system CPU time (fields 14 and 15) from a `/proc/<pid>/stat` line, in clock
+/// ticks.
+pub fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    Some(stat_field(stat, 14)? + stat_field(stat, 15)?)
+}
+
+/// User plus system CPU time of process `pid` so far, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    stat_cpu_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The number after `name` (e.g. `"VmRSS:"`, in kB) in a `/proc/<pid>/status` text.
+pub fn status_number(status: &str, name: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Whether process `pid` exists and started at `started` (so is the one recorded).

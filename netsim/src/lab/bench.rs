@@ -270,12 +270,7 @@ pub struct BenchResult {
 pub fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
+        .and_then(|s| crate::kernel::process::status_number(&s, "VmHWM:"))
         .unwrap_or(0)
 }
 

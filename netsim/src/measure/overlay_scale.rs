@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::icmp::{self, PingOptions};
+use crate::kernel::process;
 use crate::lab::{Lab, LabError, UpOptions};
 use crate::model;
 use crate::overlay_run::{Overlay, OverlayError, OverlayOptions};
@@ -244,21 +245,7 @@ async fn reach(
 
 /// User plus system CPU time of `pids` together, in clock ticks.
 fn cpu_ticks(pids: &[u32]) -> u64 {
-    pids.iter()
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
-        .filter_map(|stat| stat_cpu_ticks(&stat))
-        .sum()
-}
-
-/// utime + stime from a `/proc/PID/stat` line (fields 14 and 15, counted after the command
-/// name, which may hold spaces and parentheses).
-pub fn stat_cpu_ticks(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3 (state): utime is field 14, stime 15.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    pids.iter().filter_map(|&p| process::cpu_ticks(p)).sum()
 }
 
 fn clock_ticks_per_sec() -> f64 {
@@ -289,15 +276,7 @@ fn memory(pid: u32) -> Option<Memory> {
 
 /// VmRSS and RssAnon (in MiB) and Threads from a `/proc/PID/status` text.
 pub fn status_memory(status: &str) -> Option<Memory> {
-    let field = |name: &str| -> Option<f64> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    };
+    let field = |name: &str| process::status_number(status, name).map(|v| v as f64);
     Some(Memory {
         rss_mib: field("VmRSS:")? / 1024.0,
         private_mib: field("RssAnon:")? / 1024.0,
@@ -427,6 +406,7 @@ pub fn targets(report: &ScaleReport) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::process::stat_cpu_ticks;
 
     #[test]
     fn the_topology_plans_with_one_container_per_host() {
