@@ -110,6 +110,16 @@ impl Drop for RaisedPriority {
     }
 }
 
+/// The API request that answers once a router has `connections` connections, or after
+/// `timeout`.
+fn wait_request(connections: usize, timeout: Duration) -> serde_json::Value {
+    serde_json::json!({
+        "cmd": "wait",
+        "connections": connections,
+        "timeout_ms": u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
 /// The router named in a readiness datagram (`READY=1` and `NAME=...` lines, the sd_notify
 /// protocol the router speaks on `$NOTIFY_SOCKET`), or `None` for any other message.
 pub fn ready_name(msg: &[u8]) -> Option<&str> {
@@ -754,11 +764,7 @@ impl Overlay {
             let api = self.api_path(&host)?;
             let left = deadline.saturating_duration_since(Instant::now());
             waits.spawn(async move {
-                let request = serde_json::json!({
-                    "cmd": "wait",
-                    "connections": peers.len(),
-                    "timeout_ms": u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
-                });
+                let request = wait_request(peers.len(), left);
                 // The router answers by the deadline; a hung one is given two seconds more.
                 let answer =
                     tokio::time::timeout(left + Duration::from_secs(2), api_call(&api, &request))
@@ -806,11 +812,7 @@ impl Overlay {
 
     /// Waits until the router on `host` has `n` established connections (the start limit).
     pub async fn wait_connected(&self, host: &str, n: usize) -> Result<(), OverlayError> {
-        let request = serde_json::json!({
-            "cmd": "wait",
-            "connections": n,
-            "timeout_ms": u64::try_from(self.start_timeout.as_millis()).unwrap_or(u64::MAX),
-        });
+        let request = wait_request(n, self.start_timeout);
         let answer = api_call(&self.api_path(host)?, &request)
             .await
             .map_err(|e| self.err(host, e))?;

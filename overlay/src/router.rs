@@ -146,10 +146,10 @@ struct ControlTally {
 impl ControlTally {
     fn count(&self, frame: &[u8]) {
         use std::sync::atomic::Ordering::Relaxed;
-        // Types past the table are counted with type 0 (never used on the wire).
-        let t = frame
-            .get(control::HEADER_LEN - 1)
-            .map_or(0, |&t| usize::from(t));
+        // Types past the table, and frames too short to have one, are counted with type 0
+        // (never used on the wire).
+        let t =
+            control::Packet::new_checked(frame).map_or(0, |p| usize::from(u8::from(p.msg_type())));
         let i = if t < 16 { t } else { 0 };
         self.frames[i].fetch_add(1, Relaxed);
         self.bytes[i].fetch_add(frame.len() as u64, Relaxed);
@@ -844,9 +844,8 @@ impl Router {
         if !closed_conns.is_empty() {
             let tombstones: Vec<&PeerRepr> = st
                 .peers
-                .gossip()
-                .into_iter()
-                .filter(|p| p.removed && names.contains(&p.name))
+                .tombstones()
+                .filter(|p| names.contains(&p.name))
                 .collect();
             if !tombstones.is_empty() {
                 let frame = gossip_frame(&tombstones);
@@ -1217,7 +1216,7 @@ impl Router {
             let st = self.st();
             let own = self.own_entry(&st);
             let mut entries: Vec<&PeerRepr> = vec![&own];
-            entries.extend(st.peers.gossip().into_iter().filter(|p| p.removed));
+            entries.extend(st.peers.tombstones());
             gossip_frame(&entries)
         };
         let _ = tx.send(first);
@@ -1392,11 +1391,7 @@ impl Router {
                 let mut st = self.st();
                 let parsed = gossip::Packet::new_checked(payload).and_then(|p| {
                     let repr = gossip::Repr::parse_with(&p, |name, version| {
-                        name == self.settings.name
-                            || st
-                                .peers
-                                .get_any(name)
-                                .is_none_or(|known| version > known.version)
+                        self.worth_merging(&st, name, version)
                     })?;
                     Ok((repr, p.peer_count()))
                 });
@@ -1483,6 +1478,12 @@ impl Router {
         Ok(())
     }
 
+    /// Whether a received entry can change anything: one about this router (a tombstone of
+    /// it, an earlier incarnation), or news to the table.
+    fn worth_merging(&self, st: &State, name: &str, version: u64) -> bool {
+        name == self.settings.name || st.peers.is_news(name, version)
+    }
+
     fn merge(self: &Arc<Self>, mut received: Vec<PeerRepr>) {
         let mut discovered = Vec::new();
         let changed = {
@@ -1490,13 +1491,7 @@ impl Router {
             let st = &mut *st;
             // Only entries newer than what is stored can change anything: the rest (most of a
             // frame, in a mesh that already agrees) is dropped before any per-connection work.
-            received.retain(|p| {
-                p.name == self.settings.name
-                    || st
-                        .peers
-                        .get_any(&p.name)
-                        .is_none_or(|known| p.version > known.version)
-            });
+            received.retain(|p| self.worth_merging(st, &p.name, p.version));
             if received.is_empty() {
                 return;
             }

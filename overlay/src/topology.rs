@@ -214,6 +214,21 @@ impl PeerTable {
             .collect()
     }
 
+    /// The removal tombstones this router gossips (not local ones).
+    pub fn tombstones(&self) -> impl Iterator<Item = &PeerRepr> {
+        self.entries
+            .values()
+            .filter(|e| e.repr.removed && !e.local)
+            .map(|e| &e.repr)
+    }
+
+    /// Whether an entry of `name` at `version` is news here: newer than the entry or
+    /// tombstone held, or of a peer not known at all.
+    pub fn is_news(&self, name: &str, version: u64) -> bool {
+        self.get_any(name)
+            .is_none_or(|known| version > known.version)
+    }
+
     /// The change counter now: pass it to [`PeerTable::changed_since`] next time.
     pub fn change_seq(&self) -> u64 {
         self.seq
@@ -231,11 +246,7 @@ impl PeerTable {
 
     /// Names of the removed peers whose tombstones this router gossips.
     pub fn removed(&self) -> Vec<String> {
-        self.entries
-            .values()
-            .filter(|e| e.repr.removed && !e.local)
-            .map(|e| e.repr.name.clone())
-            .collect()
+        self.tombstones().map(|p| p.name.clone()).collect()
     }
 
     /// The peers reachable from this router: its own connections (`own_conns`), then every
