@@ -276,11 +276,18 @@ impl Sleeve {
     }
 
     /// Whether sleeve floods broadcasts and unknown unicast to the peer `name` (it does unless
-    /// the peer's connection is on the fast path).
+    /// the peer's connection is on the fast path). A connection coming back to sleeve has its
+    /// path probed again with the whole list in the next round: the fast path may have left
+    /// because the path shrank, which the paced confirmations would only notice ten rounds
+    /// later.
     pub fn set_flooded(&self, name: &str, on: bool) {
         let peers = self.shared.peers.read().unwrap_or_else(|e| e.into_inner());
         for p in peers.values().filter(|p| p.name == name) {
-            p.flooded.store(on, Relaxed);
+            if on && !p.flooded.swap(on, Relaxed) {
+                p.last_probe_round.store(0, Relaxed);
+            } else {
+                p.flooded.store(on, Relaxed);
+            }
         }
     }
 
