@@ -151,25 +151,35 @@ pub async fn check(ctx: Context<'_>, e: &Expectation) -> Check {
             addr,
             reachable,
             proto,
+            size,
             within_ms,
         } => {
             let target = Target::Underlay {
                 to: to.clone(),
                 addr: *addr,
             };
-            reach(ctx, e, from, &target, *proto, *reachable, *within_ms).await
+            let how = Probe {
+                proto: *proto,
+                size: *size,
+            };
+            reach(ctx, e, from, &target, how, *reachable, *within_ms).await
         }
         Expectation::OverlayReach {
             from,
             to,
             reachable,
             proto,
+            size,
             within_ms,
         } => {
             let target = Target::Overlay {
                 container: to.clone(),
             };
-            let c = reach(ctx, e, from, &target, *proto, *reachable, *within_ms).await;
+            let how = Probe {
+                proto: *proto,
+                size: *size,
+            };
+            let c = reach(ctx, e, from, &target, how, *reachable, *within_ms).await;
             ctx.at_connection(c, from, to)
         }
         Expectation::Mtu {
@@ -254,16 +264,23 @@ where
     }
 }
 
+/// How a reach probe asks: the protocol, and for ICMP the echo's payload size.
+#[derive(Clone, Copy)]
+struct Probe {
+    proto: ReachProto,
+    size: Option<u32>,
+}
+
 async fn reach(
     ctx: Context<'_>,
     e: &Expectation,
     from: &str,
     target: &Target,
-    proto: ReachProto,
+    probe: Probe,
     reachable: bool,
     within_ms: Option<u64>,
 ) -> Check {
-    let how = match proto {
+    let how = match probe.proto {
         ReachProto::Icmp => "an echo reply",
         ReachProto::Tcp => "a TCP connection and its echo",
         ReachProto::Udp => "a UDP echo",
@@ -278,7 +295,7 @@ async fn reach(
     };
     let check = Check::new(e, expected);
     let within = within_ms.map(Duration::from_millis);
-    let (answered, seen) = poll(within, reachable, || reach_once(ctx, from, target, proto)).await;
+    let (answered, seen) = poll(within, reachable, || reach_once(ctx, from, target, probe)).await;
     let seen = match (answered, reachable) {
         (true, _) => "answered".to_string(),
         (false, true) => seen,
@@ -288,12 +305,7 @@ async fn reach(
 }
 
 /// One reach probe: whether the target answered, and what was seen when it did not.
-async fn reach_once(
-    ctx: Context<'_>,
-    from: &str,
-    target: &Target,
-    proto: ReachProto,
-) -> (bool, String) {
+async fn reach_once(ctx: Context<'_>, from: &str, target: &Target, probe: Probe) -> (bool, String) {
     let addr = match ctx.addr(target).await {
         Ok(a) => a,
         Err(e) => return (false, e),
@@ -302,9 +314,12 @@ async fn reach_once(
         Ok(n) => n,
         Err(e) => return (false, e),
     };
-    let test = match proto {
+    let test = match probe.proto {
         ReachProto::Icmp => {
-            let opts = PingOptions::default();
+            let mut opts = PingOptions::default();
+            if let Some(size) = probe.size {
+                opts.size = size as usize;
+            }
             let count = opts.count;
             return match client
                 .run(move || async move { icmp::ping(addr, &opts) })

@@ -341,6 +341,20 @@ enum Command {
         /// Port.
         port: u16,
     },
+    /// Drop packets of a kind as they enter a node, on every interface (a switch: every
+    /// port): `netsim drop LAB sw1 frag-needed` (a PMTU black hole), `netsim drop LAB sw1
+    /// udp-over:700` (UDP packets and fragments longer than 700 bytes).
+    Drop {
+        /// Lab id.
+        lab: String,
+        /// Node name.
+        node: String,
+        /// `frag-needed` or `udp-over:BYTES`.
+        what: String,
+        /// Lift the filter instead.
+        #[arg(long)]
+        lift: bool,
+    },
     /// Stop (SIGSTOP), continue, kill or restart a process netsim started in a node.
     Proc {
         /// What to do.
@@ -1132,6 +1146,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             proto,
             port,
         } => block(&lab, &node, &proto, port, false),
+        Command::Drop {
+            lab,
+            node,
+            what,
+            lift,
+        } => {
+            let rule =
+                crate::model::step::DropRule::parse(&what).map_err(|e| anyhow::anyhow!(e))?;
+            runtime()?.block_on(lab::faults::filter(&lab, &node, rule, !lift))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Proc {
             action,
             lab,

@@ -11,12 +11,13 @@ use nix::unistd::Pid;
 use serde::Serialize;
 
 use super::error::LabError;
-use super::shaping::{self, Block, LinkRuntime, NetState, Partition, Proto};
+use super::shaping::{self, Block, Filter, LinkRuntime, NetState, Partition, Proto};
 use super::state::{self, LabState, ProcRecord};
 use super::{find, netns_name, Inner};
 use crate::kernel::process;
 use crate::model::plan::{Distribution, LinkShape, Shape};
 use crate::model::shape as units;
+use crate::model::step::DropRule;
 
 /// A change to one direction (or both) of a link's impairment: each `Some` replaces that
 /// property; `clear` starts from an unimpaired link.
@@ -192,6 +193,9 @@ pub fn fault_list(st: &LabState) -> Vec<String> {
         }
         for b in &net.blocks {
             out.push(format!("block {} {} {}", b.node, b.proto.name(), b.port));
+        }
+        for f in &net.drops {
+            out.push(format!("drop {} entering {}", f.rule, f.node));
         }
     }
     for p in st.pids.iter().filter(|p| p.stopped) {
@@ -398,6 +402,29 @@ pub async fn block(
             }
         } else {
             net.blocks.retain(|x| *x != b);
+        }
+        shaping::apply_nft(id, net, node, &ns).await
+    })
+    .await
+}
+
+/// Puts in (`on`) or lifts a packet filter: packets matching `rule` are dropped as they enter
+/// `node`, on every interface.
+pub async fn filter(id: &str, node: &str, rule: DropRule, on: bool) -> Result<(), LabError> {
+    with_state(id, async |st: &mut LabState| {
+        check_node(st, node)?;
+        let ns = ns_of(st, node);
+        let net = net_of(st)?;
+        let f = Filter {
+            node: node.to_string(),
+            rule,
+        };
+        if on {
+            if !net.drops.contains(&f) {
+                net.drops.push(f);
+            }
+        } else {
+            net.drops.retain(|x| *x != f);
         }
         shaping::apply_nft(id, net, node, &ns).await
     })

@@ -688,6 +688,29 @@ impl Lab {
         r
     }
 
+    /// Drops packets matching `rule` as they enter `node` (a PMTU black hole, an underlay
+    /// that loses big UDP datagrams); see [`faults::filter`].
+    pub async fn drop_packets(
+        &self,
+        node: &str,
+        rule: crate::model::step::DropRule,
+    ) -> Result<(), LabError> {
+        let r = faults::filter(&self.inner.id, node, rule, true).await;
+        faults::refresh(&self.inner);
+        r
+    }
+
+    /// Lifts a [`Lab::drop_packets`].
+    pub async fn undrop_packets(
+        &self,
+        node: &str,
+        rule: crate::model::step::DropRule,
+    ) -> Result<(), LabError> {
+        let r = faults::filter(&self.inner.id, node, rule, false).await;
+        faults::refresh(&self.inner);
+        r
+    }
+
     /// Stops, continues, kills or restarts a process started in `node`; see
     /// [`faults::proc_action`].
     pub async fn proc_action(

@@ -28,6 +28,7 @@ use crate::delay_line::DelayLineConfig;
 use crate::kernel::rtnl::Netlink;
 use crate::kernel::{nft, tc, KernelError};
 use crate::model::plan::{Endpoint, LinkShape, Plan, Shape};
+use crate::model::step::DropRule;
 use crate::tools::{self, Tool};
 
 /// Environment variable forcing a backend (`netem` or `emulated`) for labs brought up without
@@ -130,6 +131,25 @@ pub struct Block {
     pub port: u16,
 }
 
+/// Packets of one kind dropped as they enter one node (see [`DropRule`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Filter {
+    /// The node.
+    pub node: String,
+    /// What is dropped.
+    pub rule: DropRule,
+}
+
+/// A [`DropRule`] as an nftables rule, matched at a node's ingress: fragments one by one, as
+/// they arrive. (The netdev, bridge and inet families all take these payload matches; nft
+/// adds the `meta protocol ip` dependency itself.)
+pub fn drop_rule_nft(rule: DropRule) -> String {
+    match rule {
+        DropRule::FragNeeded => "icmp type destination-unreachable icmp code 4 drop".to_string(),
+        DropRule::UdpOver { bytes } => format!("ip protocol udp ip length > {bytes} drop"),
+    }
+}
+
 /// Two sets of nodes that cannot reach each other.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Partition {
@@ -192,6 +212,9 @@ pub struct NetState {
     pub partitions: Vec<Partition>,
     /// Port blocks in force.
     pub blocks: Vec<Block>,
+    /// Packet filters in force.
+    #[serde(default)]
+    pub drops: Vec<Filter>,
     /// Nodes that hold a netsim nftables rule set (so clearing one removes it).
     pub nft_nodes: Vec<String>,
     /// Switch nodes (their interfaces are bridge ports: ingress drops there use the bridge
@@ -263,6 +286,7 @@ impl NetState {
             addrs,
             partitions: Vec::new(),
             blocks: Vec::new(),
+            drops: Vec::new(),
             nft_nodes: Vec::new(),
             switches: plan
                 .nodes
@@ -564,11 +588,17 @@ pub fn tools_needed(net: &NetState) -> Vec<(Tool, String)> {
 }
 
 /// The nftables rule set of `node`: ingress drops (cuts, emulated loss) per interface, then
-/// partitions and port blocks. Empty when the node needs none. Ingress drops go to netdev
+/// packet filters ([`Filter`]), then partitions and port blocks. Empty when the node needs none. Ingress drops go to netdev
 /// ingress hooks when `netdev`, else (kernels built without the netdev family, like the kernel
 /// lane's) to the prerouting hook of the inet family, and of the bridge family on switches,
 /// matched by input interface: still at the receiving side, before routing or bridging.
 pub fn ruleset(node: &str, net: &NetState, netdev: bool) -> String {
+    let filters: Vec<String> = net
+        .drops
+        .iter()
+        .filter(|f| f.node == node)
+        .map(|f| drop_rule_nft(f.rule))
+        .collect();
     let mut ingress: Vec<(String, Vec<String>)> = Vec::new();
     for link in &net.links {
         for (me, them_to_me) in [
@@ -586,6 +616,9 @@ pub fn ruleset(node: &str, net: &NetState, netdev: bool) -> String {
                 if loss > 0 {
                     rules.push(format!("numgen random mod 1000000 < {loss} drop"));
                 }
+            }
+            if !link.cut {
+                rules.extend(filters.iter().cloned());
             }
             if !rules.is_empty() {
                 ingress.push((me.iface.clone(), rules));
@@ -773,6 +806,19 @@ async fn apply_tc_faults(lab: &str, net: &NetState, node: &str, ns: &str) -> Res
         node: Some(node.to_string()),
         cause: Box::new(cause),
     };
+    // tc's flower classifier matches neither an IP length range nor, in the kernel lane's
+    // build, ICMP codes: packet filters need nftables.
+    if let Some(f) = net.drops.iter().find(|f| f.node == node) {
+        return Err(LabError::Request {
+            lab: lab.to_string(),
+            what: format!(
+                "dropping {} entering {node} needs nftables with the netdev or inet family, \
+                 and this kernel has neither (as in the kernel lane's User-Mode-Linux guest): \
+                 run it on a kernel whose nftables has them",
+                f.rule
+            ),
+        });
+    }
     // The tc error names the interface index already.
     let tc_err = |e: tc::TcError| {
         kerr(KernelError {
@@ -1099,6 +1145,31 @@ mod tests {
         } else {
             assert!(needed.is_empty(), "{needed:?}");
         }
+    }
+
+    #[test]
+    fn packet_filters_drop_at_every_ingress_of_their_node() {
+        let mut net = net();
+        net.links[0].cut = false;
+        net.partitions.clear();
+        net.blocks.clear();
+        net.drops = vec![
+            Filter {
+                node: "sw".into(),
+                rule: DropRule::FragNeeded,
+            },
+            Filter {
+                node: "sw".into(),
+                rule: DropRule::UdpOver { bytes: 700 },
+            },
+        ];
+        let text = format!(
+            "# sw, netdev\n{}# sw, no netdev\n{}",
+            ruleset("sw", &net, true),
+            ruleset("sw", &net, false),
+        );
+        insta::assert_snapshot!(text);
+        assert_eq!(ruleset("h1", &net, true), "", "filters stay on their node");
     }
 
     #[test]

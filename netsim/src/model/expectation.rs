@@ -24,6 +24,10 @@ pub enum Expectation {
         /// How: ICMP echo (the default), a TCP connection or a UDP exchange.
         #[serde(default, skip_serializing_if = "ReachProto::is_icmp")]
         proto: ReachProto,
+        /// ICMP echo payload in bytes when not the default 56 (above the path MTU the echo
+        /// leaves in fragments).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u32>,
         /// Poll until it holds, for at most this long (milliseconds); `None`: check once.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         within_ms: Option<u64>,
@@ -40,6 +44,10 @@ pub enum Expectation {
         /// How: ICMP echo (the default), a TCP connection or a UDP exchange.
         #[serde(default, skip_serializing_if = "ReachProto::is_icmp")]
         proto: ReachProto,
+        /// ICMP echo payload in bytes when not the default 56 (above the path MTU the echo
+        /// leaves in fragments).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u32>,
         /// Poll until it holds, for at most this long (milliseconds); `None`: check once.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         within_ms: Option<u64>,
@@ -346,12 +354,10 @@ impl Expectation {
     /// What the expectation asserts, as stable text for reports (no run-time addresses or
     /// figures).
     pub fn describe(&self) -> String {
-        let proto = |p: &ReachProto| {
-            if p.is_icmp() {
-                String::new()
-            } else {
-                format!(" [{}]", p.name())
-            }
+        let proto = |p: &ReachProto, size: &Option<u32>| match size {
+            Some(n) => format!(" [{}, {n} bytes]", p.name()),
+            None if p.is_icmp() => String::new(),
+            None => format!(" [{}]", p.name()),
         };
         match self {
             Expectation::Reach {
@@ -360,6 +366,7 @@ impl Expectation {
                 addr,
                 reachable,
                 proto: p,
+                size,
                 ..
             } => {
                 let verb = if *reachable { "reach" } else { "no reach" };
@@ -367,17 +374,18 @@ impl Expectation {
                     to: to.clone(),
                     addr: *addr,
                 };
-                format!("{verb} {from} -> {target}{}", proto(p))
+                format!("{verb} {from} -> {target}{}", proto(p, size))
             }
             Expectation::OverlayReach {
                 from,
                 to,
                 reachable,
                 proto: p,
+                size,
                 ..
             } => {
                 let verb = if *reachable { "reach" } else { "no reach" };
-                format!("{verb} {from} -> {to} (overlay){}", proto(p))
+                format!("{verb} {from} -> {to} (overlay){}", proto(p, size))
             }
             Expectation::Mtu {
                 from,

@@ -119,12 +119,10 @@ fn expect_line(e: &Expectation) -> String {
             "does not reach"
         }
     };
-    let how = |proto: &ReachProto| {
-        if proto.is_icmp() {
-            String::new()
-        } else {
-            format!(" by {}", proto.name())
-        }
+    let how = |proto: &ReachProto, size: &Option<u32>| match size {
+        Some(n) => format!(" by {} with {n} bytes", proto.name()),
+        None if proto.is_icmp() => String::new(),
+        None => format!(" by {}", proto.name()),
     };
     match e {
         Expectation::Reach {
@@ -133,12 +131,17 @@ fn expect_line(e: &Expectation) -> String {
             addr,
             reachable,
             proto,
+            size,
             ..
         } => {
             if to == &addr.to_string() {
-                format!("{from} {} {addr}{}", verb(*reachable), how(proto))
+                format!("{from} {} {addr}{}", verb(*reachable), how(proto, size))
             } else {
-                format!("{from} {} {to} ({addr}){}", verb(*reachable), how(proto))
+                format!(
+                    "{from} {} {to} ({addr}){}",
+                    verb(*reachable),
+                    how(proto, size)
+                )
             }
         }
         Expectation::OverlayReach {
@@ -146,11 +149,12 @@ fn expect_line(e: &Expectation) -> String {
             to,
             reachable,
             proto,
+            size,
             ..
         } => format!(
             "{from} {} {to} (overlay address){}",
             verb(*reachable),
-            how(proto)
+            how(proto, size)
         ),
         other => other.describe(),
     }

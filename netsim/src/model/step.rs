@@ -67,6 +67,14 @@ pub enum ImpairPlan {
         /// The port.
         port: u16,
     },
+    /// Drop packets matching `rule` as they enter `node`, on every interface: a middlebox on
+    /// the underlay that filters more than ports.
+    Drop {
+        /// The node (a host, a router, or a switch: then on every port).
+        node: String,
+        /// What is dropped.
+        rule: DropRule,
+    },
     /// Kill `node`'s overlay router (SIGKILL).
     Kill {
         /// The host.
@@ -92,9 +100,58 @@ impl ImpairPlan {
                 format!("partition {} | {}", left.join(","), right.join(","))
             }
             ImpairPlan::Block { node, proto, port } => format!("block {node} {proto} {port}"),
+            ImpairPlan::Drop { node, rule } => format!("drop {rule} entering {node}"),
             ImpairPlan::Kill { node } => format!("kill the router on {node}"),
             ImpairPlan::Restart { node } => format!("restart the router on {node}"),
         }
+    }
+}
+
+/// Packets a [`ImpairPlan::Drop`] fault drops, matched one by one as they arrive (IP fragments
+/// each on their own, before any reassembly), as a filter on the wire would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "what", rename_all = "snake_case")]
+pub enum DropRule {
+    /// ICMP "destination unreachable: fragmentation needed" (type 3, code 4): with it gone,
+    /// path MTU discovery that waits for it never learns a smaller path (a PMTU black hole).
+    FragNeeded,
+    /// UDP packets (and fragments of UDP datagrams) whose IP length is above `bytes`.
+    UdpOver {
+        /// The largest IP packet that still passes.
+        bytes: u16,
+    },
+}
+
+impl std::fmt::Display for DropRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DropRule::FragNeeded => f.write_str("ICMP frag-needed"),
+            DropRule::UdpOver { bytes } => write!(f, "UDP over {bytes} bytes"),
+        }
+    }
+}
+
+impl DropRule {
+    /// Parses the command line's form: `frag-needed`, or `udp-over:BYTES`.
+    pub fn parse(text: &str) -> Result<DropRule, String> {
+        let text = text.trim();
+        if text == "frag-needed" {
+            return Ok(DropRule::FragNeeded);
+        }
+        if let Some(n) = text.strip_prefix("udp-over:") {
+            return n
+                .trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|b| *b >= 28)
+                .map(|bytes| DropRule::UdpOver { bytes })
+                .ok_or_else(|| {
+                    format!("{n:?} is not an IP length from 28 to 65535: e.g. udp-over:700")
+                });
+        }
+        Err(format!(
+            "cannot drop {text:?}: say frag-needed or udp-over:BYTES (e.g. udp-over:700)"
+        ))
     }
 }
 

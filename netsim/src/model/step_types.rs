@@ -64,6 +64,10 @@ pub struct Expect {
     /// `udp` (a datagram and its echo).
     #[schemars(with = "Option<String>", pattern(r"^(icmp|tcp|udp)$"))]
     pub proto: Option<Spanned<String>>,
+    /// `reach` with ICMP: the echo's payload in bytes (default 56), e.g. 10000 for an echo
+    /// that leaves in fragments and comes back only if every piece crosses.
+    #[schemars(with = "Option<u32>", range(min = 0, max = 65507))]
+    pub size: Option<Spanned<i64>>,
     /// `mtu`: the path MTU, exact (`1450`) or a range (`"1400..1450"`, both ends included).
     #[schemars(with = "Option<ExpectMtu>")]
     pub mtu: Option<Spanned<ExpectMtu>>,
@@ -189,6 +193,11 @@ pub enum ImpairKind {
     Partition,
     /// Drop `proto` traffic to and from `port` in and out of `node`.
     Block,
+    /// Drop ICMP "fragmentation needed" entering `node` (a host, router or switch): a PMTU
+    /// black hole.
+    DropFragNeeded,
+    /// Drop UDP packets (fragments too) longer than `bytes` entering `node`.
+    DropUdpOver,
     /// Kill `node`'s overlay router with SIGKILL, as a crash would.
     Kill,
     /// Kill `node`'s overlay router and start it again.
@@ -204,7 +213,7 @@ pub struct Impair {
     /// `shape`, `cut`: the link's two ends, e.g. `["h1", "sw1"]`.
     #[schemars(with = "Option<[String; 2]>")]
     pub link: Option<Spanned<Vec<Spanned<String>>>>,
-    /// `block`, `kill`, `restart`: the node.
+    /// `block`, `drop_frag_needed`, `drop_udp_over`, `kill`, `restart`: the node.
     #[schemars(with = "Option<String>")]
     pub node: Option<Spanned<String>>,
     /// `block`: `tcp` or `udp`.
@@ -213,6 +222,9 @@ pub struct Impair {
     /// `block`: the port.
     #[schemars(with = "Option<u16>")]
     pub port: Option<Spanned<i64>>,
+    /// `drop_udp_over`: the largest IP packet that still passes, e.g. 700.
+    #[schemars(with = "Option<u16>", range(min = 28))]
+    pub bytes: Option<Spanned<i64>>,
     /// `partition`: one side.
     #[schemars(with = "Option<Vec<String>>")]
     pub left: Option<Vec<Spanned<String>>>,

@@ -47,6 +47,10 @@ impl Faults {
                 let p = Proto::parse(proto).ok_or_else(|| format!("unknown protocol {proto}"))?;
                 lab.block(node, p, *port).await.map_err(|e| e.to_string())?;
             }
+            ImpairPlan::Drop { node, rule } => lab
+                .drop_packets(node, *rule)
+                .await
+                .map_err(|e| e.to_string())?,
             ImpairPlan::Kill { node } => {
                 let o = overlay.ok_or_else(|| no_overlay(node))?;
                 o.kill(node).map_err(|e| e.to_string())?;
@@ -61,7 +65,7 @@ impl Faults {
     }
 
     /// Undoes every fault in force, newest first: links get their planned shape back and are
-    /// healed, partitions and blocks are lifted, killed routers start again.
+    /// healed, partitions, blocks and packet filters are lifted, killed routers start again.
     pub(crate) async fn heal_all(
         &mut self,
         lab: &Lab,
@@ -77,6 +81,10 @@ impl Faults {
                     Some(p) => lab.unblock(node, p, *port).await.map_err(|e| e.to_string()),
                     None => Ok(()),
                 },
+                ImpairPlan::Drop { node, rule } => lab
+                    .undrop_packets(node, *rule)
+                    .await
+                    .map_err(|e| e.to_string()),
                 ImpairPlan::Kill { node } => match overlay.as_deref_mut() {
                     Some(o) => o.restart(lab, node).await.map_err(|e| e.to_string()),
                     None => Err(no_overlay(node)),

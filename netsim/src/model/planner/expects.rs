@@ -11,7 +11,7 @@ use super::super::expectation::{
 };
 use super::super::plan::{LinkPlan, NodeKind, NodePlan};
 use super::super::shape;
-use super::super::step::{ImpairPlan, StepAction, StepPlan};
+use super::super::step::{DropRule, ImpairPlan, StepAction, StepPlan};
 use super::super::step_types::{Expect, ExpectKind, ExpectMtu, Impair, ImpairKind};
 use super::{closest, Kind, Planner};
 
@@ -397,6 +397,28 @@ impl Planner<'_> {
                 }
             },
         };
+        let size = match &x.size {
+            None => None,
+            Some(n) if proto != ReachProto::Icmp => {
+                self.r.error(
+                    n.span(),
+                    "size is the payload of an ICMP echo",
+                    "drop size, or use proto = \"icmp\"",
+                );
+                return Vec::new();
+            }
+            Some(n) => match u32::try_from(*n.get_ref()).ok().filter(|v| *v <= 65507) {
+                Some(v) => Some(v),
+                None => {
+                    self.r.error(
+                        n.span(),
+                        format!("an echo payload of {} bytes cannot be sent", n.get_ref()),
+                        "use 0 to 65507 bytes, e.g. size = 10000",
+                    );
+                    return Vec::new();
+                }
+            },
+        };
         let within_ms = self.within_ms(x);
         let reachable = x.reachable.unwrap_or(true);
         let mut pairs: Vec<(Spanned<String>, Spanned<String>)> = Vec::new();
@@ -468,6 +490,7 @@ impl Planner<'_> {
                     to: container,
                     reachable,
                     proto,
+                    size,
                     within_ms,
                 },
                 Target::Underlay { to, addr } => Expectation::Reach {
@@ -476,6 +499,7 @@ impl Planner<'_> {
                     addr,
                     reachable,
                     proto,
+                    size,
                     within_ms,
                 },
             });
@@ -782,7 +806,16 @@ impl Planner<'_> {
     ) -> Option<ImpairPlan> {
         let at = impair.span().start..impair.span().start + 1;
         let i = impair.get_ref();
-        let kind = format!("{:?}", i.kind).to_lowercase();
+        // The kind as the file writes it (`DropUdpOver` is `drop_udp_over`).
+        let kind = format!("{:?}", i.kind)
+            .chars()
+            .fold(String::new(), |mut k, c| {
+                if c.is_ascii_uppercase() && !k.is_empty() {
+                    k.push('_');
+                }
+                k.push(c.to_ascii_lowercase());
+                k
+            });
         let need = |r: &mut Self, key: &str, present: bool, example: &str| {
             if !present {
                 r.r.error(
@@ -871,6 +904,35 @@ impl Planner<'_> {
                     node: node.get_ref().clone(),
                     proto: proto.get_ref().clone(),
                     port: p,
+                })
+            }
+            ImpairKind::DropFragNeeded | ImpairKind::DropUdpOver => {
+                let udp = i.kind == ImpairKind::DropUdpOver;
+                let ok = need(self, "node", i.node.is_some(), "\"sw1\"")
+                    & (!udp || need(self, "bytes", i.bytes.is_some(), "700"));
+                if !ok {
+                    return None;
+                }
+                let node = i.node.as_ref()?;
+                self.node_ref(node, "drop node")?;
+                let rule = match &i.bytes {
+                    Some(b) if udp => {
+                        let Some(bytes) = u16::try_from(*b.get_ref()).ok().filter(|n| *n >= 28)
+                        else {
+                            self.r.error(
+                                b.span(),
+                                "bytes is an IP packet length from 28 to 65535",
+                                "e.g. bytes = 700 (weave's fragmentation test)",
+                            );
+                            return None;
+                        };
+                        DropRule::UdpOver { bytes }
+                    }
+                    _ => DropRule::FragNeeded,
+                };
+                Some(ImpairPlan::Drop {
+                    node: node.get_ref().clone(),
+                    rule,
                 })
             }
             ImpairKind::Kill | ImpairKind::Restart => {
