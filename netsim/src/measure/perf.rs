@@ -335,9 +335,20 @@ fn udp_sink(socket: &UdpSocket, opts: PerfOptions) -> io::Result<ServerTally> {
             let mut answer = [0u8; 16];
             answer[..8].copy_from_slice(&tally.messages.to_be_bytes());
             answer[8..].copy_from_slice(&tally.bytes.to_be_bytes());
-            // The done message may be lost; the client repeats it and we answer each one.
-            for _ in 0..3 {
-                let _ = socket.send_to(&answer, from);
+            // The answer may be lost too: answer this "done" and, for a short while, every
+            // repeat of it the client sends.
+            let _ = socket.send_to(&answer, from);
+            let linger = (opts.io_timeout / 4).min(Duration::from_millis(300));
+            socket.set_read_timeout(Some(linger.max(Duration::from_millis(10))))?;
+            let mut again = [0u8; 64];
+            let until = Instant::now() + opts.io_timeout;
+            while Instant::now() < until {
+                let Ok((n, peer)) = socket.recv_from(&mut again) else {
+                    break;
+                };
+                if peer == from && again[..n].starts_with(UDP_DONE) {
+                    let _ = socket.send_to(&answer, from);
+                }
             }
             return Ok(true);
         }
@@ -495,7 +506,13 @@ fn udp_bw_client(server: SocketAddr, opts: PerfOptions) -> io::Result<PerfResult
     let mut partial = None;
     let mut received = (0u64, 0u64);
     let mut got = false;
-    for _ in 0..5 {
+    // Ask often within one io_timeout: the server stops waiting io_timeout after the last
+    // datagram it saw, and the first "done" may be dropped by a receive buffer the flood
+    // filled, so a retry an io_timeout later could find nobody listening.
+    let retry = (opts.io_timeout / 20).max(Duration::from_millis(10));
+    socket.set_read_timeout(Some(retry))?;
+    let asking = Instant::now();
+    while asking.elapsed() < opts.io_timeout {
         let _ = socket.send(UDP_DONE);
         if let Ok(16) = socket.recv(&mut answer) {
             let mut a = [0u8; 8];
@@ -630,6 +647,52 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         drop(listener);
         assert!(client(Test::TcpBw, addr, PerfOptions::for_test(Test::TcpBw)).is_err());
+    }
+
+    /// The flood can fill the server's receive buffer so the first "done" is dropped; the
+    /// server then waits only so long for another. A client that asked again only after a
+    /// whole io_timeout found it gone (seen in the kernel lane).
+    #[test]
+    fn a_lost_done_is_asked_again_before_the_server_gives_up() {
+        let server = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = server.local_addr().expect("addr");
+        let opts = PerfOptions {
+            duration: Duration::from_millis(50),
+            msg_size: 1000,
+            ..PerfOptions::for_test(Test::UdpBw)
+        };
+        let fake = std::thread::spawn(move || {
+            let mut buf = vec![0u8; UDP_MAX];
+            server
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let mut dones = 0;
+            let mut datagrams = 0u64;
+            loop {
+                let (n, from) = server.recv_from(&mut buf).expect("client talks");
+                if !buf[..n].starts_with(UDP_DONE) {
+                    datagrams += 1;
+                    continue;
+                }
+                dones += 1;
+                if dones == 1 {
+                    // Play the dropped one, and from now on wait half as long as the client.
+                    server
+                        .set_read_timeout(Some(opts.io_timeout / 2))
+                        .expect("timeout");
+                    continue;
+                }
+                let mut answer = [0u8; 16];
+                answer[..8].copy_from_slice(&datagrams.to_be_bytes());
+                answer[8..].copy_from_slice(&(datagrams * 1000).to_be_bytes());
+                server.send_to(&answer, from).expect("answer");
+                return datagrams;
+            }
+        });
+        let result = client(Test::UdpBw, addr, opts).expect("client runs");
+        let datagrams = fake.join().expect("fake server saw a second done");
+        assert_eq!(result.partial, None, "{result:?}");
+        assert_eq!(result.datagrams.map(|d| d.1), Some(datagrams));
     }
 
     #[rstest]
