@@ -84,6 +84,7 @@ fn stable(report: &Report) -> String {
 #[case::containerlab_2600("containerlab-2600-runtime-impairment")]
 #[case::mininet_1174("mininet-1174-router-restart-after-crash")]
 #[case::pmtu_black_hole("pmtu-black-hole")]
+#[case::weave_105("weave-105-udp-over-700-dropped")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn field_report_holds(#[case] name: &str) {
     netsim::require_features!(netsim::caps::Feature::Netns);

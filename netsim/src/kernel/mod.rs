@@ -3,6 +3,7 @@
 pub mod error;
 pub mod netns;
 pub mod nft;
+pub mod offload;
 pub mod packet;
 pub mod process;
 pub mod rtnl;

@@ -14,7 +14,7 @@ use super::error::LabError;
 use super::shaping::{self, Block, Filter, LinkRuntime, NetState, Partition, Proto};
 use super::state::{self, LabState, ProcRecord};
 use super::{find, netns_name, Inner};
-use crate::kernel::process;
+use crate::kernel::{offload, process};
 use crate::model::plan::{Distribution, LinkShape, Shape};
 use crate::model::shape as units;
 use crate::model::step::DropRule;
@@ -426,9 +426,38 @@ pub async fn filter(id: &str, node: &str, rule: DropRule, on: bool) -> Result<()
         } else {
             net.drops.retain(|x| *x != f);
         }
-        shaping::apply_nft(id, net, node, &ns).await
+        shaping::apply_nft(id, net, node, &ns).await?;
+        if on && matches!(rule, DropRule::UdpOver { .. }) {
+            segment_before(st, node)?;
+        }
+        Ok(())
     })
     .await
+}
+
+/// Makes every interface that sends into `node` cut GSO super-packets into frames itself, so
+/// a length filter at `node` sees what a wire would carry (see [`crate::kernel::offload`]).
+/// Left so until the lab goes down: it costs only throughput.
+fn segment_before(st: &LabState, node: &str) -> Result<(), LabError> {
+    let Some(net) = st.net.as_ref() else {
+        return Ok(());
+    };
+    for l in &net.links {
+        let peer = if l.a.node == node {
+            &l.b
+        } else if l.b.node == node {
+            &l.a
+        } else {
+            continue;
+        };
+        let ns = ns_of(st, &peer.node);
+        offload::segment_in_software(&ns, &peer.iface).map_err(|cause| LabError::Kernel {
+            lab: st.id.clone(),
+            node: Some(peer.node.clone()),
+            cause: Box::new(cause),
+        })?;
+    }
+    Ok(())
 }
 
 /// Stops, continues, kills or restarts process `pid` of `node` (one netsim started there, as

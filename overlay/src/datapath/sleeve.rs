@@ -39,6 +39,8 @@ const MAX_UDP: usize = 65_507;
 const VNET: usize = wire::VNET_HDR_LEN;
 /// `virtio_net_hdr.gso_type` of a plain frame.
 const GSO_NONE: u8 = 0;
+/// An Ethernet header without VLAN tags.
+const ETH_HLEN: usize = 14;
 /// `virtio_net_hdr.flags`: the checksum from `csum_start` is left to fill.
 const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
 /// Frames read from the TAP before the batch is flushed.
@@ -508,8 +510,9 @@ impl Shared {
             .max(HEADER_LEN + reserve + 64);
         let mut start = 0;
         while start < frames.len() {
-            // Take as many frames as fit under the path MTU (at least one: an oversized non-DF
-            // frame goes alone and the underlay fragments it).
+            // Take as many frames as fit under the path MTU (at least one: the transmit loop
+            // sends frames bigger than the path as sleeve fragments, so one that gets here
+            // alone fits).
             let mut used = HEADER_LEN + reserve;
             let mut end = start;
             while end < frames.len() {
@@ -775,6 +778,9 @@ fn tap_to_udp(s: &Shared) {
                 let (hdr, eth) = arena[off..off + len].split_at_mut(VNET);
                 if hdr[1] == GSO_NONE && hdr[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
                     finish_checksum(hdr, eth);
+                    // Done: a frame that crosses as sleeve fragments keeps this header, and
+                    // the far TAP must not be asked to fill the checksum again.
+                    hdr[0] &= !VIRTIO_NET_HDR_F_NEEDS_CSUM;
                 }
             }
         }
@@ -822,7 +828,7 @@ fn tap_to_udp(s: &Shared) {
                     p.c.tx_flooded.fetch_add(1, Relaxed);
                 }
                 let lists = per_peer.entry(p.ip).or_default();
-                if hdr[1] == GSO_NONE {
+                if goes_whole(hdr, eth, p.inner_mtu()) {
                     lists.0.push(eth);
                 } else {
                     lists.1.push(frame);
@@ -838,6 +844,15 @@ fn tap_to_udp(s: &Shared) {
             }
         }
     }
+}
+
+/// Whether a frame from the TAP goes packed with others as it is, rather than as a burst cut
+/// into sleeve fragments: plain frames that fit a datagram to a peer whose inner MTU is
+/// `inner_mtu`. A plain frame bigger than the path (no DF, or its sender already got a
+/// frag-needed) is cut like a burst: the underlay may drop IP fragments, or every datagram
+/// above some size (weave's 105_frag).
+fn goes_whole(hdr: &[u8], eth: &[u8], inner_mtu: usize) -> bool {
+    hdr[1] == GSO_NONE && eth.len() <= inner_mtu + ETH_HLEN
 }
 
 /// Fills the checksum a `virtio_net_hdr` with NEEDS_CSUM leaves open: the one's complement
@@ -1146,6 +1161,23 @@ mod tests {
         h[1] = gso_type;
         h[4..6].copy_from_slice(&gso_size.to_le_bytes());
         h
+    }
+
+    #[rstest::rstest]
+    #[case::plain_fits(GSO_NONE, 1400, 1400, true)]
+    #[case::plain_exactly_the_mtu(GSO_NONE, 1340, 1340, true)]
+    #[case::plain_over_the_mtu(GSO_NONE, 1400, 1340, false)]
+    #[case::gso_burst(4, 1400, 9000, false)]
+    fn frames_over_the_path_are_cut_like_bursts(
+        #[case] gso_type: u8,
+        #[case] ip_len: usize,
+        #[case] inner_mtu: usize,
+        #[case] whole: bool,
+    ) {
+        let mut hdr = [0u8; VNET];
+        hdr[1] = gso_type;
+        let eth = vec![0u8; ETH_HLEN + ip_len];
+        assert_eq!(goes_whole(&hdr, &eth, inner_mtu), whole);
     }
 
     #[test]
