@@ -197,6 +197,31 @@ async fn weave_1853_goes_red_with_a_fixed_small_mtu() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn weave_111_goes_red_without_encryption() {
+    netsim::require_features!(netsim::caps::Feature::Netns);
+    let report = replay_with(fixture("weave-111-encryption"), &[], |plan| {
+        if let Some(o) = plan.overlay.as_mut() {
+            o.password = None;
+            o.encrypted = false;
+            o.host_passwords.clear();
+            o.other_password.clear();
+        }
+    })
+    .await;
+    let text = failures(&report).join("\n\n");
+    assert!(!report.passed(), "{}", report.render());
+    assert!(
+        text.contains("no plaintext c1 -> c2 (overlay) on the underlay of h2")
+            && text.contains("expected: overlay datagrams on the underlay, never the payload")
+            && text.contains("seen:     the payload crossed the underlay of h2 in clear")
+            && text.contains("refused h1 -> h4 within 20s")
+            && text.contains("seen:     h1 holds a connection to h4 after 20s")
+            && text.contains("connection h1 -> h4"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_datapath_the_overlay_does_not_have_fails_saying_so() {
     netsim::require_features!(netsim::caps::Feature::Netns);
     let dir = tempfile::tempdir().unwrap();

@@ -532,6 +532,7 @@ impl Overlay {
             let password = opts
                 .host_passwords
                 .get(host)
+                .or_else(|| o.host_passwords.get(host))
                 .cloned()
                 .unwrap_or_else(|| default_password.clone());
             overlay.routers.insert(

@@ -198,6 +198,9 @@ fn diagnose(src: &str) -> String {
 #[case::packet_filter_and_echo_size_mistakes(
     "[[switch]]\nname = \"sw1\"\nsubnet = \"198.18.1.0/24\"\n[[host]]\nname = \"h1\"\nswitches = [\"sw1\"]\ncontainers = [\"c1\"]\n[[host]]\nname = \"h2\"\nswitches = [\"sw1\"]\ncontainers = [\"c2\"]\n[overlay]\nrange = \"198.19.0.0/16\"\n[[step]]\nname = \"no bytes\"\nimpair = { kind = \"drop_udp_over\", node = \"sw1\" }\n[[step]]\nname = \"too few bytes\"\nimpair = { kind = \"drop_udp_over\", node = \"sw1\", bytes = 20 }\n[[step]]\nname = \"no such node\"\nimpair = { kind = \"drop_frag_needed\", node = \"sw9\" }\n[[step.expect]]\nkind = \"reach\"\nfrom = \"c1\"\nto = \"c2\"\nproto = \"tcp\"\nsize = 10000\n"
 )]
+#[case::secrecy_problems(
+    "[[switch]]\nname = \"sw1\"\nsubnet = \"198.18.1.0/24\"\n[[router]]\nname = \"r1\"\nswitches = [\"sw1\"]\n[[host]]\nname = \"h1\"\nswitches = [\"sw1\"]\ncontainers = [\"c1\"]\n[[host]]\nname = \"h2\"\nswitches = [\"sw1\"]\ncontainers = [\"c2\"]\n[overlay]\nrange = \"198.19.0.0/16\"\npassword = \"secret\"\nhost_passwords = { r1 = \"x\", h9 = \"y\" }\n[[expect]]\nkind = \"refused\"\nfrom = \"h1\"\nto = \"h2\"\n[[expect]]\nkind = \"no_plaintext\"\nfrom = \"h1\"\nto = \"c2\"\nwithin = \"5s\"\n[[expect]]\nkind = \"no_plaintext\"\nfrom = \"c1\"\nto = \"r1\"\n"
+)]
 fn bad_topologies(#[case] src: &str) {
     // rstest names the thread `..::case_07_wrong_type`; the snapshot keeps `wrong_type` so
     // adding a case does not renumber the others.

@@ -78,6 +78,28 @@ pub enum Expectation {
         /// How long it may take to get there (milliseconds).
         within_ms: u64,
     },
+    /// Host `host`'s router refuses the connection of host `peer` (another password, or
+    /// none): it counts a refusal naming the peer's address and holds no connection to it.
+    Refused {
+        /// The pair as written (`h1 -> h3`, or `c1 -> c5 (h1 -> h3)` for containers).
+        label: String,
+        /// The host whose router is asked.
+        host: String,
+        /// The refused host.
+        peer: String,
+        /// How long it may take (milliseconds).
+        within_ms: u64,
+    },
+    /// Datagrams from container `from` to container `to` cross the underlay interfaces of
+    /// `to`'s host (`host`) as overlay traffic, and their payload never shows there in clear.
+    NoPlaintext {
+        /// The sending container.
+        from: String,
+        /// The receiving container.
+        to: String,
+        /// The host of `to`, whose underlay interfaces are captured.
+        host: String,
+    },
     /// A throughput, latency or loss figure from `from` to `to` within bounds.
     Perf {
         /// Client node.
@@ -415,6 +437,15 @@ impl Expectation {
                     super::shape::format_duration(within_ms * 1_000_000)
                 )
             }
+            Expectation::Refused {
+                label, within_ms, ..
+            } => format!(
+                "refused {label} within {}",
+                super::shape::format_duration(within_ms * 1_000_000)
+            ),
+            Expectation::NoPlaintext { from, to, host } => {
+                format!("no plaintext {from} -> {to} (overlay) on the underlay of {host}")
+            }
             Expectation::Perf {
                 from,
                 to,
@@ -440,8 +471,9 @@ impl Expectation {
             | Expectation::OverlayReach { from, .. }
             | Expectation::Mtu { from, .. }
             | Expectation::Perf { from, .. }
-            | Expectation::Stream { from, .. } => from,
-            Expectation::Datapath { host, .. } => host,
+            | Expectation::Stream { from, .. }
+            | Expectation::NoPlaintext { from, .. } => from,
+            Expectation::Datapath { host, .. } | Expectation::Refused { host, .. } => host,
         }
     }
 }

@@ -238,6 +238,13 @@ pub struct OverlayPlan {
     /// The password itself, handed to the routers; never serialized nor rendered.
     #[serde(skip)]
     pub password: Option<String>,
+    /// Hosts whose router runs with another password (`None`: without one); only the host
+    /// names are serialized and rendered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_password: Vec<String>,
+    /// Those hosts' passwords; never serialized nor rendered.
+    #[serde(skip)]
+    pub host_passwords: std::collections::BTreeMap<String, Option<String>>,
 }
 
 impl Plan {

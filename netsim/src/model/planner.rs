@@ -1272,11 +1272,45 @@ impl<'t> Planner<'t> {
                 fits
             }
         };
+        let mut host_passwords = std::collections::BTreeMap::new();
+        if let Some(map) = &o.host_passwords {
+            for (host, password) in map.get_ref() {
+                let known = self
+                    .by_name
+                    .get(host.as_str())
+                    .map(|&i| &self.nodes[i].kind);
+                match known {
+                    Some(Kind::Host) => {}
+                    Some(other) => {
+                        let word = other.word();
+                        self.r.error(
+                            map.span(),
+                            format!("host_passwords names {host:?}, a {word}"),
+                            "only hosts run overlay routers: name a host",
+                        );
+                        continue;
+                    }
+                    None => {
+                        let help = self.missing_node_help(host, "host");
+                        self.r.error(
+                            map.span(),
+                            format!("host_passwords names {host:?}, which is not a node"),
+                            help,
+                        );
+                        continue;
+                    }
+                }
+                let p = password.get_ref();
+                host_passwords.insert(host.clone(), (!p.is_empty()).then(|| p.clone()));
+            }
+        }
         Some(OverlayPlan {
             range: range?,
             encrypted: o.password.is_some(),
             mtu,
             password: o.password.as_ref().map(|p| p.get_ref().clone()),
+            other_password: host_passwords.keys().cloned().collect(),
+            host_passwords,
         })
     }
 

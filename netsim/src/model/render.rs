@@ -87,7 +87,12 @@ impl Plan {
                 } else {
                     "unencrypted"
                 };
-                writeln!(out, "overlay: range {}, mtu {mtu}, {enc}", o.range)?;
+                let others = if o.other_password.is_empty() {
+                    String::new()
+                } else {
+                    format!(", another password on {}", o.other_password.join(", "))
+                };
+                writeln!(out, "overlay: range {}, mtu {mtu}, {enc}{others}", o.range)?;
             }
             None => writeln!(out, "overlay: none")?,
         }

@@ -30,6 +30,12 @@ pub enum ExpectKind {
     /// A paced TCP stream from `from` to `to`, started in this step, that must survive every
     /// step up to `until` without a reset or a lost byte.
     Stream,
+    /// The router of host `from` refuses host `to` (see `[overlay] host_passwords`), `within`
+    /// a time.
+    Refused,
+    /// Container `from` sends datagrams to container `to`; the underlay interfaces of `to`'s
+    /// host carry them as overlay traffic, never their payload in clear.
+    NoPlaintext,
 }
 
 /// `[[expect]]` (and `[[step.expect]]`): an assertion checked once the lab is up, or after a

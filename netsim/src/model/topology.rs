@@ -297,6 +297,10 @@ pub struct Overlay {
     /// Overlay MTU: `"auto"` (detected from the underlay, the default) or a number.
     #[schemars(with = "Option<OverlayMtu>")]
     pub mtu: Option<Spanned<OverlayMtu>>,
+    /// Hosts whose router gets another password than `password` (`""`: none), to show that
+    /// a router without the shared secret is refused. Never shown in plans or reports.
+    #[schemars(with = "Option<std::collections::BTreeMap<String, String>>")]
+    pub host_passwords: Option<Spanned<std::collections::BTreeMap<String, Spanned<String>>>>,
 }
 
 /// An overlay MTU setting: `"auto"` or a fixed number of bytes.
@@ -578,7 +582,7 @@ fn key_help(key: &str) -> String {
         "routes" => "a list like [{ dst = \"198.18.2.0/24\", via = \"r1\" }]",
         "dst" => "a subnet like \"198.18.2.0/24\" or \"default\"",
         "kind" => {
-            "in [[expect]]: reach, mtu, datapath, perf or stream; in impair: shape, cut, \
+            "in [[expect]]: reach, mtu, datapath, refused, no_plaintext, perf or stream; in impair: shape, cut, \
              partition, block, kill or restart"
         }
         "from" => "a node name",

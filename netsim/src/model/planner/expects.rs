@@ -171,6 +171,8 @@ impl Planner<'_> {
             ExpectKind::Reach => self.reach(x, plans, &at),
             ExpectKind::Mtu => self.mtu_expect(x, plans, &at).into_iter().collect(),
             ExpectKind::Datapath => self.datapath(x, &at).into_iter().collect(),
+            ExpectKind::Refused => self.refused(x, &at).into_iter().collect(),
+            ExpectKind::NoPlaintext => self.no_plaintext(x, &at).into_iter().collect(),
             ExpectKind::Perf => self.perf(x, plans, &at).into_iter().collect(),
             ExpectKind::Stream => {
                 let Some((from, to)) = self.ends(x, plans, &at, "stream") else {
@@ -187,7 +189,10 @@ impl Planner<'_> {
 
     /// Keys that mean nothing for the table's kind are mistakes, not options.
     fn unused_keys(&mut self, x: &Expect, at: &Range<usize>) {
-        let kind = format!("{:?}", x.kind).to_lowercase();
+        let kind = match x.kind {
+            ExpectKind::NoPlaintext => "no_plaintext".to_string(),
+            k => format!("{k:?}").to_lowercase(),
+        };
         let allowed: &[&str] = match x.kind {
             ExpectKind::Reach => &[
                 "from",
@@ -205,6 +210,8 @@ impl Planner<'_> {
                 "from", "to", "over", "test", "min", "max", "repeats", "duration",
             ],
             ExpectKind::Stream => &["from", "to", "over", "until"],
+            ExpectKind::Refused => &["from", "to", "within"],
+            ExpectKind::NoPlaintext => &["from", "to"],
         };
         let present: [(&str, Option<Range<usize>>); 16] = [
             ("from", x.from.as_ref().map(Spanned::span)),
@@ -587,23 +594,54 @@ impl Planner<'_> {
         }
     }
 
-    fn datapath(&mut self, x: &Expect, at: &Range<usize>) -> Option<Expectation> {
+    /// The two hosts of a connection expectation (`from` and `to`: hosts, or containers
+    /// standing for theirs) and its label; `None` after reporting what is wrong.
+    fn connection(
+        &mut self,
+        x: &Expect,
+        at: &Range<usize>,
+        kind: &str,
+    ) -> Option<(String, String, String)> {
         if self.topo.overlay.is_none() {
             self.r.error(
                 at.clone(),
-                "a datapath expectation needs an overlay, and this topology has none",
+                format!("a {kind} expectation needs an overlay, and this topology has none"),
                 "add an [overlay] section (e.g. range = \"198.19.0.0/16\")",
             );
             return None;
         }
         if x.from.is_none() {
-            self.missing(at, "datapath", "from", "\"h1\"");
+            self.missing(at, kind, "from", "\"h1\"");
         }
         if x.to.is_none() {
-            self.missing(at, "datapath", "to", "\"h2\"");
+            self.missing(at, kind, "to", "\"h2\"");
         }
         let host = x.from.as_ref().and_then(|f| self.host_of(f));
         let peer = x.to.as_ref().and_then(|t| self.host_of(t));
+        let (from, to) = (x.from.as_ref()?, x.to.as_ref()?);
+        let (host, peer) = (host?, peer?);
+        if host == peer {
+            self.r.error(
+                to.span(),
+                format!(
+                    "{:?} and {:?} are on the same host {host}",
+                    from.get_ref(),
+                    to.get_ref()
+                ),
+                "a connection joins two hosts: name nodes on different hosts",
+            );
+            return None;
+        }
+        let label = if *from.get_ref() == host && *to.get_ref() == peer {
+            format!("{host} -> {peer}")
+        } else {
+            format!("{} -> {} ({host} -> {peer})", from.get_ref(), to.get_ref())
+        };
+        Some((label, host, peer))
+    }
+
+    fn datapath(&mut self, x: &Expect, at: &Range<usize>) -> Option<Expectation> {
+        let ends = self.connection(x, at, "datapath");
         let want = match &x.datapath {
             None => {
                 self.missing(at, "datapath", "datapath", "\"fast\"");
@@ -630,25 +668,7 @@ impl Planner<'_> {
             },
         };
         let within_ms = self.within_ms(x).unwrap_or(DATAPATH_WITHIN_MS);
-        let (from, to) = (x.from.as_ref()?, x.to.as_ref()?);
-        let (host, peer, want) = (host?, peer?, want?);
-        if host == peer {
-            self.r.error(
-                to.span(),
-                format!(
-                    "{:?} and {:?} are on the same host {host}",
-                    from.get_ref(),
-                    to.get_ref()
-                ),
-                "a connection joins two hosts: name nodes on different hosts",
-            );
-            return None;
-        }
-        let label = if *from.get_ref() == host && *to.get_ref() == peer {
-            format!("{host} -> {peer}")
-        } else {
-            format!("{} -> {} ({host} -> {peer})", from.get_ref(), to.get_ref())
-        };
+        let ((label, host, peer), want) = (ends?, want?);
         Some(Expectation::Datapath {
             label,
             host,
@@ -656,6 +676,69 @@ impl Planner<'_> {
             want,
             reason: x.reason.as_ref().map(|r| r.get_ref().clone()),
             within_ms,
+        })
+    }
+
+    fn refused(&mut self, x: &Expect, at: &Range<usize>) -> Option<Expectation> {
+        let ends = self.connection(x, at, "refused");
+        let within_ms = self.within_ms(x).unwrap_or(DATAPATH_WITHIN_MS);
+        let (label, host, peer) = ends?;
+        let password = |h: &str| {
+            let o = self.topo.overlay.as_ref()?;
+            match o
+                .host_passwords
+                .as_ref()
+                .and_then(|m| m.get_ref().get(h).map(|p| p.get_ref().clone()))
+            {
+                Some(p) => (!p.is_empty()).then_some(p),
+                None => o.password.as_ref().map(|p| p.get_ref().clone()),
+            }
+        };
+        if password(&host) == password(&peer) {
+            self.r.error(
+                at.clone(),
+                format!("{host} and {peer} run with the same password: nothing is refused"),
+                format!(
+                    "give one of them another in [overlay], e.g. host_passwords = {{ {peer} = \
+                     \"not the password\" }}"
+                ),
+            );
+            return None;
+        }
+        Some(Expectation::Refused {
+            label,
+            host,
+            peer,
+            within_ms,
+        })
+    }
+
+    fn no_plaintext(&mut self, x: &Expect, at: &Range<usize>) -> Option<Expectation> {
+        self.connection(x, at, "no_plaintext")?;
+        let (from, to) = (x.from.as_ref()?, x.to.as_ref()?);
+        let mut container = |n: &Spanned<String>| {
+            let i = self.node_ref(n, "no_plaintext end")?;
+            match &self.nodes[i].kind {
+                Kind::Container(host) => Some(host.clone()),
+                other => {
+                    let word = other.word();
+                    self.r.error(
+                        n.span(),
+                        format!("{:?} is a {word}, not a container", n.get_ref()),
+                        "name two containers on different hosts: the payload one sends the \
+                         other is looked for on the underlay",
+                    );
+                    None
+                }
+            }
+        };
+        let sender = container(from);
+        let host = container(to)?;
+        sender?;
+        Some(Expectation::NoPlaintext {
+            from: from.get_ref().clone(),
+            to: to.get_ref().clone(),
+            host,
         })
     }
 

@@ -20,6 +20,8 @@ use crate::model::plan::{
 };
 use crate::overlay_run::Overlay;
 
+mod secrecy;
+
 /// Whether a check held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -206,6 +208,21 @@ pub async fn check(ctx: Context<'_>, e: &Expectation) -> Check {
             c.connection = Some(label.clone());
             c.router_log = ctx.overlay.and_then(|o| o.log_path(host));
             c
+        }
+        Expectation::Refused {
+            label,
+            host,
+            peer,
+            within_ms,
+        } => {
+            let mut c = secrecy::refused(ctx, e, host, peer, *within_ms).await;
+            c.connection = Some(label.clone());
+            c.router_log = ctx.overlay.and_then(|o| o.log_path(host));
+            c
+        }
+        Expectation::NoPlaintext { from, to, host } => {
+            let c = secrecy::no_plaintext(ctx, e, from, to, host).await;
+            ctx.at_connection(c, from, to)
         }
         Expectation::Perf { from, to, .. } => {
             let c = perf(ctx, e).await;
