@@ -430,6 +430,10 @@ impl Share {
         for name in ["boot.log", "modules.log"] {
             if let Ok(text) = fs::read(self.path.join(name)) {
                 let text = String::from_utf8_lossy(&text);
+                if let Some(why) = known_boot_failure(&text) {
+                    out.push_str(&why);
+                    out.push('\n');
+                }
                 if text.trim().is_empty() {
                     continue;
                 }
@@ -559,6 +563,36 @@ fn prepare(cmd: &GuestCommand, opts: &GuestOptions) -> Result<Share, UmlError> {
     Ok(share)
 }
 
+/// The file name of the `uml-xstate` shim (see uml-xstate/src/lib.rs).
+pub const XSTATE_SHIM: &str = "libnetsim_uml_xstate.so";
+
+/// The `uml-xstate` shim: `NETSIM_UML_SHIM`, else next to the running binary or one or two
+/// directories up (cargo's `target/<profile>/` for binaries and `deps/` for tests).
+pub fn xstate_shim() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("NETSIM_UML_SHIM").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    exe.ancestors()
+        .skip(1)
+        .take(3)
+        .map(|d| d.join(XSTATE_SHIM))
+        .find(|p| p.is_file())
+}
+
+/// A cause of a failed boot the log shows, said plainly with the way out.
+fn known_boot_failure(log: &str) -> Option<String> {
+    log.contains("ptrace set fp regs failed").then(|| {
+        format!(
+            "cause: this host's CPU keeps more FPU state than this User-Mode-Linux kernel \
+             knows (AMX), and the host refuses its shorter buffer (\"ptrace set fp regs \
+             failed, errno = 14\"). netsim boots it with the uml-xstate shim when it finds \
+             {XSTATE_SHIM}: build it with `cargo build -p uml-xstate` (it lands next to the \
+             netsim binary) or point NETSIM_UML_SHIM at it."
+        )
+    })
+}
+
 /// Start the guest kernel on a prepared share directory, in a session (and process group) of
 /// its own, its tty1 and tty2 on `out` and `err`. `guard_secs` makes the guest's init kill
 /// the command after that long (a one-shot guest); None leaves it running (a lab guest).
@@ -585,6 +619,16 @@ fn spawn(
         .arg(format!("netsim_share={share_arg}"));
     if let Some(secs) = guard_secs {
         kernel.arg(format!("netsim_timeout={secs}"));
+    }
+    if let Some(shim) = xstate_shim() {
+        // Only the guest kernel's process: its guest programs never see the host's
+        // environment.
+        let mut preload = shim.into_os_string();
+        if let Some(more) = std::env::var_os("LD_PRELOAD").filter(|p| !p.is_empty()) {
+            preload.push(":");
+            preload.push(more);
+        }
+        kernel.env("LD_PRELOAD", preload);
     }
     kernel
         .arg(format!("uml_dir={}", share.path.join("uml").display()))
