@@ -6,6 +6,11 @@
 
 mod wire_common;
 
+use overlay::odp::flow::{
+    Action, FlowAttr, FlowMessage, FlowStats, KeyAttr, PacketAttr, PacketCmd, PacketMessage,
+    TunnelKeyAttr,
+};
+use overlay::odp::wire::OvsCmd;
 use overlay::wire::{control, fragment, fuzzing};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -83,6 +88,8 @@ fn run(seed: u64, valid: &[u8], harness: fn(&[u8])) -> (usize, usize) {
 #[case::macs(12, vec![0, 2, 2, 0, 0, 0, 0, 1, 0x0a, 0xbb, 0xcc, 0xdd, 0xee, 0xff], fuzzing::macs)]
 #[case::fast_report(13, vec![3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0], fuzzing::fast_report)]
 #[case::sleeve_open(9, emit_sleeve(&sleeve_header(), &[b"abc"]), fuzzing::sleeve_open)]
+#[case::odp_flow(14, odp_seed(2, 1, &egress_flow()), fuzzing::odp)]
+#[case::odp_miss(15, odp_seed(3, 1, &miss()), fuzzing::odp)]
 fn decoder_survives_random_buffers(
     #[case] seed: u64,
     #[case] valid: Vec<u8>,
@@ -94,6 +101,64 @@ fn decoder_survives_random_buffers(
         noise > ROUNDS / 4 && mutated > ROUNDS / 4,
         "both kinds of input were fed"
     );
+}
+
+/// An ODP message body behind the two bytes `fuzzing::odp` reads: family, command.
+fn odp_seed(family: u8, cmd: u8, msg: &impl netlink_packet_core::Emitable) -> Vec<u8> {
+    let mut b = vec![family, cmd];
+    let at = b.len();
+    b.resize(at + msg.buffer_len(), 0);
+    msg.emit(&mut b[at..]);
+    b
+}
+
+fn egress_flow() -> FlowMessage {
+    FlowMessage {
+        cmd: OvsCmd::New,
+        dp_ifindex: 7,
+        attrs: vec![
+            FlowAttr::Key(vec![
+                KeyAttr::InPort(1),
+                KeyAttr::Ethernet {
+                    src: [2, 0, 0, 0, 0, 1],
+                    dst: [2, 0, 0, 0, 0, 2],
+                },
+            ]),
+            FlowAttr::Actions(vec![
+                Action::SetTunnel(vec![
+                    TunnelKeyAttr::Id(0x2001),
+                    TunnelKeyAttr::Ipv4Dst(std::net::Ipv4Addr::new(198, 18, 0, 2)),
+                    TunnelKeyAttr::Ttl(64),
+                ]),
+                Action::Output(2),
+            ]),
+            FlowAttr::Stats(FlowStats {
+                packets: 3,
+                bytes: 180,
+            }),
+        ],
+    }
+}
+
+fn miss() -> PacketMessage {
+    PacketMessage {
+        cmd: PacketCmd::Miss,
+        dp_ifindex: 7,
+        attrs: vec![
+            PacketAttr::Packet(vec![0xab; 40]),
+            PacketAttr::Key(vec![
+                KeyAttr::InPort(3),
+                KeyAttr::Tunnel(vec![
+                    TunnelKeyAttr::Id(0x2001),
+                    TunnelKeyAttr::Ipv4Src(std::net::Ipv4Addr::new(198, 18, 0, 2)),
+                    TunnelKeyAttr::DontFragment,
+                    TunnelKeyAttr::TpDst(6784),
+                ]),
+                KeyAttr::EtherType(0x0800),
+            ]),
+            PacketAttr::Mru(1500),
+        ],
+    }
 }
 
 #[test]

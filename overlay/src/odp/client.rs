@@ -20,9 +20,12 @@ use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
 use netlink_packet_generic::{GenlFamily, GenlHeader, GenlMessage};
 use netlink_sys::{protocols::NETLINK_GENERIC, Socket, SocketAddr};
 
+use super::flow::{
+    Action, FlowAttr, FlowMessage, FlowStats, KeyAttr, PacketAttr, PacketCmd, PacketMessage,
+};
 use super::wire::{
     DatapathMessage, DpAttr, DpStats, OvsCmd, TunnelAttr, VportAttr, VportMessage, VportType,
-    OVS_DATAPATH_FAMILY, OVS_DP_F_UNALIGNED, OVS_VPORT_FAMILY,
+    OVS_DATAPATH_FAMILY, OVS_DP_F_UNALIGNED, OVS_FLOW_FAMILY, OVS_PACKET_FAMILY, OVS_VPORT_FAMILY,
 };
 
 /// How long to wait for the kernel's answer before giving up.
@@ -130,6 +133,38 @@ impl Datapath {
     }
 }
 
+/// A flow as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Flow {
+    /// What it matches.
+    pub key: Vec<KeyAttr>,
+    /// Which bits of the key count.
+    pub mask: Vec<KeyAttr>,
+    /// What it does.
+    pub actions: Vec<Action>,
+    /// Its counters.
+    pub stats: FlowStats,
+    /// When it last matched (milliseconds of the kernel's monotonic clock; `None`: never).
+    pub used_ms: Option<u64>,
+}
+
+impl Flow {
+    fn from_message(msg: FlowMessage) -> Self {
+        let mut flow = Flow::default();
+        for attr in msg.attrs {
+            match attr {
+                FlowAttr::Key(k) => flow.key = k,
+                FlowAttr::Mask(m) => flow.mask = m,
+                FlowAttr::Actions(a) => flow.actions = a,
+                FlowAttr::Stats(s) => flow.stats = s,
+                FlowAttr::Used(u) => flow.used_ms = Some(u),
+                _ => {}
+            }
+        }
+        flow
+    }
+}
+
 /// A vport as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vport {
@@ -189,6 +224,8 @@ pub struct OdpClient {
     seq: u32,
     datapath_family: u16,
     vport_family: u16,
+    flow_family: u16,
+    packet_family: u16,
 }
 
 impl OdpClient {
@@ -211,9 +248,13 @@ impl OdpClient {
             seq: 0,
             datapath_family: 0,
             vport_family: 0,
+            flow_family: 0,
+            packet_family: 0,
         };
         client.datapath_family = client.resolve_family(OVS_DATAPATH_FAMILY)?;
         client.vport_family = client.resolve_family(OVS_VPORT_FAMILY)?;
+        client.flow_family = client.resolve_family(OVS_FLOW_FAMILY)?;
+        client.packet_family = client.resolve_family(OVS_PACKET_FAMILY)?;
         Ok(client)
     }
 
@@ -394,6 +435,136 @@ impl OdpClient {
         };
         let family = self.vport_family;
         let what = format!("delete vport {port_no} of datapath {}", dp.name);
+        self.exchange(family, msg, 0, &what).map(drop)
+    }
+
+    /// Send `port_no`'s misses to the netlink port `pid` (an [`super::UpcallSocket`]'s; 0:
+    /// nowhere).
+    pub fn set_vport_upcall_pid(
+        &mut self,
+        dp: &Datapath,
+        port_no: u32,
+        pid: u32,
+    ) -> Result<(), OdpError> {
+        let msg = VportMessage {
+            cmd: OvsCmd::Set,
+            dp_ifindex: dp.ifindex,
+            attrs: vec![VportAttr::PortNo(port_no), VportAttr::UpcallPids(vec![pid])],
+        };
+        let family = self.vport_family;
+        let what = format!(
+            "send the misses of vport {port_no} of datapath {} to netlink port {pid}",
+            dp.name
+        );
+        self.exchange(family, msg, 0, &what).map(drop)
+    }
+
+    /// Install a flow: packets whose fields under `mask` equal `key` get `actions`. An empty
+    /// `mask` matches every field of `key` exactly. Fails with `EEXIST` when the same match
+    /// is installed already.
+    pub fn new_flow(
+        &mut self,
+        dp: &Datapath,
+        key: Vec<KeyAttr>,
+        mask: Vec<KeyAttr>,
+        actions: Vec<Action>,
+    ) -> Result<(), OdpError> {
+        let mut attrs = vec![FlowAttr::Key(key)];
+        if !mask.is_empty() {
+            attrs.push(FlowAttr::Mask(mask));
+        }
+        attrs.push(FlowAttr::Actions(actions));
+        let msg = FlowMessage {
+            cmd: OvsCmd::New,
+            dp_ifindex: dp.ifindex,
+            attrs,
+        };
+        let family = self.flow_family;
+        let what = format!("install a flow in datapath {}", dp.name);
+        self.exchange(family, msg, NLM_F_CREATE | NLM_F_EXCL, &what)
+            .map(drop)
+    }
+
+    /// Read the flow installed for `key` (as given when it was installed).
+    pub fn get_flow(&mut self, dp: &Datapath, key: Vec<KeyAttr>) -> Result<Flow, OdpError> {
+        let what = format!("read a flow of datapath {}", dp.name);
+        let msg = FlowMessage {
+            cmd: OvsCmd::Get,
+            dp_ifindex: dp.ifindex,
+            attrs: vec![FlowAttr::Key(key)],
+        };
+        let family = self.flow_family;
+        let reply = self
+            .exchange(family, msg, 0, &what)?
+            .into_iter()
+            .next()
+            .ok_or(OdpError::Incomplete {
+                request: what.clone(),
+                what: "a flow message",
+            })?;
+        Ok(Flow::from_message(reply))
+    }
+
+    /// Every flow of `dp`.
+    pub fn dump_flows(&mut self, dp: &Datapath) -> Result<Vec<Flow>, OdpError> {
+        let what = format!("list the flows of datapath {}", dp.name);
+        let msg = FlowMessage {
+            cmd: OvsCmd::Get,
+            dp_ifindex: dp.ifindex,
+            attrs: Vec::new(),
+        };
+        let family = self.flow_family;
+        Ok(self
+            .exchange(family, msg, NLM_F_DUMP, &what)?
+            .into_iter()
+            .map(Flow::from_message)
+            .collect())
+    }
+
+    /// Remove the flow installed for `key`.
+    pub fn delete_flow(&mut self, dp: &Datapath, key: Vec<KeyAttr>) -> Result<(), OdpError> {
+        let msg = FlowMessage {
+            cmd: OvsCmd::Del,
+            dp_ifindex: dp.ifindex,
+            attrs: vec![FlowAttr::Key(key)],
+        };
+        let family = self.flow_family;
+        let what = format!("remove a flow of datapath {}", dp.name);
+        self.exchange(family, msg, 0, &what).map(drop)
+    }
+
+    /// Remove every flow of `dp`.
+    pub fn flush_flows(&mut self, dp: &Datapath) -> Result<(), OdpError> {
+        let msg = FlowMessage {
+            cmd: OvsCmd::Del,
+            dp_ifindex: dp.ifindex,
+            attrs: Vec::new(),
+        };
+        let family = self.flow_family;
+        let what = format!("remove every flow of datapath {}", dp.name);
+        self.exchange(family, msg, 0, &what).map(drop)
+    }
+
+    /// Run `actions` on `frame` as if it had arrived with the metadata of `key` (its in-port,
+    /// its tunnel): how a packet handed up on a miss continues on its way.
+    pub fn execute(
+        &mut self,
+        dp: &Datapath,
+        frame: &[u8],
+        key: Vec<KeyAttr>,
+        actions: Vec<Action>,
+    ) -> Result<(), OdpError> {
+        let msg = PacketMessage {
+            cmd: PacketCmd::Execute,
+            dp_ifindex: dp.ifindex,
+            attrs: vec![
+                PacketAttr::Packet(frame.to_vec()),
+                PacketAttr::Key(key),
+                PacketAttr::Actions(actions),
+            ],
+        };
+        let family = self.packet_family;
+        let what = format!("execute a packet in datapath {}", dp.name);
         self.exchange(family, msg, 0, &what).map(drop)
     }
 

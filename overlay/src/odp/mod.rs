@@ -3,8 +3,18 @@
 //! - [`wire`]: the `ovs_datapath` and `ovs_vport` generic netlink messages as plain parse/emit
 //!   types (commands and attributes from the kernel UAPI `include/uapi/linux/openvswitch.h`),
 //!   free of I/O.
+//! - [`flow`]: the `ovs_flow` and `ovs_packet` messages: flow keys and masks (in-port,
+//!   Ethernet, tunnel), actions (output, set tunnel, userspace), flows with their counters,
+//!   and packets handed up on a miss or sent down to execute.
 //! - [`client`]: a small blocking client: create, read back and delete datapaths; add, list and
-//!   delete vports (netdev, internal, vxlan).
+//!   delete vports (netdev, internal, vxlan) and point their misses at an upcall socket;
+//!   install, read, dump, delete and flush flows; execute a packet.
+//! - [`upcall`]: the socket misses arrive on, waited on with a timeout.
+//!
+//! Every decoder of kernel bytes is fuzzed (`wire::fuzzing::odp`, tests/wire_fuzz.rs), and
+//! tests/odp_flows_kernel_lane.rs drives a real datapath in the kernel lane: a miss comes up,
+//! is executed out through vxlan, a flow carries the next frame without an upcall, and a
+//! vxlan packet from a peer misses with its tunnel key and is then delivered by a flow.
 //!
 //! No crate speaks these families (the `ovs_*` families are only spoken by Open vSwitch's own C
 //! library), so the messages are written here on top of netlink-packet-generic's framing.
@@ -12,7 +22,10 @@
 //! `netsim doctor`; where it is missing the overlay falls back to the kernel vxlan tier.
 
 pub mod client;
+pub mod flow;
+pub mod upcall;
 pub mod wire;
 
-pub use client::{Datapath, OdpClient, OdpError, Vport};
+pub use client::{Datapath, Flow, OdpClient, OdpError, Vport};
+pub use upcall::UpcallSocket;
 pub use wire::{VportType, OVS_VXLAN_PORT};

@@ -392,7 +392,7 @@ fn emit_str(buffer: &mut [u8], s: &str) {
     buffer[s.len()] = 0;
 }
 
-fn parse_nlas<A>(buf: &[u8]) -> Result<Vec<A>, DecodeError>
+pub(crate) fn parse_nlas<A>(buf: &[u8]) -> Result<Vec<A>, DecodeError>
 where
     A: for<'b> Parseable<NlaBuffer<&'b [u8]>>,
 {
@@ -401,7 +401,7 @@ where
         .collect()
 }
 
-fn parse_ovs_header(buf: &[u8]) -> Result<i32, DecodeError> {
+pub(crate) fn parse_ovs_header(buf: &[u8]) -> Result<i32, DecodeError> {
     if buf.len() < OVS_HEADER_LEN {
         return Err(DecodeError::buffer_too_small(buf.len(), OVS_HEADER_LEN));
     }
