@@ -204,7 +204,6 @@ async fn weave_111_goes_red_without_encryption() {
             o.password = None;
             o.encrypted = false;
             o.host_passwords.clear();
-            o.other_password.clear();
         }
     })
     .await;

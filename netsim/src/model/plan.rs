@@ -238,13 +238,23 @@ pub struct OverlayPlan {
     /// The password itself, handed to the routers; never serialized nor rendered.
     #[serde(skip)]
     pub password: Option<String>,
-    /// Hosts whose router runs with another password (`None`: without one); only the host
-    /// names are serialized and rendered.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub other_password: Vec<String>,
-    /// Those hosts' passwords; never serialized nor rendered.
-    #[serde(skip)]
+    /// Hosts whose router runs with another password (`None`: without one). Only the host
+    /// names are serialized (as `other_password`) and rendered, never the passwords.
+    #[serde(
+        default,
+        rename = "other_password",
+        skip_deserializing,
+        skip_serializing_if = "std::collections::BTreeMap::is_empty",
+        serialize_with = "host_names_only"
+    )]
     pub host_passwords: std::collections::BTreeMap<String, Option<String>>,
+}
+
+fn host_names_only<S: serde::Serializer>(
+    passwords: &std::collections::BTreeMap<String, Option<String>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(passwords.keys())
 }
 
 impl Plan {

@@ -1309,7 +1309,6 @@ impl<'t> Planner<'t> {
             encrypted: o.password.is_some(),
             mtu,
             password: o.password.as_ref().map(|p| p.get_ref().clone()),
-            other_password: host_passwords.keys().cloned().collect(),
             host_passwords,
         })
     }

@@ -87,10 +87,11 @@ impl Plan {
                 } else {
                     "unencrypted"
                 };
-                let others = if o.other_password.is_empty() {
+                let others = if o.host_passwords.is_empty() {
                     String::new()
                 } else {
-                    format!(", another password on {}", o.other_password.join(", "))
+                    let hosts: Vec<&str> = o.host_passwords.keys().map(String::as_str).collect();
+                    format!(", another password on {}", hosts.join(", "))
                 };
                 writeln!(out, "overlay: range {}, mtu {mtu}, {enc}{others}", o.range)?;
             }

@@ -459,6 +459,29 @@ impl OdpClient {
         self.exchange(family, msg, 0, &what).map(drop)
     }
 
+    /// One request of the `ovs_flow` family about `dp`, with its replies.
+    fn flow_request(
+        &mut self,
+        dp: &Datapath,
+        cmd: OvsCmd,
+        attrs: Vec<FlowAttr>,
+        flags: u16,
+        what: &str,
+    ) -> Result<Vec<FlowMessage>, OdpError> {
+        let msg = FlowMessage {
+            cmd,
+            dp_ifindex: dp.ifindex,
+            attrs,
+        };
+        let family = self.flow_family;
+        self.exchange(
+            family,
+            msg,
+            flags,
+            &format!("{what} of datapath {}", dp.name),
+        )
+    }
+
     /// Install a flow: packets whose fields under `mask` equal `key` get `actions`. An empty
     /// `mask` matches every field of `key` exactly. Fails with `EEXIST` when the same match
     /// is installed already.
@@ -474,75 +497,47 @@ impl OdpClient {
             attrs.push(FlowAttr::Mask(mask));
         }
         attrs.push(FlowAttr::Actions(actions));
-        let msg = FlowMessage {
-            cmd: OvsCmd::New,
-            dp_ifindex: dp.ifindex,
-            attrs,
-        };
-        let family = self.flow_family;
-        let what = format!("install a flow in datapath {}", dp.name);
-        self.exchange(family, msg, NLM_F_CREATE | NLM_F_EXCL, &what)
+        let flags = NLM_F_CREATE | NLM_F_EXCL;
+        self.flow_request(dp, OvsCmd::New, attrs, flags, "install a flow")
             .map(drop)
     }
 
     /// Read the flow installed for `key` (as given when it was installed).
     pub fn get_flow(&mut self, dp: &Datapath, key: Vec<KeyAttr>) -> Result<Flow, OdpError> {
-        let what = format!("read a flow of datapath {}", dp.name);
-        let msg = FlowMessage {
-            cmd: OvsCmd::Get,
-            dp_ifindex: dp.ifindex,
-            attrs: vec![FlowAttr::Key(key)],
-        };
-        let family = self.flow_family;
-        let reply = self
-            .exchange(family, msg, 0, &what)?
+        let what = "read a flow";
+        self.flow_request(dp, OvsCmd::Get, vec![FlowAttr::Key(key)], 0, what)?
             .into_iter()
             .next()
+            .map(Flow::from_message)
             .ok_or(OdpError::Incomplete {
-                request: what.clone(),
+                request: format!("{what} of datapath {}", dp.name),
                 what: "a flow message",
-            })?;
-        Ok(Flow::from_message(reply))
+            })
     }
 
     /// Every flow of `dp`.
     pub fn dump_flows(&mut self, dp: &Datapath) -> Result<Vec<Flow>, OdpError> {
-        let what = format!("list the flows of datapath {}", dp.name);
-        let msg = FlowMessage {
-            cmd: OvsCmd::Get,
-            dp_ifindex: dp.ifindex,
-            attrs: Vec::new(),
-        };
-        let family = self.flow_family;
-        Ok(self
-            .exchange(family, msg, NLM_F_DUMP, &what)?
-            .into_iter()
-            .map(Flow::from_message)
-            .collect())
+        let replies =
+            self.flow_request(dp, OvsCmd::Get, Vec::new(), NLM_F_DUMP, "list the flows")?;
+        Ok(replies.into_iter().map(Flow::from_message).collect())
     }
 
     /// Remove the flow installed for `key`.
     pub fn delete_flow(&mut self, dp: &Datapath, key: Vec<KeyAttr>) -> Result<(), OdpError> {
-        let msg = FlowMessage {
-            cmd: OvsCmd::Del,
-            dp_ifindex: dp.ifindex,
-            attrs: vec![FlowAttr::Key(key)],
-        };
-        let family = self.flow_family;
-        let what = format!("remove a flow of datapath {}", dp.name);
-        self.exchange(family, msg, 0, &what).map(drop)
+        self.flow_request(
+            dp,
+            OvsCmd::Del,
+            vec![FlowAttr::Key(key)],
+            0,
+            "remove a flow",
+        )
+        .map(drop)
     }
 
     /// Remove every flow of `dp`.
     pub fn flush_flows(&mut self, dp: &Datapath) -> Result<(), OdpError> {
-        let msg = FlowMessage {
-            cmd: OvsCmd::Del,
-            dp_ifindex: dp.ifindex,
-            attrs: Vec::new(),
-        };
-        let family = self.flow_family;
-        let what = format!("remove every flow of datapath {}", dp.name);
-        self.exchange(family, msg, 0, &what).map(drop)
+        self.flow_request(dp, OvsCmd::Del, Vec::new(), 0, "remove every flow")
+            .map(drop)
     }
 
     /// Run `actions` on `frame` as if it had arrived with the metadata of `key` (its in-port,
@@ -691,14 +686,7 @@ fn set_receive_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(bytes: &[u8]) -> String {
-        bytes
-            .chunks(4)
-            .map(|w| w.iter().map(|b| format!("{b:02x}")).collect::<String>())
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
+    use crate::odp::test_bytes::hex;
 
     #[test]
     fn vxlan_vport_request_bytes() {

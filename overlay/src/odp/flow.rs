@@ -11,11 +11,10 @@ use std::net::Ipv4Addr;
 
 use netlink_packet_core::{
     parse_u16_be, parse_u32, parse_u64, parse_u8, DecodeError, DefaultNla, Emitable, ErrorContext,
-    Nla, NlaBuffer, Parseable, ParseableParametrized,
+    Nla, NlaBuffer, Parseable,
 };
-use netlink_packet_generic::{GenlFamily, GenlHeader};
 
-use super::wire::{parse_nlas, parse_ovs_header, OvsCmd, OVS_HEADER_LEN};
+use super::wire::{parse_nlas, OvsCmd};
 use super::wire::{OVS_FLOW_FAMILY, OVS_PACKET_FAMILY};
 
 /// `OVS_FLOW_VERSION`.
@@ -333,9 +332,19 @@ impl Nla for UserspacePid {
     }
 }
 
-/// The tunnel key of a set action, as its one nested key attribute.
-fn set_tunnel_nla(t: &[TunnelKeyAttr]) -> KeyAttr {
-    KeyAttr::Tunnel(t.to_vec())
+/// The tunnel key of a set action: its one nested key attribute, emitted from a borrow.
+struct TunnelKeyRef<'a>(&'a [TunnelKeyAttr]);
+
+impl Nla for TunnelKeyRef<'_> {
+    fn value_len(&self) -> usize {
+        self.0.buffer_len()
+    }
+    fn kind(&self) -> u16 {
+        OVS_KEY_ATTR_TUNNEL
+    }
+    fn emit_value(&self, buffer: &mut [u8]) {
+        self.0.emit(buffer)
+    }
 }
 
 impl Nla for Action {
@@ -343,7 +352,7 @@ impl Nla for Action {
         match self {
             Action::Output(_) => 4,
             Action::Userspace { pid } => [UserspacePid(*pid)].as_slice().buffer_len(),
-            Action::SetTunnel(t) => [set_tunnel_nla(t)].as_slice().buffer_len(),
+            Action::SetTunnel(t) => [TunnelKeyRef(t)].as_slice().buffer_len(),
             Action::Other(nla) => nla.value_len(),
         }
     }
@@ -361,7 +370,7 @@ impl Nla for Action {
         match self {
             Action::Output(port) => buffer[..4].copy_from_slice(&port.to_ne_bytes()),
             Action::Userspace { pid } => [UserspacePid(*pid)].as_slice().emit(buffer),
-            Action::SetTunnel(t) => [set_tunnel_nla(t)].as_slice().emit(buffer),
+            Action::SetTunnel(t) => [TunnelKeyRef(t)].as_slice().emit(buffer),
             Action::Other(nla) => nla.emit_value(buffer),
         }
     }
@@ -502,51 +511,15 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&'a T>> for FlowAttr {
     }
 }
 
-/// A message of the `ovs_flow` family.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FlowMessage {
-    /// Command (`OVS_FLOW_CMD_*`: the same numbers as the datapath's).
-    pub cmd: OvsCmd,
-    /// The datapath.
-    pub dp_ifindex: i32,
-    /// Attributes.
-    pub attrs: Vec<FlowAttr>,
-}
-
-impl GenlFamily for FlowMessage {
-    fn family_name() -> &'static str {
-        OVS_FLOW_FAMILY
-    }
-
-    fn command(&self) -> u8 {
-        self.cmd.into()
-    }
-
-    fn version(&self) -> u8 {
-        OVS_FLOW_VERSION
-    }
-}
-
-impl Emitable for FlowMessage {
-    fn buffer_len(&self) -> usize {
-        OVS_HEADER_LEN + self.attrs.as_slice().buffer_len()
-    }
-
-    fn emit(&self, buffer: &mut [u8]) {
-        buffer[..OVS_HEADER_LEN].copy_from_slice(&self.dp_ifindex.to_ne_bytes());
-        self.attrs.as_slice().emit(&mut buffer[OVS_HEADER_LEN..]);
-    }
-}
-
-impl ParseableParametrized<[u8], GenlHeader> for FlowMessage {
-    fn parse_with_param(buf: &[u8], header: GenlHeader) -> Result<Self, DecodeError> {
-        Ok(Self {
-            cmd: header.cmd.into(),
-            dp_ifindex: parse_ovs_header(buf)?,
-            attrs: parse_nlas::<FlowAttr>(&buf[OVS_HEADER_LEN..]).context("ovs_flow attributes")?,
-        })
-    }
-}
+super::wire::ovs_message!(
+    /// A message of the `ovs_flow` family (`OVS_FLOW_CMD_*`: the datapath's command numbers).
+    FlowMessage,
+    OvsCmd,
+    FlowAttr,
+    OVS_FLOW_FAMILY,
+    OVS_FLOW_VERSION,
+    "ovs_flow attributes"
+);
 
 /// `OVS_PACKET_CMD_*`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -657,16 +630,15 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&'a T>> for PacketAttr {
     }
 }
 
-/// A message of the `ovs_packet` family: an upcall from the kernel, or a packet to execute.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PacketMessage {
-    /// Command.
-    pub cmd: PacketCmd,
-    /// The datapath.
-    pub dp_ifindex: i32,
-    /// Attributes.
-    pub attrs: Vec<PacketAttr>,
-}
+super::wire::ovs_message!(
+    /// A message of the `ovs_packet` family: an upcall from the kernel, or a packet to execute.
+    PacketMessage,
+    PacketCmd,
+    PacketAttr,
+    OVS_PACKET_FAMILY,
+    OVS_PACKET_VERSION,
+    "ovs_packet attributes"
+);
 
 impl PacketMessage {
     /// The frame carried.
@@ -686,42 +658,6 @@ impl PacketMessage {
                 _ => None,
             })
             .unwrap_or(&[])
-    }
-}
-
-impl GenlFamily for PacketMessage {
-    fn family_name() -> &'static str {
-        OVS_PACKET_FAMILY
-    }
-
-    fn command(&self) -> u8 {
-        self.cmd.into()
-    }
-
-    fn version(&self) -> u8 {
-        OVS_PACKET_VERSION
-    }
-}
-
-impl Emitable for PacketMessage {
-    fn buffer_len(&self) -> usize {
-        OVS_HEADER_LEN + self.attrs.as_slice().buffer_len()
-    }
-
-    fn emit(&self, buffer: &mut [u8]) {
-        buffer[..OVS_HEADER_LEN].copy_from_slice(&self.dp_ifindex.to_ne_bytes());
-        self.attrs.as_slice().emit(&mut buffer[OVS_HEADER_LEN..]);
-    }
-}
-
-impl ParseableParametrized<[u8], GenlHeader> for PacketMessage {
-    fn parse_with_param(buf: &[u8], header: GenlHeader) -> Result<Self, DecodeError> {
-        Ok(Self {
-            cmd: header.cmd.into(),
-            dp_ifindex: parse_ovs_header(buf)?,
-            attrs: parse_nlas::<PacketAttr>(&buf[OVS_HEADER_LEN..])
-                .context("ovs_packet attributes")?,
-        })
     }
 }
 
@@ -761,20 +697,9 @@ impl KeyExt for [KeyAttr] {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn emit<M: Emitable>(msg: &M) -> Vec<u8> {
-        let mut buf = vec![0; msg.buffer_len()];
-        msg.emit(&mut buf);
-        buf
-    }
-
-    fn hex(bytes: &[u8]) -> String {
-        bytes
-            .chunks(4)
-            .map(|w| w.iter().map(|b| format!("{b:02x}")).collect::<String>())
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
+    use crate::odp::test_bytes::{emit, hex};
+    use netlink_packet_core::ParseableParametrized;
+    use netlink_packet_generic::GenlHeader;
 
     fn genl(cmd: u8, version: u8) -> GenlHeader {
         GenlHeader { cmd, version }

@@ -29,3 +29,25 @@ pub mod wire;
 pub use client::{Datapath, Flow, OdpClient, OdpError, Vport};
 pub use upcall::UpcallSocket;
 pub use wire::{VportType, OVS_VXLAN_PORT};
+
+/// Byte helpers shared by the family tests.
+#[cfg(test)]
+pub(crate) mod test_bytes {
+    use netlink_packet_core::Emitable;
+
+    /// `msg` as the bytes it emits.
+    pub(crate) fn emit<M: Emitable>(msg: &M) -> Vec<u8> {
+        let mut buf = vec![0; msg.buffer_len()];
+        msg.emit(&mut buf);
+        buf
+    }
+
+    /// Bytes as hex words of four, for snapshots a reviewer can read against the UAPI.
+    pub(crate) fn hex(bytes: &[u8]) -> String {
+        bytes
+            .chunks(4)
+            .map(|w| w.iter().map(|b| format!("{b:02x}")).collect::<String>())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}

@@ -3,9 +3,8 @@
 
 use netlink_packet_core::{
     parse_i32, parse_string, parse_u16, parse_u32, DecodeError, DefaultNla, Emitable, ErrorContext,
-    Nla, NlaBuffer, NlasIterator, Parseable, ParseableParametrized,
+    Nla, NlaBuffer, NlasIterator, Parseable,
 };
-use netlink_packet_generic::{GenlFamily, GenlHeader};
 
 /// The UDP port the overlay's vxlan vport listens on (Weave's, so field reports map 1:1).
 pub const OVS_VXLAN_PORT: u16 = 6784;
@@ -408,117 +407,97 @@ pub(crate) fn parse_ovs_header(buf: &[u8]) -> Result<i32, DecodeError> {
     parse_i32(&buf[..OVS_HEADER_LEN]).context("struct ovs_header")
 }
 
-/// A message of the `ovs_datapath` family.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DatapathMessage {
-    /// Command.
-    pub cmd: OvsCmd,
-    /// `ovs_header.dp_ifindex`: the datapath addressed (0 to address it by name).
-    pub dp_ifindex: i32,
-    /// Attributes.
-    pub attrs: Vec<DpAttr>,
+/// Defines a message of one `ovs_*` family: `struct ovs_header` (the datapath's ifindex), then
+/// attributes; the generic netlink command and the family's version around it. The four
+/// families share this layout and differ only in their names, commands and attributes.
+macro_rules! ovs_message {
+    ($(#[$doc:meta])* $name:ident, $cmd:ty, $attr:ty, $family:expr, $version:expr, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name {
+            /// Command.
+            pub cmd: $cmd,
+            /// `ovs_header.dp_ifindex`: the datapath addressed (0 to address a datapath by
+            /// name).
+            pub dp_ifindex: i32,
+            /// Attributes.
+            pub attrs: Vec<$attr>,
+        }
+
+        impl netlink_packet_generic::GenlFamily for $name {
+            fn family_name() -> &'static str {
+                $family
+            }
+
+            fn command(&self) -> u8 {
+                self.cmd.into()
+            }
+
+            fn version(&self) -> u8 {
+                $version
+            }
+        }
+
+        impl netlink_packet_core::Emitable for $name {
+            fn buffer_len(&self) -> usize {
+                $crate::odp::wire::OVS_HEADER_LEN + self.attrs.as_slice().buffer_len()
+            }
+
+            fn emit(&self, buffer: &mut [u8]) {
+                let at = $crate::odp::wire::OVS_HEADER_LEN;
+                buffer[..at].copy_from_slice(&self.dp_ifindex.to_ne_bytes());
+                self.attrs.as_slice().emit(&mut buffer[at..]);
+            }
+        }
+
+        impl netlink_packet_core::ParseableParametrized<[u8], netlink_packet_generic::GenlHeader>
+            for $name
+        {
+            fn parse_with_param(
+                buf: &[u8],
+                header: netlink_packet_generic::GenlHeader,
+            ) -> Result<Self, netlink_packet_core::DecodeError> {
+                use netlink_packet_core::ErrorContext;
+                Ok(Self {
+                    cmd: header.cmd.into(),
+                    dp_ifindex: $crate::odp::wire::parse_ovs_header(buf)?,
+                    attrs: $crate::odp::wire::parse_nlas::<$attr>(
+                        &buf[$crate::odp::wire::OVS_HEADER_LEN..],
+                    )
+                    .context($what)?,
+                })
+            }
+        }
+    };
 }
+pub(crate) use ovs_message;
 
-impl GenlFamily for DatapathMessage {
-    fn family_name() -> &'static str {
-        OVS_DATAPATH_FAMILY
-    }
+ovs_message!(
+    /// A message of the `ovs_datapath` family.
+    DatapathMessage,
+    OvsCmd,
+    DpAttr,
+    OVS_DATAPATH_FAMILY,
+    OVS_DATAPATH_VERSION,
+    "ovs_datapath attributes"
+);
 
-    fn command(&self) -> u8 {
-        self.cmd.into()
-    }
-
-    fn version(&self) -> u8 {
-        OVS_DATAPATH_VERSION
-    }
-}
-
-impl Emitable for DatapathMessage {
-    fn buffer_len(&self) -> usize {
-        OVS_HEADER_LEN + self.attrs.as_slice().buffer_len()
-    }
-
-    fn emit(&self, buffer: &mut [u8]) {
-        buffer[..OVS_HEADER_LEN].copy_from_slice(&self.dp_ifindex.to_ne_bytes());
-        self.attrs.as_slice().emit(&mut buffer[OVS_HEADER_LEN..]);
-    }
-}
-
-impl ParseableParametrized<[u8], GenlHeader> for DatapathMessage {
-    fn parse_with_param(buf: &[u8], header: GenlHeader) -> Result<Self, DecodeError> {
-        Ok(Self {
-            cmd: header.cmd.into(),
-            dp_ifindex: parse_ovs_header(buf)?,
-            attrs: parse_nlas::<DpAttr>(&buf[OVS_HEADER_LEN..])
-                .context("ovs_datapath attributes")?,
-        })
-    }
-}
-
-/// A message of the `ovs_vport` family.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VportMessage {
-    /// Command.
-    pub cmd: OvsCmd,
-    /// `ovs_header.dp_ifindex`: the datapath the vport belongs to.
-    pub dp_ifindex: i32,
-    /// Attributes.
-    pub attrs: Vec<VportAttr>,
-}
-
-impl GenlFamily for VportMessage {
-    fn family_name() -> &'static str {
-        OVS_VPORT_FAMILY
-    }
-
-    fn command(&self) -> u8 {
-        self.cmd.into()
-    }
-
-    fn version(&self) -> u8 {
-        OVS_VPORT_VERSION
-    }
-}
-
-impl Emitable for VportMessage {
-    fn buffer_len(&self) -> usize {
-        OVS_HEADER_LEN + self.attrs.as_slice().buffer_len()
-    }
-
-    fn emit(&self, buffer: &mut [u8]) {
-        buffer[..OVS_HEADER_LEN].copy_from_slice(&self.dp_ifindex.to_ne_bytes());
-        self.attrs.as_slice().emit(&mut buffer[OVS_HEADER_LEN..]);
-    }
-}
-
-impl ParseableParametrized<[u8], GenlHeader> for VportMessage {
-    fn parse_with_param(buf: &[u8], header: GenlHeader) -> Result<Self, DecodeError> {
-        Ok(Self {
-            cmd: header.cmd.into(),
-            dp_ifindex: parse_ovs_header(buf)?,
-            attrs: parse_nlas::<VportAttr>(&buf[OVS_HEADER_LEN..])
-                .context("ovs_vport attributes")?,
-        })
-    }
-}
+ovs_message!(
+    /// A message of the `ovs_vport` family.
+    VportMessage,
+    OvsCmd,
+    VportAttr,
+    OVS_VPORT_FAMILY,
+    OVS_VPORT_VERSION,
+    "ovs_vport attributes"
+);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn emit<M: Emitable>(msg: &M) -> Vec<u8> {
-        let mut buf = vec![0; msg.buffer_len()];
-        msg.emit(&mut buf);
-        buf
-    }
-
-    fn hex(bytes: &[u8]) -> String {
-        bytes
-            .chunks(4)
-            .map(|w| w.iter().map(|b| format!("{b:02x}")).collect::<String>())
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
+    use crate::odp::test_bytes::{emit, hex};
+    use netlink_packet_core::ParseableParametrized;
+    use netlink_packet_generic::GenlHeader;
 
     fn genl(cmd: OvsCmd, version: u8) -> GenlHeader {
         GenlHeader {
