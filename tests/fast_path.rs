@@ -18,7 +18,7 @@ use common::*;
 use netsim::caps::Feature;
 use netsim::lab::shaping::Proto;
 use netsim::measure::icmp::PingOptions;
-use netsim::overlay_run::{Overlay, OverlayOptions};
+use netsim::overlay_run::Overlay;
 
 const THREE: &str = "topologies/three-host.toml";
 const JUMBO: &str = "topologies/jumbo.toml";
@@ -44,7 +44,7 @@ async fn containers_talk_over_the_fast_path_and_sleeve_stays_idle() {
     netsim::require_features!(Feature::Netns, Feature::Vxlan, Feature::Tun);
     let id = unique("fp-on");
     let lab = up(THREE, &id).await;
-    let o = overlay(&lab, OverlayOptions::default()).await;
+    let o = overlay(&lab, vxlan_tier()).await;
     all_fast(&o).await;
     let c3 = o.address_of("c3").unwrap();
     assert!(ping_until(&lab, "c1", c3).await);
@@ -97,7 +97,7 @@ async fn a_blocked_fast_path_falls_back_and_recovers_under_a_live_tcp_stream() {
     netsim::require_features!(Feature::Netns, Feature::Vxlan, Feature::Nftables);
     let id = unique("fp-block");
     let lab = up(THREE, &id).await;
-    let o = overlay(&lab, OverlayOptions::default()).await;
+    let o = overlay(&lab, vxlan_tier()).await;
     all_fast(&o).await;
     let c3 = o.address_of("c3").unwrap();
     assert!(ping_until(&lab, "c1", c3).await);
@@ -192,7 +192,7 @@ async fn a_host_without_its_vxlan_port_uses_sleeve_beside_fast_peers_and_broadca
     let id = unique("fp-mixed");
     let lab = up(THREE, &id).await;
     let holder = take_vxlan_port(&lab, "h3").await;
-    let o = overlay(&lab, OverlayOptions::default()).await;
+    let o = overlay(&lab, vxlan_tier()).await;
     for (x, y) in [("h1", "h2"), ("h2", "h1")] {
         wait_datapath(&o, x, y, "vxlan", Duration::from_secs(20))
             .await
@@ -231,7 +231,7 @@ async fn mtu_auto_gives_8950_on_a_jumbo_underlay_and_full_frames_cross() {
     netsim::require_features!(Feature::Netns, Feature::Vxlan);
     let id = unique("fp-jumbo");
     let lab = up(JUMBO, &id).await;
-    let o = overlay(&lab, OverlayOptions::default()).await;
+    let o = overlay(&lab, vxlan_tier()).await;
     all_fast(&o).await;
     for h in ["h1", "h2", "h3"] {
         let st = o.status(h).await.unwrap();
@@ -269,7 +269,7 @@ async fn a_killed_router_replaces_its_leftover_vxlan_device() {
     netsim::require_features!(Feature::Netns, Feature::Vxlan);
     let id = unique("fp-kill");
     let lab = up(THREE, &id).await;
-    let mut o = overlay(&lab, OverlayOptions::default()).await;
+    let mut o = overlay(&lab, vxlan_tier()).await;
     all_fast(&o).await;
     o.kill("h2").unwrap();
     // The device outlives a SIGKILL (dev_bytes panics on a missing device); the restarted

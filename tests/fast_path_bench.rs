@@ -1,7 +1,8 @@
 //! The fast path against what it is built from, side by side in one lab per MTU: tcp_bw (one
 //! stream and eight) and udp_lat between two hosts natively, between two containers over a raw
 //! kernel vxlan + bridge wired by hand (the physical limit of this datapath), between two
-//! containers over the overlay's fast path, and over sleeve. Each figure is the median of
+//! containers over the overlay's fast path (the kernel vxlan tier, and the Open vSwitch tier
+//! where the module is), and over sleeve. Each figure is the median of
 //! ROUNDS runs, each ratio the median of per-round ratios (the paths of one round run back to
 //! back, in an order that turns from round to round). Ignored by default (it measures, it does not assert figures: the machine is shared);
 //! run it with a release router:
@@ -27,7 +28,13 @@ use netsim::measure::pair;
 use netsim::measure::perf::{PerfOptions, Test};
 use netsim::overlay_run::OverlayOptions;
 
-const ROUNDS: usize = 5;
+/// Rounds per path (`NETSIM_BENCH_ROUNDS` overrides: fewer in the slow kernel-lane guest).
+static ROUNDS: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
+    std::env::var("NETSIM_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+});
 const H1: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 const H2: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
 const RAW_C2: Ipv4Addr = Ipv4Addr::new(198, 19, 250, 1);
@@ -143,6 +150,51 @@ fn row(table: &mut String, mtu: u32, path: &str, runs: &[Figures], base: &[Figur
     );
 }
 
+/// The overlay on kernel tier `tier` (c1 on h1, c3 on h2), measured round by round beside
+/// native and raw vxlan: (native, raw, overlay) figures. The order turns from round to round,
+/// so no path always runs first or last.
+async fn beside_native_and_raw(
+    lab: &Lab,
+    tier: &str,
+) -> (Vec<Figures>, Vec<Figures>, Vec<Figures>) {
+    let o = overlay(
+        lab,
+        OverlayOptions {
+            no_attach: true,
+            router_args: vec!["--fast-path".into(), tier.into()],
+            ..OverlayOptions::default()
+        },
+    )
+    .await;
+    o.attach(lab, "h1", "c1").await.unwrap();
+    let c3 = o.attach(lab, "h2", "c3").await.unwrap();
+    wait_datapath(&o, "h1", "h2", tier, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(ping_until(lab, "c1", c3).await);
+    let (mut native, mut raw, mut fast) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..*ROUNDS {
+        for k in 0..3 {
+            match (round + k) % 3 {
+                0 => native.push(measure(lab, "h2", H2, "h1").await),
+                1 => raw.push(measure(lab, "c4", RAW_C4, "c2").await),
+                _ => fast.push(measure(lab, "c3", c3, "c1").await),
+            }
+        }
+    }
+    let st = o.status("h1").await.unwrap();
+    assert_eq!(
+        conn_status(&o, "h1", "h2").await.unwrap()["datapath"],
+        tier,
+        "still on {tier}: {st}"
+    );
+    if tier == "odp" {
+        println!("h1's datapath after the odp rounds: {}", st["odp"]);
+    }
+    o.stop();
+    (native, raw, fast)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: run with --ignored --nocapture and a release router"]
 async fn fast_path_vs_raw_vxlan_vs_native() {
@@ -159,35 +211,13 @@ async fn fast_path_vs_raw_vxlan_vs_native() {
             router_args: args.iter().map(|s| s.to_string()).collect(),
             ..OverlayOptions::default()
         };
-        let o = overlay(&lab, no_attach(&[])).await;
-        o.attach(&lab, "h1", "c1").await.unwrap();
-        let c3 = o.attach(&lab, "h2", "c3").await.unwrap();
-        wait_datapath(&o, "h1", "h2", "vxlan", Duration::from_secs(20))
-            .await
-            .unwrap();
-        assert!(ping_until(&lab, "c1", c3).await);
-        let (mut native, mut raw, mut fast) = (Vec::new(), Vec::new(), Vec::new());
-        for round in 0..ROUNDS {
-            // The order turns from round to round, so no path always runs first or last.
-            for k in 0..3 {
-                match (round + k) % 3 {
-                    0 => native.push(measure(&lab, "h2", H2, "h1").await),
-                    1 => raw.push(measure(&lab, "c4", RAW_C4, "c2").await),
-                    _ => fast.push(measure(&lab, "c3", c3, "c1").await),
-                }
-            }
-        }
-        assert_eq!(
-            conn_status(&o, "h1", "h2").await.unwrap()["datapath"],
-            "vxlan"
-        );
-        o.stop();
+        let (native, raw, fast) = beside_native_and_raw(&lab, "vxlan").await;
         let o = overlay(&lab, no_attach(&["--fast-path", "off"])).await;
         o.attach(&lab, "h1", "c1").await.unwrap();
         let c3 = o.attach(&lab, "h2", "c3").await.unwrap();
         assert!(ping_until(&lab, "c1", c3).await);
         let (mut native2, mut sleeve) = (Vec::new(), Vec::new());
-        for round in 0..ROUNDS {
+        for round in 0..*ROUNDS {
             if round % 2 == 0 {
                 native2.push(measure(&lab, "h2", H2, "h1").await);
                 sleeve.push(measure(&lab, "c3", c3, "c1").await);
@@ -197,6 +227,12 @@ async fn fast_path_vs_raw_vxlan_vs_native() {
             }
         }
         o.stop();
+        // The Open vSwitch tier, where the module is (the kernel lane): its own rounds beside
+        // native and raw vxlan again, so its ratios come from the same minutes.
+        let mut odp_rows = None;
+        if netsim::caps::probe().has(netsim::caps::Feature::Openvswitch) {
+            odp_rows = Some(beside_native_and_raw(&lab, "odp").await);
+        }
         row(&mut table, mtu, "native", &native, &native, "native");
         row(
             &mut table,
@@ -206,12 +242,145 @@ async fn fast_path_vs_raw_vxlan_vs_native() {
             &native,
             "native",
         );
-        row(&mut table, mtu, "fast path", &fast, &native, "native");
-        row(&mut table, mtu, "fast path", &fast, &raw, "raw vxlan");
+        row(
+            &mut table,
+            mtu,
+            "fast path (vxlan)",
+            &fast,
+            &native,
+            "native",
+        );
+        row(
+            &mut table,
+            mtu,
+            "fast path (vxlan)",
+            &fast,
+            &raw,
+            "raw vxlan",
+        );
+        if let Some((native3, raw2, odp)) = &odp_rows {
+            row(&mut table, mtu, "fast path (odp)", odp, native3, "native");
+            row(&mut table, mtu, "fast path (odp)", odp, raw2, "raw vxlan");
+        }
         row(&mut table, mtu, "sleeve", &sleeve, &native2, "native");
         lab.down().await.unwrap();
         assert!(leftovers(&id).is_empty());
         println!("{table}");
     }
     println!("{table}");
+}
+
+/// The Open vSwitch tier's first-packet path (kernel lane): c1 sends frames to c3, each from a
+/// source MAC of its own, so each is the first frame of a flow: it misses, comes up, is executed
+/// and gets a flow. Reported: upcalls per new flow, and how many first packets per second the
+/// router answers (new flows per second while the burst lasts), beside the kernel's lost count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: run in the kernel lane with --ignored --nocapture"]
+async fn odp_first_packet_path() {
+    if !netsim::caps::probe().has(netsim::caps::Feature::Openvswitch) {
+        println!("no openvswitch module here: run this in the kernel lane");
+        return;
+    }
+    const FLOWS: u64 = 2000;
+    let id = unique("odp-first");
+    let lab = up("topologies/three-host.toml", &id).await;
+    let o = overlay(
+        &lab,
+        OverlayOptions {
+            router_args: vec![
+                "--fast-path".into(),
+                "odp".into(),
+                "--flow-idle-ms".into(),
+                "60000".into(),
+            ],
+            ..OverlayOptions::default()
+        },
+    )
+    .await;
+    wait_datapath(&o, "h1", "h2", "odp", Duration::from_secs(20))
+        .await
+        .unwrap();
+    let c3 = o.address_of("c3").unwrap();
+    assert!(ping_until(&lab, "c1", c3).await);
+    let c3_mac = {
+        let out = node(&lab, "c3")
+            .command("ip")
+            .args(["-o", "link", "show", "dev", "eth0"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let hex = text
+            .split("link/ether ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
+        let mut mac = [0u8; 6];
+        for (i, b) in hex.split(':').enumerate() {
+            mac[i] = u8::from_str_radix(b, 16).unwrap();
+        }
+        mac
+    };
+    let stats = |v: &serde_json::Value, k: &str| v["odp"][k].as_u64().unwrap();
+    let before = o.status("h1").await.unwrap();
+    let sock = node(&lab, "c1")
+        .run(|| async {
+            // SAFETY: if_nametoindex reads a NUL-terminated name.
+            let index = unsafe { libc::if_nametoindex(c"eth0".as_ptr()) };
+            netsim::kernel::packet::PacketSocket::open(index).unwrap()
+        })
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    for i in 0..FLOWS {
+        let mut f = vec![0u8; netsim::kernel::packet::VNET_HDR_LEN];
+        f.extend(c3_mac);
+        f.extend([0x02, 0xf1, 0, 0, (i >> 8) as u8, i as u8]);
+        f.extend(0x88b6u16.to_be_bytes());
+        f.resize(netsim::kernel::packet::VNET_HDR_LEN + 60, 0);
+        let _ = sock.send(&f);
+    }
+    let sent_in = start.elapsed();
+    // The burst is answered when the installed count stops growing.
+    let mut last = (0, std::time::Instant::now());
+    let mut after = before.clone();
+    while last.1.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = o.status("h1").await.unwrap();
+        let n = stats(&after, "flows_installed");
+        if n != last.0 {
+            last = (n, std::time::Instant::now());
+        }
+    }
+    let answered_in = last.1.duration_since(start);
+    let flows = stats(&after, "flows_installed") - stats(&before, "flows_installed");
+    let upcalls = stats(&after, "upcalls") - stats(&before, "upcalls");
+    let lost = dpctl_lost(&lab, "h1");
+    println!(
+        "first-packet path: {FLOWS} first frames sent in {sent_in:?}; {flows} flows installed \
+         in {answered_in:?} = {:.0} new flows/s; {:.2} upcalls per new flow; datapath lost \
+         {lost} upcalls in all",
+        flows as f64 / answered_in.as_secs_f64(),
+        upcalls as f64 / flows.max(1) as f64
+    );
+    o.stop();
+    lab.down().await.unwrap();
+    assert!(leftovers(&id).is_empty());
+}
+
+/// The datapath's lost-upcall count, from `ovs-dpctl show` in `host`.
+fn dpctl_lost(lab: &Lab, host: &str) -> String {
+    let out = node(lab, host)
+        .command("ovs-dpctl")
+        .arg("show")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split("lost:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or("?")
+        .to_string()
 }

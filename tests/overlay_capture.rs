@@ -12,13 +12,12 @@ use std::time::Duration;
 use common::*;
 use netsim::capture::{self, Capture, CaptureOptions};
 use netsim::measure::icmp::PingOptions;
-use netsim::overlay_run::OverlayOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_pings_cross_the_underlay_as_vxlan_on_6784() {
     let id = unique("ovl-cap");
     let lab = up("topologies/two-host.toml", &id).await;
-    let o = overlay(&lab, OverlayOptions::default()).await;
+    let o = overlay(&lab, vxlan_tier()).await;
     for (h, peer) in [("h1", "h2"), ("h2", "h1")] {
         wait_datapath(&o, h, peer, "vxlan", Duration::from_secs(20))
             .await

@@ -30,7 +30,7 @@ const CONTAINERS: [(&str, &str); 6] = [
 fn with_password(p: Option<&str>) -> OverlayOptions {
     OverlayOptions {
         password: Some(p.map(str::to_string)),
-        ..OverlayOptions::default()
+        ..vxlan_tier()
     }
 }
 

@@ -9,10 +9,12 @@ use serde_json::json;
 use crate::alloc::{AddressSource, IpamSource};
 use crate::api::{self, Handler, PeerOp, Request};
 use crate::config::{Mtu, Range};
+use crate::datapath::fast::{self, FastPath};
+use crate::datapath::kernel::{settle, FastKernel, Tier};
+use crate::datapath::ovs_dev::{OvsDevice, OvsSettings, DEFAULT_FLOW_IDLE};
 use crate::datapath::select::Timing;
 use crate::datapath::sleeve::Sleeve;
 use crate::datapath::tiers::Tiers;
-use crate::datapath::vxlan::{self, Vxlan};
 use crate::datapath::vxlan_dev::VxlanDevice;
 use crate::datapath::{auto_mtu, Datapath};
 use crate::netdev::{self, Netdev};
@@ -37,27 +39,43 @@ pub struct Options {
     pub api: PathBuf,
     /// State directory (address holdings).
     pub state_dir: Option<PathBuf>,
-    /// The kernel vxlan fast path.
+    /// The kernel fast path.
     pub fast_path: FastPathOptions,
 }
 
-/// Settings of the kernel vxlan fast path.
+/// Which kernel fast path tiers a router tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FastPathMode {
+    /// The Open vSwitch datapath, else kernel vxlan, else sleeve alone.
+    Auto,
+    /// The Open vSwitch datapath or sleeve.
+    Odp,
+    /// Kernel vxlan or sleeve.
+    Vxlan,
+    /// Sleeve alone.
+    Off,
+}
+
+/// Settings of the kernel fast path.
 #[derive(Debug, Clone, Copy)]
 pub struct FastPathOptions {
-    /// Try the fast path at all (`--fast-path off` runs on sleeve alone).
-    pub enabled: bool,
+    /// Which tiers to try (`--fast-path`).
+    pub mode: FastPathMode,
     /// Its UDP port.
     pub port: u16,
     /// Heartbeat timing: interval, fallback and recovery delays.
     pub timing: Timing,
+    /// How long an Open vSwitch flow may stay unused before it is removed.
+    pub flow_idle: std::time::Duration,
 }
 
 impl Default for FastPathOptions {
     fn default() -> Self {
         FastPathOptions {
-            enabled: true,
+            mode: FastPathMode::Auto,
             port: crate::VXLAN_PORT,
             timing: Timing::default(),
+            flow_idle: DEFAULT_FLOW_IDLE,
         }
     }
 }
@@ -88,6 +106,8 @@ pub struct Daemon {
     bridge: u32,
     mtu: u32,
     underlay_mtu: u32,
+    /// Which kernel fast path tier this host has and why.
+    fast_reason: String,
     alloc: Arc<Mutex<IpamSource>>,
     rt: tokio::runtime::Handle,
 }
@@ -136,25 +156,48 @@ impl Daemon {
             .await
             .context("attach the TAP to the bridge")?;
         // The fast path, if this host can have it; never fatal (weave #1599 is the anti-example).
-        let device =
-            if !opts.fast_path.enabled {
-                Err("turned off (--fast-path off)".to_string())
-            } else if encrypted {
-                Err("the overlay is encrypted: kernel vxlan would carry container frames in clear, \
-                 so sleeve carries them sealed"
-                .to_string())
-            } else {
-                VxlanDevice::create(
-                    &netdev,
+        let fp = opts.fast_path;
+        let (device, fast_reason) = if encrypted {
+            let why = "the overlay is encrypted: the kernel fast path would carry container \
+                       frames in clear, so sleeve carries them sealed";
+            (Err(why.to_string()), format!("{why}: using sleeve only"))
+        } else {
+            let mut attempts = Vec::new();
+            let mut device = Err(String::new());
+            if fp.mode == FastPathMode::Off {
+                attempts.push((
+                    Tier::Sleeve,
+                    Err("turned off (--fast-path off)".to_string()),
+                ));
+            }
+            if matches!(fp.mode, FastPathMode::Auto | FastPathMode::Odp) {
+                let settings = OvsSettings {
                     bridge,
-                    tap_link.index,
-                    opts.fast_path.port,
-                    fast_mtu,
-                )
-                .await
-            };
-        if let Err(why) = &device {
-            tracing::warn!("vxlan fast path unavailable: {why}; every connection uses sleeve");
+                    tap: tap_link.index,
+                    port: fp.port,
+                    mtu: fast_mtu,
+                    // The router is made later: its short id is handed over then.
+                    me: 0,
+                    idle: fp.flow_idle,
+                };
+                let made = OvsDevice::create(&netdev, settings).await;
+                attempts.push((Tier::Odp, made.as_ref().map(drop).map_err(Clone::clone)));
+                device = made.map(FastKernel::Odp);
+            }
+            if device.is_err() && matches!(fp.mode, FastPathMode::Auto | FastPathMode::Vxlan) {
+                let made =
+                    VxlanDevice::create(&netdev, bridge, tap_link.index, fp.port, fast_mtu).await;
+                attempts.push((Tier::Vxlan, made.as_ref().map(drop).map_err(Clone::clone)));
+                device = made.map(FastKernel::Vxlan);
+            }
+            let (_, reason) = settle(&attempts);
+            // Connections on sleeve say why the tiers failed; status says where that led.
+            let failed: Vec<String> = attempts.into_iter().filter_map(|(_, r)| r.err()).collect();
+            (device.map_err(|_| failed.join("; ")), reason)
+        };
+        match &device {
+            Ok(_) => tracing::info!("fast path: {fast_reason}"),
+            Err(_) => tracing::warn!("fast path: {fast_reason}; every connection uses sleeve"),
         }
         let mtu = mtu_for(device.is_ok());
         if mtu != fast_mtu {
@@ -184,6 +227,7 @@ impl Daemon {
                 password: opts.password.as_ref().map(|p| p.as_bytes().to_vec()),
                 port: opts.listen.port(),
                 fast_path: device.is_ok(),
+                odp: matches!(device, Ok(FastKernel::Odp(_))),
             },
             &opts.peers,
             uid,
@@ -201,17 +245,19 @@ impl Daemon {
             .context("start sleeve on UDP")?,
         );
         let (fast_tx, mut fast_rx) = tokio::sync::mpsc::unbounded_channel();
-        let fast = Vxlan::start(
-            vxlan::Settings {
+        let fast = FastPath::start(
+            fast::Settings {
                 port: opts.fast_path.port,
                 timing: opts.fast_path.timing,
                 overlay_mtu: mtu,
                 uid,
+                short_id: router.short_id(),
             },
             device,
             sleeve.clone(),
             fast_tx,
         );
+        fast.set_short_id(router.short_id());
         let tiers = Arc::new(Tiers::new(sleeve.clone(), fast));
         router.set_datapath(tiers.clone() as Arc<dyn Datapath>);
         let r = router.clone();
@@ -240,6 +286,7 @@ impl Daemon {
             bridge,
             mtu,
             underlay_mtu,
+            fast_reason,
             alloc: ipam,
             rt,
         });
@@ -315,9 +362,18 @@ impl Daemon {
         Ok(daemon)
     }
 
-    /// Removes what the router made in the kernel that would outlive it (the vxlan device).
+    /// Removes what the router made in the kernel that would outlive it (the vxlan device, or
+    /// the Open vSwitch datapath with its vports and flows).
     pub async fn shutdown(&self) {
         self.tiers.fast().shutdown().await;
+    }
+
+    /// The datapaths this router can put a connection on, best first.
+    fn datapaths(&self) -> Vec<&'static str> {
+        match self.tiers.fast().tier() {
+            Tier::Sleeve => vec!["sleeve"],
+            t => vec![t.name(), "sleeve"],
+        }
     }
 
     /// Status as JSON.
@@ -336,9 +392,24 @@ impl Daemon {
             "underlay_mtu": self.underlay_mtu,
             "range": format!("{}/{}", self.opts.range.addr, self.opts.range.len),
             "datapath": self.tiers.kind(),
+            "datapaths": self.datapaths(),
             "fast_path": match self.tiers.fast().availability() {
-                Ok(()) => json!({"available": true, "port": self.opts.fast_path.port}),
-                Err(why) => json!({"available": false, "port": self.opts.fast_path.port, "reason": why}),
+                Ok(()) => json!({
+                    "available": true,
+                    "tier": self.tiers.fast().tier().name(),
+                    "port": self.opts.fast_path.port,
+                    "reason": self.fast_reason,
+                }),
+                Err(_) => json!({
+                    "available": false,
+                    "tier": "sleeve",
+                    "port": self.opts.fast_path.port,
+                    "reason": self.fast_reason,
+                }),
+            },
+            "odp": match self.tiers.fast().kernel() {
+                Some(FastKernel::Odp(d)) => json!(d.stats()),
+                _ => serde_json::Value::Null,
             },
             "datapath_stats": self.sleeve.stats(),
             "containers": containers,

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use overlay::api::{self, PeerOp, Request};
 use overlay::config::{self, Mtu, Range};
-use overlay::daemon::{Daemon, FastPathOptions, Options};
+use overlay::daemon::{Daemon, FastPathMode, FastPathOptions, Options};
 use overlay::datapath::select::Timing;
 
 /// A Weave-Net-style overlay router for one host.
@@ -92,9 +92,13 @@ struct RunArgs {
     /// Where the router keeps state (address holdings).
     #[arg(long)]
     state_dir: Option<PathBuf>,
-    /// The kernel vxlan fast path: `auto` (use it where it works) or `off` (sleeve only).
-    #[arg(long, default_value = "auto", value_parser = ["auto", "off"])]
+    /// The kernel fast path: `auto` (the Open vSwitch datapath where the module is, else kernel
+    /// vxlan, else sleeve), `odp` or `vxlan` (that tier or sleeve), or `off` (sleeve only).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "odp", "vxlan", "off"])]
     fast_path: String,
+    /// Milliseconds an Open vSwitch flow may stay unused before it is removed.
+    #[arg(long, default_value_t = 10_000)]
+    flow_idle_ms: u64,
     /// UDP port of the vxlan fast path.
     #[arg(long, default_value_t = overlay::VXLAN_PORT)]
     fast_path_port: u16,
@@ -149,7 +153,13 @@ fn fast_path_options(args: &RunArgs) -> Result<FastPathOptions, String> {
         ));
     }
     Ok(FastPathOptions {
-        enabled: args.fast_path == "auto",
+        mode: match args.fast_path.as_str() {
+            "odp" => FastPathMode::Odp,
+            "vxlan" => FastPathMode::Vxlan,
+            "off" => FastPathMode::Off,
+            _ => FastPathMode::Auto,
+        },
+        flow_idle: ms(args.flow_idle_ms.max(100)),
         port: args.fast_path_port,
         timing: Timing {
             interval: ms(args.heartbeat_ms),

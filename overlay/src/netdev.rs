@@ -244,6 +244,14 @@ impl Netdev {
             .map_err(nl("RTM_DELLINK", name))
     }
 
+    /// Deletes the link called `name` if there is one; `true` when there was.
+    pub async fn delete_named(&self, name: &str) -> Result<bool> {
+        match self.link(name).await? {
+            Some(l) => self.delete(l.index, name).await.map(|()| true),
+            None => Ok(false),
+        }
+    }
+
     /// Adds an IPv4 address.
     pub async fn add_addr(&self, index: u32, name: &str, addr: Ipv4Addr, prefix: u8) -> Result<()> {
         self.handle

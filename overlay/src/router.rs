@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::alloc::IpamSource;
 use crate::crypto::handshake::{self, LocalOffer, Session};
-use crate::datapath::vxlan::PathStatus;
+use crate::datapath::fast::PathStatus;
 use crate::datapath::{Datapath, PeerSpec, PeerStats};
 use crate::topology::{PeerTable, Timing};
 use crate::wire::auth::{self, Role};
@@ -62,8 +62,10 @@ pub struct Settings {
     pub password: Option<Vec<u8>>,
     /// TCP port peers listen on.
     pub port: u16,
-    /// Whether this router offers the vxlan fast path (its device exists).
+    /// Whether this router offers a kernel fast path (vxlan on UDP 6784).
     pub fast_path: bool,
+    /// Whether that fast path is the Open vSwitch datapath (it reads pair VNIs).
+    pub odp: bool,
 }
 
 impl std::fmt::Debug for Settings {
@@ -1185,6 +1187,7 @@ impl Router {
                 connection_id: id,
                 uid: peer.peer_uid,
                 fast_path: peer.features.contains(Features::VXLAN),
+                odp: peer.features.contains(Features::FAST_DATAPATH),
                 keys,
             });
         }
@@ -1285,7 +1288,9 @@ impl Router {
             version_min: hello::PROTOCOL_VERSION_MIN,
             version_max: hello::PROTOCOL_VERSION_MAX,
             password: self.settings.password.is_some(),
-            features: if self.settings.fast_path {
+            features: if self.settings.fast_path && self.settings.odp {
+                Features(Features::SLEEVE.0 | Features::VXLAN.0 | Features::FAST_DATAPATH.0)
+            } else if self.settings.fast_path {
                 Features(Features::SLEEVE.0 | Features::VXLAN.0)
             } else {
                 Features::SLEEVE
@@ -1564,6 +1569,9 @@ impl Router {
                     st.short_id = id;
                     st.version += 1;
                     own_changed = true;
+                    if let Some(dp) = self.dp() {
+                        dp.set_short_id(id);
+                    }
                 }
             }
             // Discovery looks at the entries that just arrived: an address in an older entry
@@ -1772,6 +1780,7 @@ mod tests {
                 password: None,
                 port: 6783,
                 fast_path: false,
+                odp: false,
             },
             &[H2, H3],
             0x11,
@@ -1908,6 +1917,7 @@ mod tests {
                 password: None,
                 port: 6783,
                 fast_path: false,
+                odp: false,
             },
             &[silent],
             0x11,

@@ -59,6 +59,15 @@ pub async fn overlay(lab: &Lab, mut opts: OverlayOptions) -> Overlay {
     Overlay::start(lab, &opts).await.expect("overlay start")
 }
 
+/// The kernel vxlan tier forced (`--fast-path vxlan`), for tests of that tier: where the
+/// openvswitch module exists (the kernel lane) the default would pick the Open vSwitch tier.
+pub fn vxlan_tier() -> OverlayOptions {
+    OverlayOptions {
+        router_args: vec!["--fast-path".into(), "vxlan".into()],
+        ..OverlayOptions::default()
+    }
+}
+
 /// The node called `name`.
 pub fn node(lab: &Lab, name: &str) -> NodeHandle {
     lab.node(name).expect("node")

@@ -2,17 +2,26 @@
 //!
 //! - [`sleeve`]: userspace, UDP 6783, always there (the fallback, and the only way when the
 //!   overlay is encrypted).
-//! - [`vxlan`]: the kernel vxlan fast path on UDP 6784 ([`vxlan_dev`] is its kernel adapter).
-//! - [`select`]: the pure per-connection choice between the two, driven by heartbeats.
-//! - [`tiers`]: what the router drives: sleeve and the fast path together, per connection.
+//! - [`fast`]: the kernel fast path on UDP 6784: heartbeats and the tables that follow each
+//!   connection's choice, over one of two kernel tiers ([`kernel`] chooses and wraps them):
+//!   - the Open vSwitch kernel datapath with a vxlan vport ([`ovs_dev`] is its kernel adapter,
+//!     [`ovs_flows`] the pure decisions on its misses);
+//!   - a kernel vxlan device on the overlay bridge ([`vxlan_dev`]).
 //!
-//! The Open vSwitch kernel datapath will be one more tier beside vxlan.
+//!   Both reach the bridge through [`steer`]'s static entries.
+//! - [`select`]: the pure per-connection choice between fast path and sleeve, driven by
+//!   heartbeats.
+//! - [`tiers`]: what the router drives: sleeve and the fast path together, per connection.
 
+pub mod fast;
+pub mod kernel;
+pub mod ovs_dev;
+pub mod ovs_flows;
 pub mod select;
 pub mod sleeve;
 mod sock;
+pub mod steer;
 pub mod tiers;
-pub mod vxlan;
 pub mod vxlan_dev;
 
 use std::net::IpAddr;
@@ -46,8 +55,10 @@ pub struct PeerSpec {
     pub connection_id: u64,
     /// The peer incarnation's uid (its fast-path heartbeats carry it).
     pub uid: u64,
-    /// Whether the peer offers the vxlan fast path (its Hello says so).
+    /// Whether the peer offers a kernel fast path (its Hello says so).
     pub fast_path: bool,
+    /// Whether that fast path is the Open vSwitch tier (it reads pair VNIs).
+    pub odp: bool,
     /// Session keys when the overlay is encrypted.
     pub keys: Option<SessionKeys>,
 }
@@ -125,8 +136,10 @@ pub trait Datapath: Send + Sync {
     fn set_peer_macs(&self, _name: &str, _macs: Vec<[u8; 6]>) {}
     /// The peer reported what arrives of our fast-path heartbeats.
     fn fast_report(&self, _name: &str, _report: &crate::wire::fast_report::Repr) {}
+    /// Our short id changed (it clashed with a peer's).
+    fn set_short_id(&self, _short_id: u16) {}
     /// Which datapath carries the connection to `name`, since when and why.
-    fn peer_path(&self, _name: &str) -> Option<vxlan::PathStatus> {
+    fn peer_path(&self, _name: &str) -> Option<fast::PathStatus> {
         None
     }
 }

@@ -1,39 +1,35 @@
-//! What the router drives: sleeve for every connection, and the vxlan fast path for those whose
+//! What the router drives: sleeve for every connection, and the kernel fast path for those whose
 //! heartbeats cross it. Sleeve keeps receiving from every peer whatever the choice, so frames
 //! a peer sends while the two sides change datapath are not lost.
 
 use std::sync::Arc;
 
+use super::fast::{FastPath, PathStatus};
 use super::sleeve::Sleeve;
-use super::vxlan::{PathStatus, Vxlan};
 use super::{Datapath, DatapathStats, PeerSpec, PeerStats};
 
 /// Sleeve and the fast path together.
 #[derive(Debug)]
 pub struct Tiers {
     sleeve: Arc<Sleeve>,
-    fast: Vxlan,
+    fast: FastPath,
 }
 
 impl Tiers {
     /// Both datapaths of one router.
-    pub fn new(sleeve: Arc<Sleeve>, fast: Vxlan) -> Self {
+    pub fn new(sleeve: Arc<Sleeve>, fast: FastPath) -> Self {
         Tiers { sleeve, fast }
     }
 
     /// The fast path.
-    pub fn fast(&self) -> &Vxlan {
+    pub fn fast(&self) -> &FastPath {
         &self.fast
     }
 }
 
 impl Datapath for Tiers {
     fn kind(&self) -> &'static str {
-        if self.fast.availability().is_ok() {
-            "vxlan"
-        } else {
-            "sleeve"
-        }
+        self.fast.tier().name()
     }
 
     fn add_peer(&self, spec: PeerSpec) {
@@ -68,6 +64,10 @@ impl Datapath for Tiers {
 
     fn fast_report(&self, name: &str, report: &crate::wire::fast_report::Repr) {
         self.fast.report(name, report);
+    }
+
+    fn set_short_id(&self, short_id: u16) {
+        self.fast.set_short_id(short_id);
     }
 
     fn peer_path(&self, name: &str) -> Option<PathStatus> {

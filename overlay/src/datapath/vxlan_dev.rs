@@ -3,23 +3,19 @@
 //! that steer a remote MAC to the vxlan port or to sleeve's TAP. Plain rtnetlink requests; no
 //! decisions (those are in [`super::vxlan`] and [`super::select`]).
 //!
-//! The requests the rtnetlink crate has no builder for (FDB *append*, which keeps several
-//! all-zero entries, one per peer; bridge entries that are static rather than local) are built
-//! here from the crate's own message types.
+//! FDB *append* (several all-zero entries, one per peer) has no builder in the rtnetlink crate:
+//! the entries are sent with [`super::steer::request`].
 
 use std::net::IpAddr;
 
-use futures::StreamExt;
-use netlink_packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE,
-    NLM_F_REQUEST,
-};
+use netlink_packet_core::{NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use rtnetlink::{LinkBridgePort, LinkVxlan};
+use rtnetlink::LinkVxlan;
 
+use super::steer::{request, BridgeSteer};
 use crate::netdev::Netdev;
 
 /// Name of the vxlan device on the overlay bridge.
@@ -54,7 +50,8 @@ pub struct VxlanDevice {
     netdev: Netdev,
     /// Its interface index.
     pub index: u32,
-    tap: u32,
+    /// The bridge entries steering remote MACs to it or to sleeve's TAP.
+    pub steer: BridgeSteer,
 }
 
 impl std::fmt::Debug for VxlanDevice {
@@ -102,7 +99,7 @@ impl VxlanDevice {
         let dev = VxlanDevice {
             netdev: netdev.clone(),
             index,
-            tap,
+            steer: BridgeSteer::new(netdev, index, tap),
         };
         if let Err(e) = dev.finish(bridge, port, mtu).await {
             let _ = netdev.delete(index, DEVICE).await;
@@ -124,21 +121,7 @@ impl VxlanDevice {
             .execute()
             .await
             .map_err(|e| format!("cannot put {DEVICE} on the overlay bridge: {e}"))?;
-        for (index, what) in [(self.index, DEVICE), (self.tap, crate::netdev::TAP)] {
-            // Isolated: a frame from one peer is never relayed to another (neither through the
-            // other datapath nor back). No learning: remote MACs are static entries the router
-            // points at the datapath of their peer's connection.
-            h.link()
-                .set_port(
-                    LinkBridgePort::new(index)
-                        .isolated(true)
-                        .learning(false)
-                        .build(),
-                )
-                .execute()
-                .await
-                .map_err(|e| format!("cannot set bridge port flags of {what}: {e}"))?;
-        }
+        self.steer.isolate(DEVICE).await?;
         h.link()
             .set(
                 rtnetlink::LinkUnspec::new_with_index(self.index)
@@ -153,31 +136,11 @@ impl VxlanDevice {
     /// Removes the device (its FDB goes with it) and gives the TAP back its default flags.
     pub async fn remove(&self) {
         let _ = self.netdev.delete(self.index, DEVICE).await;
-        let _ = self
-            .netdev
-            .handle()
-            .link()
-            .set_port(
-                LinkBridgePort::new(self.tap)
-                    .isolated(false)
-                    .learning(true)
-                    .build(),
-            )
-            .execute()
-            .await;
+        self.steer.release_tap().await;
     }
 
     async fn send(&self, msg: RouteNetlinkMessage, flags: u16) -> Result<(), rtnetlink::Error> {
-        let mut req = NetlinkMessage::from(msg);
-        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-        let mut handle = self.netdev.handle().clone();
-        let mut response = handle.request(req)?;
-        while let Some(message) = response.next().await {
-            if let NetlinkPayload::Error(err) = message.payload {
-                return Err(rtnetlink::Error::NetlinkError(err));
-            }
-        }
-        Ok(())
+        request(&self.netdev, msg, flags).await
     }
 
     fn vxlan_entry(&self, mac: [u8; 6], dst: IpAddr) -> NeighbourMessage {
@@ -228,36 +191,6 @@ impl VxlanDevice {
         {
             Err(rtnetlink::Error::NetlinkError(m)) if -m.raw_code() == libc::ENOENT => Ok(()),
             other => other,
-        }
-    }
-
-    /// Points the bridge's entry for remote `mac` at the vxlan port (`fast`) or at the TAP.
-    pub async fn steer(&self, mac: [u8; 6], fast: bool) -> Result<(), rtnetlink::Error> {
-        let mut m = NeighbourMessage::default();
-        m.header.family = AddressFamily::Bridge;
-        m.header.ifindex = if fast { self.index } else { self.tap };
-        // Static (NOARP), not permanent: a permanent entry would mean "this host's own MAC".
-        m.header.state = NeighbourState::Noarp;
-        m.header.flags = NeighbourFlags::Controller;
-        m.attributes
-            .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
-        self.send(
-            RouteNetlinkMessage::NewNeighbour(m),
-            NLM_F_CREATE | NLM_F_REPLACE,
-        )
-        .await
-    }
-
-    /// Removes the bridge's entry for remote `mac` (its frames are flooded again).
-    pub async fn unsteer(&self, mac: [u8; 6]) {
-        for port in [self.index, self.tap] {
-            let mut m = NeighbourMessage::default();
-            m.header.family = AddressFamily::Bridge;
-            m.header.ifindex = port;
-            m.header.flags = NeighbourFlags::Controller;
-            m.attributes
-                .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
-            let _ = self.send(RouteNetlinkMessage::DelNeighbour(m), 0).await;
         }
     }
 }

@@ -25,7 +25,8 @@ use super::flow::{
 };
 use super::wire::{
     DatapathMessage, DpAttr, DpStats, OvsCmd, TunnelAttr, VportAttr, VportMessage, VportType,
-    OVS_DATAPATH_FAMILY, OVS_DP_F_UNALIGNED, OVS_FLOW_FAMILY, OVS_PACKET_FAMILY, OVS_VPORT_FAMILY,
+    OVS_DATAPATH_FAMILY, OVS_DP_F_DISPATCH_UPCALL_PER_CPU, OVS_DP_F_UNALIGNED, OVS_FLOW_FAMILY,
+    OVS_PACKET_FAMILY, OVS_VPORT_FAMILY,
 };
 
 /// How long to wait for the kernel's answer before giving up.
@@ -304,6 +305,30 @@ impl OdpClient {
             Some(reply) => Datapath::from_message(reply, &what),
             None => self.get_datapath(name),
         }
+    }
+
+    /// Send every miss of `dp` to the netlink port `pid`, on every CPU: per-CPU dispatch with
+    /// `pid` for all CPUs. Per-vport pids (set with [`Self::set_vport_upcall_pid`]) serve
+    /// while per-CPU dispatch is off; but Open vSwitch's own tools turn it on when they open a
+    /// datapath (`ovs-dpctl show` does), and from then on a datapath without per-CPU pids loses
+    /// every miss. Fails with `EOPNOTSUPP` on kernels without per-CPU dispatch (before 5.15),
+    /// where no tool can turn it on either.
+    pub fn set_upcall_pid_all_cpus(&mut self, dp: &Datapath, pid: u32) -> Result<(), OdpError> {
+        let msg = DatapathMessage {
+            cmd: OvsCmd::Set,
+            dp_ifindex: dp.ifindex,
+            attrs: vec![
+                DpAttr::Name(dp.name.clone()),
+                DpAttr::UserFeatures(OVS_DP_F_UNALIGNED | OVS_DP_F_DISPATCH_UPCALL_PER_CPU),
+                DpAttr::PerCpuPids(vec![pid]),
+            ],
+        };
+        let family = self.datapath_family;
+        let what = format!(
+            "send the misses of datapath {} to netlink port {pid} on every CPU",
+            dp.name
+        );
+        self.exchange(family, msg, 0, &what).map(drop)
     }
 
     /// Read the datapath called `name`.

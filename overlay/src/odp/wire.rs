@@ -30,6 +30,7 @@ const OVS_DP_ATTR_UPCALL_PID: u16 = 2;
 const OVS_DP_ATTR_STATS: u16 = 3;
 const OVS_DP_ATTR_USER_FEATURES: u16 = 5;
 const OVS_DP_ATTR_MASKS_CACHE_SIZE: u16 = 7;
+const OVS_DP_ATTR_PER_CPU_PIDS: u16 = 8;
 const OVS_DP_ATTR_IFINDEX: u16 = 9;
 
 const OVS_VPORT_ATTR_PORT_NO: u16 = 1;
@@ -46,6 +47,10 @@ const OVS_TUNNEL_ATTR_DST_PORT: u16 = 1;
 pub const OVS_DP_F_UNALIGNED: u32 = 1 << 0;
 /// Datapath feature: each vport carries its own upcall port ids (`OVS_DP_F_VPORT_PIDS`).
 pub const OVS_DP_F_VPORT_PIDS: u32 = 1 << 1;
+/// Datapath feature: misses go to the upcall port ids of the CPU they happen on
+/// (`OVS_DP_ATTR_PER_CPU_PIDS`, indexed modulo their number) instead of the vport's
+/// (`OVS_DP_F_DISPATCH_UPCALL_PER_CPU`).
+pub const OVS_DP_F_DISPATCH_UPCALL_PER_CPU: u32 = 1 << 3;
 
 /// Commands shared by both families (`OVS_DP_CMD_*`, `OVS_VPORT_CMD_*`: same numbers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +117,8 @@ pub enum DpAttr {
     UserFeatures(u32),
     /// Size of the masks cache.
     MasksCacheSize(u32),
+    /// Upcall port ids per CPU (CPU `n` uses entry `n` modulo their number).
+    PerCpuPids(Vec<u32>),
     /// Interface index of the datapath's internal port.
     IfIndex(u32),
     /// Any other attribute, kept verbatim.
@@ -123,6 +130,7 @@ impl Nla for DpAttr {
         match self {
             DpAttr::Name(s) => s.len() + 1,
             DpAttr::Stats(_) => 32,
+            DpAttr::PerCpuPids(p) => 4 * p.len(),
             DpAttr::UpcallPid(_)
             | DpAttr::UserFeatures(_)
             | DpAttr::MasksCacheSize(_)
@@ -138,6 +146,7 @@ impl Nla for DpAttr {
             DpAttr::Stats(_) => OVS_DP_ATTR_STATS,
             DpAttr::UserFeatures(_) => OVS_DP_ATTR_USER_FEATURES,
             DpAttr::MasksCacheSize(_) => OVS_DP_ATTR_MASKS_CACHE_SIZE,
+            DpAttr::PerCpuPids(_) => OVS_DP_ATTR_PER_CPU_PIDS,
             DpAttr::IfIndex(_) => OVS_DP_ATTR_IFINDEX,
             DpAttr::Other(nla) => nla.kind(),
         }
@@ -149,6 +158,11 @@ impl Nla for DpAttr {
             DpAttr::Stats(s) => {
                 for (i, v) in [s.hit, s.missed, s.lost, s.flows].iter().enumerate() {
                     buffer[i * 8..i * 8 + 8].copy_from_slice(&v.to_ne_bytes());
+                }
+            }
+            DpAttr::PerCpuPids(p) => {
+                for (i, v) in p.iter().enumerate() {
+                    buffer[i * 4..i * 4 + 4].copy_from_slice(&v.to_ne_bytes());
                 }
             }
             DpAttr::UpcallPid(v)
@@ -190,6 +204,11 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&'a T>> for DpAttr {
             OVS_DP_ATTR_MASKS_CACHE_SIZE => {
                 DpAttr::MasksCacheSize(parse_u32(v).context("OVS_DP_ATTR_MASKS_CACHE_SIZE")?)
             }
+            OVS_DP_ATTR_PER_CPU_PIDS => DpAttr::PerCpuPids(
+                v.chunks(4)
+                    .map(|w| parse_u32(w).context("OVS_DP_ATTR_PER_CPU_PIDS"))
+                    .collect::<Result<_, _>>()?,
+            ),
             OVS_DP_ATTR_IFINDEX => DpAttr::IfIndex(parse_u32(v).context("OVS_DP_ATTR_IFINDEX")?),
             _ => DpAttr::Other(DefaultNla::parse(buf)?),
         })
@@ -536,6 +555,31 @@ mod tests {
         let parsed =
             DatapathMessage::parse_with_param(&DP_NEW[..], genl(OvsCmd::New, OVS_DATAPATH_VERSION));
         assert_eq!(parsed.map_err(|e| e.to_string()), Ok(dp_new()));
+    }
+
+    #[test]
+    fn per_cpu_dispatch_emits_the_uapi_layout_and_parses_back() {
+        let set = DatapathMessage {
+            cmd: OvsCmd::Set,
+            dp_ifindex: 5,
+            attrs: vec![
+                DpAttr::UserFeatures(OVS_DP_F_UNALIGNED | OVS_DP_F_DISPATCH_UPCALL_PER_CPU),
+                DpAttr::PerCpuPids(vec![0x1234, 0x5678]),
+            ],
+        };
+        let bytes = emit(&set);
+        assert_eq!(
+            bytes,
+            [
+                0x05, 0x00, 0x00, 0x00, // dp_ifindex
+                0x08, 0x00, 0x05, 0x00, 0x09, 0x00, 0x00, 0x00, // USER_FEATURES
+                0x0c, 0x00, 0x08, 0x00, 0x34, 0x12, 0x00, 0x00, 0x78, 0x56, 0x00,
+                0x00, // PER_CPU_PIDS
+            ]
+        );
+        let parsed =
+            DatapathMessage::parse_with_param(&bytes[..], genl(OvsCmd::Set, OVS_DATAPATH_VERSION));
+        assert_eq!(parsed.map_err(|e| e.to_string()), Ok(set));
     }
 
     fn vxlan_vport() -> VportMessage {

@@ -1,7 +1,7 @@
-//! The kernel vxlan fast path: a vxlan device on the overlay bridge carries container frames
-//! between hosts without the router touching them; the router only decides, per connection,
-//! whether a peer is reached through it or through sleeve, and keeps the kernel's tables in
-//! step with that decision.
+//! The kernel fast path (a vxlan device, or the Open vSwitch datapath with a vxlan vport:
+//! [`super::kernel::FastKernel`]) carries container frames between hosts without the router
+//! touching them; the router only decides, per connection, whether a peer is reached through
+//! it or through sleeve, and keeps the kernel's tables in step with that decision.
 //!
 //! - **Heartbeats** cross the fast path itself: every [`Timing::interval`] the router sends
 //!   each peer two vxlan packets to UDP 6784 with DF set, a small one and one padded to the
@@ -9,25 +9,30 @@
 //!   link-local group address (the bridge never forwards those); the peer's kernel decapsulates
 //!   it, the peer's router reads it from its vxlan device and acknowledges it over the control
 //!   connection. What crossed decides: [`super::select::Selector`].
+//!   On the Open vSwitch tier a fixed flow hands heartbeats to the datapath's own port, read
+//!   the same way; their VNI is the one data uses toward that peer, so a heartbeat crosses
+//!   only where frames would.
 //! - **Tables**: per peer on the fast path, an all-zero FDB entry (one copy of each broadcast
-//!   and unknown unicast) and an entry per announced MAC on the vxlan device, and the bridge's
-//!   static entry for each announced MAC pointing at the vxlan port; for a peer on sleeve, the
-//!   bridge entries point at sleeve's TAP and sleeve floods to it. [`plan`] computes the
-//!   requests from what is installed and what should be, so a change is always the difference.
+//!   and unknown unicast) and an entry per announced MAC (on the vxlan device; in the Open
+//!   vSwitch tier's tables, where misses are decided), and the bridge's static entry for each
+//!   announced MAC pointing at the fast path's bridge port; for a peer on sleeve, the bridge
+//!   entries point at sleeve's TAP and sleeve floods to it. [`plan`] computes the requests
+//!   from what is installed and what should be, so a change is always the difference.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::kernel::{FastKernel, Tier};
 use super::select::{Arrivals, Path, Reason, Selector, Timing, View};
 use super::sleeve::Sleeve;
 use super::sock::{set_int_opt, wait_readable};
-use super::vxlan_dev::{VxlanDevice, FLOOD};
+use super::vxlan_dev::FLOOD;
 use super::PeerSpec;
 use crate::wire::{ethernet, fast_report, heartbeat, vxlan as vxwire};
 
@@ -126,7 +131,7 @@ pub fn plan(name: &str, ip: IpAddr, have: &Installed, want: Option<&Installed>) 
 /// One connection's fast-path state, as status shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct PathStatus {
-    /// `vxlan` or `sleeve`.
+    /// `odp`, `vxlan` or `sleeve`.
     pub datapath: String,
     /// Seconds on it.
     pub since_s: u64,
@@ -151,6 +156,9 @@ pub struct PathStatus {
 struct FastPeer {
     ip: IpAddr,
     uid: u64,
+    short_id: u16,
+    /// The peer runs the Open vSwitch tier (it reads pair VNIs).
+    odp: bool,
     selector: Selector,
     /// What arrives of the peer's heartbeats, and what was reported to it.
     arrivals: Arrivals,
@@ -174,11 +182,14 @@ pub struct Settings {
     pub overlay_mtu: u32,
     /// This router's uid (heartbeats carry it).
     pub uid: u64,
+    /// This router's short id (pair VNIs carry it).
+    pub short_id: u16,
 }
 
 struct Inner {
     settings: Settings,
-    device: Option<VxlanDevice>,
+    device: Option<FastKernel>,
+    me: AtomicU16,
     unavailable: Option<String>,
     sock: Option<UdpSocket>,
     sleeve: Arc<Sleeve>,
@@ -191,16 +202,16 @@ struct Inner {
     apply: tokio::sync::Mutex<()>,
 }
 
-/// The fast path of one router (present even when the device could not be made: then every
+/// The fast path of one router (present even when no kernel tier could be made: then every
 /// connection stays on sleeve and says why).
 #[derive(Clone)]
-pub struct Vxlan {
+pub struct FastPath {
     inner: Arc<Inner>,
 }
 
-impl std::fmt::Debug for Vxlan {
+impl std::fmt::Debug for FastPath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vxlan")
+        f.debug_struct("FastPath")
             .field("available", &self.inner.device.is_some())
             .finish_non_exhaustive()
     }
@@ -261,12 +272,12 @@ fn local_mac(uid: u64) -> [u8; 6] {
     [0x02, b[3], b[4], b[5], b[6], b[7]]
 }
 
-impl Vxlan {
+impl FastPath {
     /// The fast path over `device`, or (`Err(why)`) a fast path that is not there. Reports of
     /// what arrives of each peer's heartbeats are handed to `reports` when they change.
     pub fn start(
         settings: Settings,
-        device: Result<VxlanDevice, String>,
+        device: Result<FastKernel, String>,
         sleeve: Arc<Sleeve>,
         reports: tokio::sync::mpsc::UnboundedSender<FastReport>,
     ) -> Self {
@@ -277,7 +288,7 @@ impl Vxlan {
         let mut sock = None;
         let mut receiver = None;
         if let Some(d) = &device {
-            match (open_heartbeat_socket(), open_receiver(d.index)) {
+            match (open_heartbeat_socket(), open_receiver(d.heartbeat_index())) {
                 (Ok(s), Ok(r)) => {
                     sock = Some(s);
                     receiver = Some(r);
@@ -291,6 +302,7 @@ impl Vxlan {
         let inner = Arc::new(Inner {
             settings,
             device,
+            me: AtomicU16::new(settings.short_id),
             unavailable,
             sock,
             sleeve,
@@ -313,7 +325,7 @@ impl Vxlan {
             let i = inner.clone();
             tokio::spawn(async move { heartbeat_loop(i).await });
         }
-        Vxlan { inner }
+        FastPath { inner }
     }
 
     /// Whether the device exists; `Err` says why not.
@@ -321,6 +333,27 @@ impl Vxlan {
         match &self.inner.unavailable {
             Some(why) => Err(why.clone()),
             None => Ok(()),
+        }
+    }
+
+    /// The kernel tier in use ([`Tier::Sleeve`] when there is none).
+    pub fn tier(&self) -> Tier {
+        self.inner
+            .device
+            .as_ref()
+            .map_or(Tier::Sleeve, FastKernel::tier)
+    }
+
+    /// The kernel tier itself.
+    pub fn kernel(&self) -> Option<&FastKernel> {
+        self.inner.device.as_ref()
+    }
+
+    /// Our short id changed (it clashed with a peer's): pair VNIs follow.
+    pub fn set_short_id(&self, me: u16) {
+        self.inner.me.store(me, Relaxed);
+        if let Some(FastKernel::Odp(d)) = &self.inner.device {
+            d.set_short_id(me);
         }
     }
 
@@ -344,7 +377,9 @@ impl Vxlan {
                 s.timing,
                 s.overlay_mtu,
                 Reason::LocalUnavailable(
-                    "the overlay is encrypted and kernel vxlan would carry frames in clear".into(),
+                    "the overlay is encrypted and the kernel fast path would carry frames in \
+                     clear"
+                        .into(),
                 ),
             ),
             (None, false, false) => {
@@ -366,6 +401,8 @@ impl Vxlan {
             FastPeer {
                 ip: spec.ip,
                 uid: spec.uid,
+                short_id: spec.short_id,
+                odp: spec.odp,
                 selector,
                 arrivals: Arrivals::default(),
                 macs,
@@ -378,6 +415,9 @@ impl Vxlan {
             },
         );
         drop(peers);
+        if let Some(k) = &self.inner.device {
+            k.register_peer(spec.ip, spec.short_id, spec.odp);
+        }
         self.reconcile_soon();
     }
 
@@ -390,6 +430,7 @@ impl Vxlan {
             spawn_quiet(async move {
                 let _guard = inner.apply.lock().await;
                 run_ops(&inner, &dev, &ops).await;
+                dev.forget_peer(p.ip);
             });
         }
     }
@@ -437,7 +478,7 @@ impl Vxlan {
         let p = peers.get(name)?;
         Some(PathStatus {
             datapath: match p.selector.path() {
-                Path::Fast => "vxlan".into(),
+                Path::Fast => self.tier().name().into(),
                 Path::Sleeve => "sleeve".into(),
             },
             since_s: p.selector.since().elapsed().as_secs(),
@@ -456,7 +497,8 @@ impl Vxlan {
         spawn_quiet(async move { reconcile(&inner).await });
     }
 
-    /// Removes the device (and with it every FDB entry) and stops the threads.
+    /// Removes what the kernel tier made (the vxlan device and its FDB; or the datapath, its
+    /// vports and flows) and stops the threads.
     pub async fn shutdown(&self) {
         self.inner.stop.store(true, Relaxed);
         if let Some(dev) = &self.inner.device {
@@ -504,7 +546,7 @@ async fn reconcile(inner: &Arc<Inner>) {
     }
 }
 
-async fn run_ops(inner: &Inner, dev: &VxlanDevice, ops: &[Op]) {
+async fn run_ops(inner: &Inner, dev: &FastKernel, ops: &[Op]) {
     for op in ops {
         let r = match op {
             Op::SleeveCarries(name, on) => {
@@ -515,14 +557,18 @@ async fn run_ops(inner: &Inner, dev: &VxlanDevice, ops: &[Op]) {
             Op::DelFlood(ip) => dev.remove_remote(FLOOD, *ip).await,
             Op::AddMac(m, ip) => dev.add_remote(*m, *ip).await,
             Op::DelMac(m, ip) => dev.remove_remote(*m, *ip).await,
-            Op::Steer(m, fast) => dev.steer(*m, *fast).await,
+            Op::Steer(m, fast) => dev
+                .steer()
+                .steer(*m, *fast)
+                .await
+                .map_err(|e| e.to_string()),
             Op::Unsteer(m) => {
-                dev.unsteer(*m).await;
+                dev.steer().unsteer(*m).await;
                 Ok(())
             }
         };
         if let Err(e) = r {
-            tracing::warn!("vxlan datapath: {op:?} failed: {e}");
+            tracing::warn!("{} datapath: {op:?} failed: {e}", dev.tier().name());
         }
     }
 }
@@ -577,9 +623,11 @@ async fn heartbeat_loop(inner: Arc<Inner>) {
         round += 1;
         let now = Instant::now();
         let ts = now.saturating_duration_since(inner.base).as_nanos() as u64;
-        // The round's two heartbeats are the same bytes for every peer: built once.
+        // The round's two heartbeats are the same bytes for every peer but the VNI: built
+        // once, the VNI set per peer.
         let small = build_heartbeat(&mut buf, s.uid, round, ts, 0).unwrap_or(0);
         let full = build_heartbeat(&mut full_buf, s.uid, round, ts, full_padding).unwrap_or(0);
+        let me = inner.me.load(Relaxed);
         let mut changed = false;
         {
             let mut peers = inner.peers.lock().unwrap_or_else(|e| e.into_inner());
@@ -592,6 +640,14 @@ async fn heartbeat_loop(inner: Arc<Inner>) {
                     // The small heartbeat only explains a failure (small ones cross, full
                     // ones do not: the path MTU): not sent while full ones are reported arriving.
                     let small = if p.selector.outbound_full() { 0 } else { small };
+                    if let Some(k) = &inner.device {
+                        let vni = k.vni_to(me, p.short_id, p.odp);
+                        for b in [&mut buf[..], &mut full_buf[..]] {
+                            if b.len() >= vxwire::HEADER_LEN {
+                                vxwire::Packet::new_unchecked(b).set_vni(vni);
+                            }
+                        }
+                    }
                     for packet in [&buf[..small], &full_buf[..full]] {
                         // A send refused locally (e.g. EMSGSIZE) is a heartbeat lost.
                         if !packet.is_empty() {
@@ -607,7 +663,11 @@ async fn heartbeat_loop(inner: Arc<Inner>) {
                 if let Some(c) = p.selector.evaluate(now) {
                     changed = true;
                     match c.to {
-                        Path::Fast => tracing::info!("connection to {}: fast path (vxlan)", p.ip),
+                        Path::Fast => tracing::info!(
+                            "connection to {}: fast path ({})",
+                            p.ip,
+                            inner.device.as_ref().map_or("none", |k| k.tier().name())
+                        ),
                         Path::Sleeve => tracing::warn!(
                             "connection to {}: falling back to sleeve: {}",
                             p.ip,
