@@ -310,3 +310,60 @@ async fn a_killed_router_replaces_its_leftover_vxlan_device() {
     lab.down().await.unwrap();
     assert!(leftovers(&id).is_empty());
 }
+
+/// Total control frames `host`'s router has sent, all types.
+async fn control_frames(o: &Overlay, host: &str) -> u64 {
+    let st = o.status(host).await.unwrap();
+    st["router"]["control_sent"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|c| c["frames"].as_u64().unwrap())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_fast_connections_send_no_keepalives_and_a_cut_control_connection_still_ends() {
+    netsim::require_features!(Feature::Netns, Feature::Vxlan, Feature::Nftables);
+    let id = unique("fp-quiet");
+    let lab = up(THREE, &id).await;
+    let o = overlay(&lab, vxlan_tier()).await;
+    all_fast(&o).await;
+    // Idle for longer than two keepalive periods (5 s each): heartbeats show both routers
+    // alive, so no control frame is needed, and no connection is dropped as silent.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = control_frames(&o, "h1").await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let sent = control_frames(&o, "h1").await - before;
+    assert!(
+        sent <= 2,
+        "h1 sent {sent} control frames in 12 s of idling on the fast path (keepalives would be 4)"
+    );
+    for peer in ["h2", "h3"] {
+        assert!(
+            conn_status(&o, "h1", peer).await.is_some(),
+            "h1 -> {peer} kept"
+        );
+    }
+    assert!(!o.log("h1").contains("peer silent"), "{}", o.log("h1"));
+    // The control connection cut while heartbeats still cross: the kernel's keepalive and
+    // user timeout end it (within DEAD_AFTER of the first unanswered probe).
+    lab.block("h2", Proto::Tcp, 6783).await.unwrap();
+    let start = Instant::now();
+    let mut gone = None;
+    while start.elapsed() < Duration::from_secs(40) {
+        if conn_status(&o, "h1", "h2").await.is_none() {
+            gone = Some(start.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let gone =
+        gone.unwrap_or_else(|| panic!("h1 -> h2 still up 40 s after the cut: {}", o.log("h1")));
+    println!("h1 -> h2 ended {gone:?} after its control connection was cut");
+    assert!(gone <= Duration::from_secs(25), "ended after {gone:?}");
+    lab.unblock("h2", Proto::Tcp, 6783).await.unwrap();
+    o.stop();
+    lab.down().await.unwrap();
+    assert!(leftovers(&id).is_empty());
+}

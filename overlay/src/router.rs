@@ -33,9 +33,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Housekeeping period (aging the peer table, sleeve's path-MTU rounds).
 const PROBE_PERIOD: Duration = Duration::from_secs(1);
 /// A connection on which nothing was sent for this long gets an empty gossip frame, so the
-/// peer hears from it well within [`DEAD_AFTER`] (gossip itself is sent only on change).
+/// peer hears from it well within [`DEAD_AFTER`] (gossip itself is sent only on change);
+/// not on the fast path, whose heartbeats show both routers alive.
 const KEEPALIVE: Duration = Duration::from_secs(5);
-/// A connection silent this long is dropped.
+/// A connection silent this long (and, on the fast path, without the peer's heartbeats) is
+/// dropped.
 const DEAD_AFTER: Duration = Duration::from_secs(10);
 /// How long the router with the higher address waits for a peer's dial before dialling it
 /// itself, when both come up together (see [`dials_first`]).
@@ -1097,6 +1099,18 @@ impl Router {
     /// Runs one connection to its end; returns whether it got established.
     async fn run_connection(self: &Arc<Self>, stream: TcpStream, role: Role, ip: IpAddr) -> bool {
         let _ = stream.set_nodelay(true);
+        // The kernel watches the connection too, at no cost to the router: probes after 5 s
+        // of quiet, and a connection whose data or probes go unacknowledged for DEAD_AFTER
+        // fails (its read ends). On the fast path that is what notices a control connection
+        // cut while heartbeats still cross, since no keepalive frames are sent there.
+        let sock = socket2::SockRef::from(&stream);
+        let _ = sock.set_tcp_keepalive(
+            &socket2::TcpKeepalive::new()
+                .with_time(KEEPALIVE)
+                .with_interval(Duration::from_secs(1))
+                .with_retries(5),
+        );
+        let _ = sock.set_tcp_user_timeout(Some(DEAD_AFTER));
         let (mut rd, mut wr) = stream.into_split();
         let mut buf = Vec::new();
         let hs = tokio::time::timeout(
@@ -1245,10 +1259,19 @@ impl Router {
                     Err(e) => break format!("read: {e}"),
                 },
                 _ = tick.tick() => {
-                    if last_rx.elapsed() > DEAD_AFTER {
+                    // On the fast path, heartbeats both ways show both routers alive (each
+                    // side's selector needs its own heartbeats acknowledged and the other's
+                    // arriving): no keepalive is sent, and silence alone is no death. A side
+                    // that stops hearing heartbeats reports it over this connection at once.
+                    let fast_alive = self
+                        .dp()
+                        .is_some_and(|dp| dp.fast_alive(&peer.name, DEAD_AFTER));
+                    if last_rx.elapsed() > DEAD_AFTER && !fast_alive {
                         break "peer silent".to_string();
                     }
-                    let _ = tx.send(gossip_frame(&[]));
+                    if !fast_alive {
+                        let _ = tx.send(gossip_frame(&[]));
+                    }
                 }
             }
         };

@@ -167,6 +167,8 @@ struct FastPeer {
     rtt: Option<Duration>,
     sent: u64,
     received: u64,
+    /// When the last heartbeat from the peer arrived.
+    last_heard: Option<Instant>,
     reports_received: u64,
     reports_sent: u64,
 }
@@ -410,6 +412,7 @@ impl FastPath {
                 rtt: None,
                 sent: 0,
                 received: 0,
+                last_heard: None,
                 reports_received: 0,
                 reports_sent: 0,
             },
@@ -470,6 +473,15 @@ impl FastPath {
         if changed {
             self.reconcile_soon();
         }
+    }
+
+    /// Whether the connection to `name` is on the fast path and the peer's heartbeats arrived
+    /// within `within`: both routers are alive and see each other, so the control connection
+    /// needs no keepalives of its own.
+    pub fn alive(&self, name: &str, within: Duration) -> bool {
+        self.lock().get(name).is_some_and(|p| {
+            p.selector.path() == Path::Fast && p.last_heard.is_some_and(|t| t.elapsed() < within)
+        })
     }
 
     /// One connection's fast-path state.
@@ -737,6 +749,7 @@ fn receive_one(inner: &Inner, fd: &OwnedFd, buf: &mut [u8]) -> bool {
     let mut peers = inner.peers.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(p) = peers.values_mut().find(|p| p.uid == hb.connection_id) {
         p.received += 1;
+        p.last_heard = Some(now);
         if full {
             p.selector.on_inbound(now);
         }

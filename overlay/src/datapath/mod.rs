@@ -136,6 +136,11 @@ pub trait Datapath: Send + Sync {
     fn set_peer_macs(&self, _name: &str, _macs: Vec<[u8; 6]>) {}
     /// The peer reported what arrives of our fast-path heartbeats.
     fn fast_report(&self, _name: &str, _report: &crate::wire::fast_report::Repr) {}
+    /// Whether the connection to `name` is on the fast path with the peer's heartbeats arriving
+    /// within `within` (then they show the peer alive, and keepalives are not needed).
+    fn fast_alive(&self, _name: &str, _within: std::time::Duration) -> bool {
+        false
+    }
     /// Our short id changed (it clashed with a peer's).
     fn set_short_id(&self, _short_id: u16) {}
     /// Which datapath carries the connection to `name`, since when and why.

@@ -66,6 +66,10 @@ impl Datapath for Tiers {
         self.fast.report(name, report);
     }
 
+    fn fast_alive(&self, name: &str, within: std::time::Duration) -> bool {
+        self.fast.alive(name, within)
+    }
+
     fn set_short_id(&self, short_id: u16) {
         self.fast.set_short_id(short_id);
     }
