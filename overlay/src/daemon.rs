@@ -160,6 +160,7 @@ impl Daemon {
         let (device, fast_reason) = if encrypted {
             let why = "the overlay is encrypted: the kernel fast path would carry container \
                        frames in clear, so sleeve carries them sealed";
+            OvsDevice::remove_leftovers(&netdev).await;
             (Err(why.to_string()), format!("{why}: using sleeve only"))
         } else {
             let mut attempts = Vec::new();
@@ -169,6 +170,9 @@ impl Daemon {
                     Tier::Sleeve,
                     Err("turned off (--fast-path off)".to_string()),
                 ));
+            }
+            if matches!(fp.mode, FastPathMode::Vxlan | FastPathMode::Off) {
+                OvsDevice::remove_leftovers(&netdev).await;
             }
             if matches!(fp.mode, FastPathMode::Auto | FastPathMode::Odp) {
                 let settings = OvsSettings {

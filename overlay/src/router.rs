@@ -1266,10 +1266,15 @@ impl Router {
                     let fast_alive = self
                         .dp()
                         .is_some_and(|dp| dp.fast_alive(&peer.name, DEAD_AFTER));
-                    if last_rx.elapsed() > DEAD_AFTER && !fast_alive {
-                        break "peer silent".to_string();
-                    }
-                    if !fast_alive {
+                    if fast_alive {
+                        // Heard, in effect: when the fast path stops counting, the peer
+                        // (which sends keepalives again once its side falls back too) has the
+                        // whole DEAD_AFTER from here, not from its last control frame.
+                        last_rx = Instant::now();
+                    } else {
+                        if last_rx.elapsed() > DEAD_AFTER {
+                            break "peer silent".to_string();
+                        }
                         let _ = tx.send(gossip_frame(&[]));
                     }
                 }
@@ -1573,6 +1578,26 @@ impl Router {
                 .map(|p| p.name.clone())
                 .collect();
             let merged = st.peers.merge(received, Instant::now());
+            // A connected peer that moved to another short id (a clash): the datapath's pair
+            // VNIs follow, or frames to it would carry the old one.
+            let moved: Vec<(String, u16)> = fresh
+                .iter()
+                .filter_map(|name| {
+                    let entry = st.peers.get(name)?;
+                    let conn = st.conns.get_mut(name)?;
+                    (conn.uid == entry.uid && conn.short_id != entry.short_id).then(|| {
+                        conn.short_id = entry.short_id;
+                        (name.clone(), entry.short_id)
+                    })
+                })
+                .collect();
+            if !moved.is_empty() {
+                if let Some(dp) = self.dp() {
+                    for (name, id) in &moved {
+                        dp.set_peer_short_id(name, *id);
+                    }
+                }
+            }
             for name in &merged.removed {
                 tracing::info!("peer {name} was removed (tombstone from gossip)");
             }

@@ -10,8 +10,9 @@
 //!   it, the peer's router reads it from its vxlan device and acknowledges it over the control
 //!   connection. What crossed decides: [`super::select::Selector`].
 //!   On the Open vSwitch tier a fixed flow hands heartbeats to the datapath's own port, read
-//!   the same way; their VNI is the one data uses toward that peer, so a heartbeat crosses
-//!   only where frames would.
+//!   the same way; their VNI is the one data uses toward that peer, so a peer on the kernel
+//!   vxlan tier (which takes VNI 0 only) drops them exactly as it would drop the frames. Pair
+//!   VNIs follow short-id changes of either side (gossip tells the router).
 //! - **Tables**: per peer on the fast path, an all-zero FDB entry (one copy of each broadcast
 //!   and unknown unicast) and an entry per announced MAC (on the vxlan device; in the Open
 //!   vSwitch tier's tables, where misses are decided), and the bridge's static entry for each
@@ -300,7 +301,15 @@ impl FastPath {
                 }
             }
         }
-        let device = if unavailable.is_some() { None } else { device };
+        let device = if unavailable.is_some() {
+            // Made but unusable: what it made in the kernel goes now, not at exit.
+            if let Some(d) = device {
+                spawn_quiet(async move { d.remove().await });
+            }
+            None
+        } else {
+            device
+        };
         let inner = Arc::new(Inner {
             settings,
             device,
@@ -349,6 +358,23 @@ impl FastPath {
     /// The kernel tier itself.
     pub fn kernel(&self) -> Option<&FastKernel> {
         self.inner.device.as_ref()
+    }
+
+    /// The peer `name`'s short id changed (it clashed with another's): pair VNIs follow.
+    pub fn set_peer_short_id(&self, name: &str, short_id: u16) {
+        let registered = {
+            let mut peers = self.lock();
+            let Some(p) = peers.get_mut(name) else { return };
+            if p.short_id == short_id {
+                return;
+            }
+            p.short_id = short_id;
+            (p.ip, p.odp, p.uid)
+        };
+        if let Some(k) = &self.inner.device {
+            let (ip, odp, uid) = registered;
+            k.register_peer(ip, short_id, odp, uid);
+        }
     }
 
     /// Our short id changed (it clashed with a peer's): pair VNIs follow.
@@ -419,7 +445,7 @@ impl FastPath {
         );
         drop(peers);
         if let Some(k) = &self.inner.device {
-            k.register_peer(spec.ip, spec.short_id, spec.odp);
+            k.register_peer(spec.ip, spec.short_id, spec.odp, spec.uid);
         }
         self.reconcile_soon();
     }
@@ -428,12 +454,20 @@ impl FastPath {
     pub fn remove_peer(&self, name: &str) {
         let gone = self.lock().remove(name);
         if let (Some(p), Some(dev)) = (gone, self.inner.device.clone()) {
-            let ops = plan(name, p.ip, &p.installed, None);
+            let mut ops = plan(name, p.ip, &p.installed, None);
+            // The Open vSwitch tier's tables are per peer incarnation: `forget_peer` clears
+            // this one's, and leaves a quick reconnect's (registered meanwhile) alone, which
+            // the per-address table requests would not.
+            if matches!(dev, FastKernel::Odp(_)) {
+                ops.retain(|op| {
+                    matches!(op, Op::Steer(..) | Op::Unsteer(_) | Op::SleeveCarries(..))
+                });
+            }
             let inner = self.inner.clone();
             spawn_quiet(async move {
                 let _guard = inner.apply.lock().await;
                 run_ops(&inner, &dev, &ops).await;
-                dev.forget_peer(p.ip);
+                dev.forget_peer(p.ip, p.uid);
             });
         }
     }

@@ -116,17 +116,19 @@ impl FastKernel {
         }
     }
 
-    /// A connection came up (the Open vSwitch tier learns the peer's short id).
-    pub fn register_peer(&self, ip: IpAddr, short_id: u16, peer_odp: bool) {
+    /// A connection came up, or its peer's short id changed (the Open vSwitch tier learns
+    /// the peer's short id; `uid` names the peer's incarnation).
+    pub fn register_peer(&self, ip: IpAddr, short_id: u16, peer_odp: bool, uid: u64) {
         if let FastKernel::Odp(d) = self {
-            d.register_peer(ip, short_id, peer_odp);
+            d.register_peer(ip, short_id, peer_odp, uid);
         }
     }
 
-    /// A connection went away (its entries are removed by the plan; this forgets the rest).
-    pub fn forget_peer(&self, ip: IpAddr) {
+    /// The connection to incarnation `uid` at `ip` went away (the vxlan tier's entries are
+    /// removed by the plan; the Open vSwitch tier forgets this incarnation's).
+    pub fn forget_peer(&self, ip: IpAddr, uid: u64) {
         if let FastKernel::Odp(d) = self {
-            d.forget_peer(ip);
+            d.forget_peer(ip, uid);
         }
     }
 

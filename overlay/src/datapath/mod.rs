@@ -143,6 +143,8 @@ pub trait Datapath: Send + Sync {
     }
     /// Our short id changed (it clashed with a peer's).
     fn set_short_id(&self, _short_id: u16) {}
+    /// The connected peer `name` has a new short id (it clashed with another's).
+    fn set_peer_short_id(&self, _name: &str, _short_id: u16) {}
     /// Which datapath carries the connection to `name`, since when and why.
     fn peer_path(&self, _name: &str) -> Option<fast::PathStatus> {
         None

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::ovs_flows::{self, decide, Decision, FlowId, OvsPeer, Tables};
+use super::ovs_flows::{self, decide, Decision, FlowId, Tables};
 use super::steer::BridgeSteer;
 use super::vxlan_dev::FLOOD;
 use crate::netdev::Netdev;
@@ -88,6 +88,8 @@ struct Counters {
 struct State {
     tables: Tables,
     flows: HashMap<FlowId, (Vec<KeyAttr>, u64)>,
+    /// Bumped by every flush: a flow decided before a flush is not kept after it.
+    generation: u64,
 }
 
 struct Inner {
@@ -189,9 +191,23 @@ impl OvsDevice {
             Err(why) => {
                 let _ = client.delete_datapath(DATAPATH);
                 let _ = netdev.delete_named(BRIDGE_VETH).await;
+                BridgeSteer::new(netdev, 0, s.tap).release_tap().await;
                 Err(why)
             }
         }
+    }
+
+    /// Removes a datapath and veth of this tier that an earlier run left (it would hold the
+    /// vxlan port the kernel vxlan tier needs), where this run does not make its own. Best
+    /// effort: where the module is missing there is nothing to remove.
+    pub async fn remove_leftovers(netdev: &Netdev) {
+        if let Ok(mut client) = OdpClient::connect() {
+            if client.get_datapath(DATAPATH).is_ok() {
+                tracing::info!("removing the datapath {DATAPATH} a previous run left");
+                let _ = client.delete_datapath(DATAPATH);
+            }
+        }
+        let _ = netdev.delete_named(BRIDGE_VETH).await;
     }
 
     async fn finish(
@@ -271,6 +287,7 @@ impl OvsDevice {
                     ..Tables::default()
                 },
                 flows: HashMap::new(),
+                generation: 0,
             }),
             counters: Counters {
                 upcalls: AtomicU64::new(0),
@@ -302,34 +319,25 @@ impl OvsDevice {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A connection came up: frames from and to `ip` are known by its short id.
-    pub fn register_peer(&self, ip: IpAddr, short_id: u16, pair_vni: bool) {
+    /// A connection came up (or the peer's short id changed): frames from and to `ip` are
+    /// known by its short id; `uid` names the peer's incarnation.
+    pub fn register_peer(&self, ip: IpAddr, short_id: u16, pair_vni: bool, uid: u64) {
         let IpAddr::V4(ip) = ip else { return };
-        let changed = {
-            let mut st = self.state();
-            let fast = st.tables.peers.get(&ip).is_some_and(|p| p.fast);
-            let new = OvsPeer {
-                short_id,
-                fast,
-                pair_vni,
-            };
-            st.tables.peers.insert(ip, new) != Some(new)
-        };
+        let changed = self.state().tables.register(ip, short_id, pair_vni, uid);
         if changed {
             self.flush();
         }
     }
 
-    /// A connection went away: its MACs are forgotten and its flows removed.
-    pub fn forget_peer(&self, ip: IpAddr) {
+    /// The connection of incarnation `uid` to `ip` went away: its MACs are forgotten and its
+    /// flows removed. A newer connection to the same address registered meanwhile (a quick
+    /// reconnect) is left alone.
+    pub fn forget_peer(&self, ip: IpAddr, uid: u64) {
         let IpAddr::V4(ip) = ip else { return };
-        {
-            let mut st = self.state();
-            st.tables.peers.remove(&ip);
-            st.tables.learned.retain(|_, at| *at != ip);
-            st.tables.announced.retain(|_, at| *at != ip);
+        let forgotten = self.state().tables.forget(ip, uid);
+        if forgotten {
+            self.flush();
         }
-        self.flush();
     }
 
     /// Our short id changed (it clashed with a peer's).
@@ -422,15 +430,21 @@ fn failed(inner: &Inner, what: &str, e: &OdpError) {
 
 fn flush(inner: &Inner) {
     let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+    st.generation += 1;
     if st.flows.is_empty() {
         return;
     }
-    // Flow by flow (not OVS_FLOW_CMD_DEL without a key) so the heartbeat flow stays.
+    // Flow by flow (not OVS_FLOW_CMD_DEL without a key) so the heartbeat flow stays. A flow
+    // whose removal failed stays tracked, so a later flush or sweep tries again.
     let mut client = lock_client(inner);
-    for (_, (key, _)) in st.flows.drain() {
-        if let Err(e) = client.delete_flow(&inner.dp, key) {
-            if e.errno() != Some(libc::ENOENT) {
+    let tracked = std::mem::take(&mut st.flows);
+    for (id, (key, at)) in tracked {
+        match client.delete_flow(&inner.dp, key.clone()) {
+            Ok(()) => {}
+            Err(e) if e.errno() == Some(libc::ENOENT) => {}
+            Err(e) => {
                 failed(inner, "remove a flow", &e);
+                st.flows.insert(id, (key, at));
             }
         }
     }
@@ -457,6 +471,13 @@ fn upcall_loop(inner: &Inner, mut upcalls: UpcallSocket) {
         match upcalls.recv(wait.max(Duration::from_millis(1))) {
             Ok(Some(m)) if m.cmd == PacketCmd::Miss => handle_miss(inner, &m),
             Ok(_) => {}
+            // The socket overflowed (a burst of misses): those are lost, the kernel counts
+            // them; read on at once.
+            Err(crate::odp::OdpError::Io { source, .. })
+                if source.raw_os_error() == Some(libc::ENOBUFS) =>
+            {
+                inner.counters.errors.fetch_add(1, Relaxed);
+            }
             Err(e) => {
                 failed(inner, "receive an upcall", &e);
                 std::thread::sleep(Duration::from_millis(100));
@@ -478,9 +499,9 @@ fn handle_miss(inner: &Inner, miss: &crate::odp::flow::PacketMessage) {
         return;
     };
     let key = miss.key();
-    let decision = {
+    let (decision, mut decided_in) = {
         let st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
-        decide(&st.tables, key)
+        (decide(&st.tables, key), st.generation)
     };
     let (actions, flow, learned) = match decision {
         Decision::Drop(why) => {
@@ -513,6 +534,12 @@ fn handle_miss(inner: &Inner, miss: &crate::odp::flow::PacketMessage) {
             c.macs_moved.fetch_add(1, Relaxed);
             tracing::info!("MAC {mac:02x?} moved to {ip}: flows flushed");
             flush(inner);
+            // This flush is ours: the decision was made with the MAC's new place.
+            decided_in = inner
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .generation;
         }
     }
     // The client is locked for each request alone: `flush` and `sweep` take the state first.
@@ -530,16 +557,20 @@ fn handle_miss(inner: &Inner, miss: &crate::odp::flow::PacketMessage) {
     let Some(id) = ovs_flows::flow_id(&key) else {
         return;
     };
+    // A flush after the decision (a peer moved, changed its short id or went away) means the
+    // decision may be stale: the flow is not kept.
     let installed = lock_client(inner).new_flow(&inner.dp, key.clone(), mask, actions);
     match installed {
         Ok(()) => {
             c.flows_installed.fetch_add(1, Relaxed);
-            inner
-                .state
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .flows
-                .insert(id, (key, monotonic_ms()));
+            let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+            if st.generation == decided_in {
+                st.flows.insert(id, (key, monotonic_ms()));
+            } else if let Err(e) = lock_client(inner).delete_flow(&inner.dp, key) {
+                if e.errno() != Some(libc::ENOENT) {
+                    failed(inner, "remove a stale flow", &e);
+                }
+            }
         }
         // Two misses of one flow raced: the first installed it.
         Err(e) if e.errno() == Some(libc::EEXIST) => {}
@@ -576,7 +607,11 @@ fn sweep(inner: &Inner) {
                 inner.counters.flows_expired.fetch_add(1, Relaxed);
             }
             Err(e) if e.errno() == Some(libc::ENOENT) => {}
-            Err(e) => failed(inner, "remove an idle flow", &e),
+            // Still in the kernel: kept tracked, tried again at the next sweep.
+            Err(e) => {
+                failed(inner, "remove an idle flow", &e);
+                continue;
+            }
         }
         st.flows.remove(&id);
     }

@@ -39,6 +39,9 @@ pub struct OvsPeer {
     /// Whether it runs this tier too (it reads the pair VNI); a kernel vxlan peer only takes
     /// VNI 0 ([`super::vxlan_dev::VNI`]).
     pub pair_vni: bool,
+    /// The connection's peer incarnation (its uid): what a late removal of an older
+    /// connection to the same address must not touch.
+    pub uid: u64,
 }
 
 /// What the router knows that misses are decided on.
@@ -102,6 +105,32 @@ impl Tables {
             return super::vxlan_dev::VNI;
         }
         vxwire::vni(self.me, p.short_id).unwrap_or(super::vxlan_dev::VNI)
+    }
+
+    /// A connection to `ip` came up, or its peer's short id changed: `true` when that changes
+    /// what frames are decided on (flows must go). A new incarnation starts off the fast path.
+    pub fn register(&mut self, ip: Ipv4Addr, short_id: u16, pair_vni: bool, uid: u64) -> bool {
+        let fast = self.peers.get(&ip).is_some_and(|p| p.fast && p.uid == uid);
+        let new = OvsPeer {
+            short_id,
+            fast,
+            pair_vni,
+            uid,
+        };
+        self.peers.insert(ip, new) != Some(new)
+    }
+
+    /// The connection of incarnation `uid` to `ip` went away: its peer, MACs announced and
+    /// learned go; `false` (nothing done) when a newer connection to the same address was
+    /// registered meanwhile.
+    pub fn forget(&mut self, ip: Ipv4Addr, uid: u64) -> bool {
+        if self.peers.get(&ip).is_some_and(|p| p.uid != uid) {
+            return false;
+        }
+        self.peers.remove(&ip);
+        self.learned.retain(|_, at| *at != ip);
+        self.announced.retain(|_, at| *at != ip);
+        true
     }
 
     /// The actions that send a frame to the peer at `ip` through vxlan.
@@ -314,6 +343,7 @@ mod tests {
             short_id,
             fast,
             pair_vni: true,
+            uid: u64::from(short_id),
         };
         t.peers.insert(H2, peer(2, true));
         t.peers.insert(H3, peer(3, false));
@@ -437,6 +467,41 @@ mod tests {
         );
         t.learned.insert(ON_H3, H2);
         assert_eq!(render(&decide(&t, &from_bridge(ON_H3))), "drop OnSleeve");
+    }
+
+    #[test]
+    fn a_late_removal_of_an_old_connection_leaves_a_reconnect_alone() {
+        let mut t = tables();
+        // h2 reconnects (new uid 77) before the old connection's removal runs.
+        assert!(t.register(H2, 2, true, 77));
+        assert!(
+            !t.peers[&H2].fast,
+            "a new incarnation starts off the fast path"
+        );
+        assert!(!t.forget(H2, 2), "the old incarnation's removal is ignored");
+        assert!(t.peers.contains_key(&H2));
+        assert_eq!(t.owner(&ON_H2), Some(H2));
+        // Its own removal goes through, with its MACs.
+        assert!(t.forget(H2, 77));
+        assert!(!t.peers.contains_key(&H2));
+        assert_eq!(t.owner(&ON_H2), None);
+    }
+
+    #[test]
+    fn a_peer_with_a_new_short_id_is_sent_the_new_pair_vni() {
+        let mut t = tables();
+        assert!(
+            !t.register(H2, 2, true, 2),
+            "same registration: nothing changes"
+        );
+        assert!(t.register(H2, 5, true, 2));
+        if let Some(p) = t.peers.get_mut(&H2) {
+            p.fast = true;
+        }
+        assert_eq!(
+            render(&decide(&t, &from_bridge(ON_H2))),
+            "tunnel 0x5001 to 198.18.1.2, output 2; flow"
+        );
     }
 
     #[test]

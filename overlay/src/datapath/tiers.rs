@@ -74,6 +74,10 @@ impl Datapath for Tiers {
         self.fast.set_short_id(short_id);
     }
 
+    fn set_peer_short_id(&self, name: &str, short_id: u16) {
+        self.fast.set_peer_short_id(name, short_id);
+    }
+
     fn peer_path(&self, name: &str) -> Option<PathStatus> {
         self.fast.peer_path(name)
     }

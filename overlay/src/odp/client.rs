@@ -96,6 +96,13 @@ fn errno_name(errno: i32) -> String {
     nix::errno::Errno::from_raw(errno).to_string()
 }
 
+/// The number of CPUs the kernel may run on (configured, not just online).
+fn possible_cpus() -> usize {
+    // SAFETY: sysconf(3) with a constant name; it only reads system configuration.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+    usize::try_from(n).ok().filter(|&n| n > 0).unwrap_or(1)
+}
+
 /// A datapath as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Datapath {
@@ -320,7 +327,9 @@ impl OdpClient {
             attrs: vec![
                 DpAttr::Name(dp.name.clone()),
                 DpAttr::UserFeatures(OVS_DP_F_UNALIGNED | OVS_DP_F_DISPATCH_UPCALL_PER_CPU),
-                DpAttr::PerCpuPids(vec![pid]),
+                // One entry per possible CPU: the kernel indexes by CPU (and logs a complaint
+                // when it has to wrap around a shorter list).
+                DpAttr::PerCpuPids(vec![pid; possible_cpus()]),
             ],
         };
         let family = self.datapath_family;
