@@ -108,12 +108,8 @@ impl FastKernel {
     /// The VNI of this host's frames to a peer, and of its heartbeats: the kernel vxlan tier
     /// has one VNI; the Open vSwitch tier names the pair when the peer runs it too.
     pub fn vni_to(&self, me: u16, peer: u16, peer_odp: bool) -> u32 {
-        match self {
-            FastKernel::Odp(_) if peer_odp => {
-                crate::wire::vxlan::vni(me, peer).unwrap_or(super::vxlan_dev::VNI)
-            }
-            _ => super::vxlan_dev::VNI,
-        }
+        let pair = matches!(self, FastKernel::Odp(_)) && peer_odp;
+        super::ovs_flows::vni_between(me, peer, pair)
     }
 
     /// A connection came up, or its peer's short id changed (the Open vSwitch tier learns

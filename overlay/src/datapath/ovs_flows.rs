@@ -101,10 +101,7 @@ fn is_group(mac: &[u8; 6]) -> bool {
 impl Tables {
     /// The VNI of frames to the peer `p`.
     pub fn vni_to(&self, p: &OvsPeer) -> u32 {
-        if !p.pair_vni {
-            return super::vxlan_dev::VNI;
-        }
-        vxwire::vni(self.me, p.short_id).unwrap_or(super::vxlan_dev::VNI)
+        vni_between(self.me, p.short_id, p.pair_vni)
     }
 
     /// A connection to `ip` came up, or its peer's short id changed: `true` when that changes
@@ -183,6 +180,32 @@ pub fn heartbeat_flow(vxlan_port: u32) -> (Vec<KeyAttr>, Vec<KeyAttr>) {
     )
 }
 
+/// The VNI of frames (and heartbeats) from short id `me` to short id `peer`: the pair,
+/// `me | peer << 12`, when the peer runs this tier (`pair`); else the kernel vxlan tier's one
+/// VNI, the only one such a peer takes.
+pub fn vni_between(me: u16, peer: u16, pair: bool) -> u32 {
+    if !pair {
+        return super::vxlan_dev::VNI;
+    }
+    vxwire::vni(me, peer).unwrap_or(super::vxlan_dev::VNI)
+}
+
+/// The tunnel id of a tunnel key.
+fn tunnel_id(t: &[TunnelKeyAttr]) -> Option<u64> {
+    t.iter().find_map(|a| match a {
+        TunnelKeyAttr::Id(i) => Some(*i),
+        _ => None,
+    })
+}
+
+/// The tunnel's outer source (`src`) or destination address.
+fn tunnel_addr(t: &[TunnelKeyAttr], src: bool) -> Option<Ipv4Addr> {
+    t.iter().find_map(|a| match (a, src) {
+        (TunnelKeyAttr::Ipv4Src(ip), true) | (TunnelKeyAttr::Ipv4Dst(ip), false) => Some(*ip),
+        _ => None,
+    })
+}
+
 /// What names an installed flow: in-port, both MACs, and for ingress the VNI and sender.
 pub type FlowId = (u32, [u8; 6], [u8; 6], Option<(u64, Ipv4Addr)>);
 
@@ -190,17 +213,9 @@ pub type FlowId = (u32, [u8; 6], [u8; 6], Option<(u64, Ipv4Addr)>);
 /// without in-port or Ethernet (no flow of ours).
 pub fn flow_id(key: &[KeyAttr]) -> Option<FlowId> {
     let (src, dst) = key.ethernet()?;
-    let tunnel = key.tunnel().and_then(|t| {
-        let id = t.iter().find_map(|a| match a {
-            TunnelKeyAttr::Id(i) => Some(*i),
-            _ => None,
-        })?;
-        let from = t.iter().find_map(|a| match a {
-            TunnelKeyAttr::Ipv4Src(ip) => Some(*ip),
-            _ => None,
-        })?;
-        Some((id, from))
-    });
+    let tunnel = key
+        .tunnel()
+        .and_then(|t| Some((tunnel_id(t)?, tunnel_addr(t, true)?)));
     Some((key.in_port()?, src, dst, tunnel))
 }
 
@@ -258,22 +273,9 @@ fn egress(t: &Tables, in_port: u32, src: [u8; 6], dst: [u8; 6]) -> Decision {
 
 fn ingress(t: &Tables, key: &[KeyAttr], src: [u8; 6], dst: [u8; 6]) -> Decision {
     let tunnel = key.tunnel().unwrap_or(&[]);
-    let vni = tunnel
-        .iter()
-        .find_map(|a| match a {
-            TunnelKeyAttr::Id(id) => Some(*id as u32),
-            _ => None,
-        })
-        .unwrap_or(super::vxlan_dev::VNI);
-    let sender = tunnel.iter().find_map(|a| match a {
-        TunnelKeyAttr::Ipv4Src(ip) => Some(*ip),
-        _ => None,
-    });
-    let here = tunnel.iter().find_map(|a| match a {
-        TunnelKeyAttr::Ipv4Dst(ip) => Some(*ip),
-        _ => None,
-    });
-    let Some((ip, _peer)) = sender.and_then(|ip| t.peers.get(&ip).map(|p| (ip, p))) else {
+    let vni = tunnel_id(tunnel).map_or(super::vxlan_dev::VNI, |id| id as u32);
+    let here = tunnel_addr(tunnel, false);
+    let Some(ip) = tunnel_addr(tunnel, true).filter(|ip| t.peers.contains_key(ip)) else {
         return Decision::Drop(Drop::UnknownSender);
     };
     if vni != super::vxlan_dev::VNI && vxwire::short_ids(vni).1 != t.me {
