@@ -335,6 +335,7 @@ async fn idle_fast_connections_send_no_keepalives_and_a_cut_control_connection_s
     let before = control_frames(&o, "h1").await;
     tokio::time::sleep(Duration::from_secs(12)).await;
     let sent = control_frames(&o, "h1").await - before;
+    // At most one frame per connection: the report that it went idle (heartbeat pace).
     assert!(
         sent <= 2,
         "h1 sent {sent} control frames in 12 s of idling on the fast path (keepalives would be 4)"
@@ -363,6 +364,70 @@ async fn idle_fast_connections_send_no_keepalives_and_a_cut_control_connection_s
     println!("h1 -> h2 ended {gone:?} after its control connection was cut");
     assert!(gone <= Duration::from_secs(25), "ended after {gone:?}");
     lab.unblock("h2", Proto::Tcp, 6783).await.unwrap();
+    o.stop();
+    lab.down().await.unwrap();
+    assert!(leftovers(&id).is_empty());
+}
+
+fn heartbeats_sent(c: &serde_json::Value) -> u64 {
+    c["path"]["heartbeats_sent"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_connection_slows_its_heartbeats_and_frames_starting_over_a_broken_path_still_fall_back_in_seconds(
+) {
+    netsim::require_features!(Feature::Netns, Feature::Vxlan, Feature::Nftables);
+    let id = unique("fp-pace");
+    let lab = up(THREE, &id).await;
+    let o = overlay(&lab, vxlan_tier()).await;
+    all_fast(&o).await;
+    // c1 knows c3's MAC (a connect over a broken path would otherwise fail on ARP first).
+    let c3 = o.address_of("c3").unwrap();
+    assert!(ping_until(&lab, "c1", c3).await);
+    // The ping's neighbour entries are confirmed by unicast ARP 5 s later (the kernel's
+    // delay_first_probe_time): frames too, which keep the connection brisk for 2 s more.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Settled and without frames for 2 s: both sides slow down.
+    for (a, b) in [("h1", "h2"), ("h2", "h1")] {
+        wait_path_field(&o, a, b, "pace", "idle", Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let c = conn_status(&o, "h1", "h2").await.unwrap();
+    assert_eq!(c["path"]["heartbeat_interval_ms"], 5000, "{c}");
+    let before = heartbeats_sent(&c);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let c = conn_status(&o, "h1", "h2").await.unwrap();
+    let sent = heartbeats_sent(&c) - before;
+    assert!(
+        (1..=3).contains(&sent),
+        "{sent} heartbeat rounds in 10 s at the idle pace (brisk would be 20)"
+    );
+    assert_eq!(c["datapath"], "vxlan", "idle, still on the fast path: {c}");
+    // A path broken while idle goes unnoticed until frames flow, then costs about the
+    // documented fallback time: the sender's kernel shows the use, both sides quicken, and
+    // the peer's heartbeats are missed within a brisk window.
+    lab.block("h2", Proto::Udp, 6784).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stream = tcp_paced(&lab, "c1", "c3", c3, Duration::from_secs(14));
+    let watch = async {
+        let back = wait_datapath(&o, "h1", "h2", "sleeve", Duration::from_secs(15)).await;
+        let brisk = conn_status(&o, "h1", "h2").await.unwrap()["path"]["pace"].clone();
+        (back, brisk)
+    };
+    let (paced, (back, pace)) = futures::join!(stream, watch);
+    let back = back.unwrap_or_else(|e| panic!("fallback once frames flow: {e}"));
+    println!("fell back {back:?} after frames started over the broken idle path");
+    assert!(back <= Duration::from_secs(5), "fell back after {back:?}");
+    assert_eq!(pace, "brisk", "a connection on sleeve is brisk");
+    let paced = paced.unwrap_or_else(|e| panic!("the stream across the fallback: {e}"));
+    println!("stream: {paced:?}");
+    assert!(
+        paced.longest_stall < Duration::from_secs(10),
+        "the stream stalled {:?}",
+        paced.longest_stall
+    );
+    lab.unblock("h2", Proto::Udp, 6784).await.unwrap();
     o.stop();
     lab.down().await.unwrap();
     assert!(leftovers(&id).is_empty());

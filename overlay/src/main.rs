@@ -113,6 +113,15 @@ struct RunArgs {
     /// answered without a break this long (milliseconds).
     #[arg(long, default_value_t = 5000)]
     recover_ms: u64,
+    /// Fast-path heartbeat interval on a connection both sides saw healthy and without frames
+    /// for this long, in milliseconds (a block there is noticed within three of them, or
+    /// within --fallback-ms of frames flowing again); at most --heartbeat-ms: no pacing.
+    #[arg(long, default_value_t = 5000)]
+    heartbeat_idle_ms: u64,
+    /// A connection healthy on the fast path and without frames for this long goes to the idle
+    /// heartbeat pace (milliseconds).
+    #[arg(long, default_value_t = 2000)]
+    idle_after_ms: u64,
 }
 
 fn parse_peer(s: &str) -> Result<IpAddr, String> {
@@ -165,6 +174,8 @@ fn fast_path_options(args: &RunArgs) -> Result<FastPathOptions, String> {
             interval: ms(args.heartbeat_ms),
             fallback_after: ms(args.fallback_ms),
             recover_after: ms(args.recover_ms),
+            idle_interval: ms(args.heartbeat_idle_ms),
+            idle_after: ms(args.idle_after_ms),
         },
     })
 }

@@ -10,7 +10,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags};
+use rtnetlink::packet_route::link::{
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth, LinkAttribute,
+    LinkFlags,
+};
 use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec};
 
 /// Name of the overlay bridge in the host namespace.
@@ -203,11 +206,19 @@ impl Netdev {
             .link(name)
             .await?
             .ok_or_else(|| NetdevError::Missing(name.into()))?;
+        // A bridge makes a link-local address even in address generation mode "none" (when
+        // its ports change its MAC): IPv6 is turned off on it instead. The router runs in the
+        // bridge's namespace, so /proc/sys/net is that namespace's.
+        let knob = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+        if let Err(e) = std::fs::write(&knob, "1") {
+            tracing::debug!("{knob}: {e} (IPv6 left on)");
+        }
         self.set(link.index, name, true, None, Some(mtu)).await?;
         Ok(link.index)
     }
 
-    /// Sets a link up, its controller (bridge) and MTU.
+    /// Sets a link up, its controller (bridge) and MTU. A link brought up gets no IPv6
+    /// link-local address first ([`Netdev::quiet_ipv6`]), loopback aside.
     pub async fn set(
         &self,
         index: u32,
@@ -216,6 +227,9 @@ impl Netdev {
         master: Option<u32>,
         mtu: Option<u32>,
     ) -> Result<()> {
+        if up && name != "lo" {
+            self.quiet_ipv6(index, name).await;
+        }
         let mut b = LinkUnspec::new_with_index(index);
         if up {
             b = b.up();
@@ -232,6 +246,24 @@ impl Netdev {
             .execute()
             .await
             .map_err(nl("RTM_NEWLINK set", name))
+    }
+
+    /// Keeps a link from making an IPv6 link-local address (address generation mode "none"),
+    /// so it sends no router solicitations or MLD reports. The overlay is IPv4; those
+    /// multicasts, from every container and device every few seconds after it comes up, would
+    /// be flooded to every peer and count as traffic on every fast-path connection (keeping all
+    /// heartbeats brisk: [`crate::datapath::pace`]). Container runtimes do the same for
+    /// networks without IPv6. Best effort: a kernel without IPv6, or a link whose MTU is below
+    /// IPv6's 1280, refuses it and has no IPv6 anyway.
+    pub async fn quiet_ipv6(&self, index: u32, name: &str) {
+        let msg = LinkUnspec::new_with_index(index)
+            .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+                vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+            )]))
+            .build();
+        if let Err(e) = self.handle.link().set(msg).execute().await {
+            tracing::debug!("{name}: IPv6 address generation left on: {e}");
+        }
     }
 
     /// Deletes a link (for a veth, both ends).

@@ -325,20 +325,51 @@ pub async fn wait_datapath(
     datapath: &str,
     limit: Duration,
 ) -> Result<Duration, String> {
+    wait_conn(o, host, peer, limit, |c| c["datapath"] == datapath)
+        .await
+        .map_err(|last| {
+            format!("{host} -> {peer} not on {datapath} after {limit:?}; last seen: {last}")
+        })
+}
+
+/// Waits until `host`'s connection to `peer` shows `value` in its fast-path status field
+/// `field` (e.g. `pace`); returns how long that took.
+pub async fn wait_path_field(
+    o: &Overlay,
+    host: &str,
+    peer: &str,
+    field: &str,
+    value: &str,
+    limit: Duration,
+) -> Result<Duration, String> {
+    wait_conn(o, host, peer, limit, |c| c["path"][field] == value)
+        .await
+        .map_err(|last| {
+            format!("{host} -> {peer}: {field} not {value} after {limit:?}; last seen: {last}")
+        })
+}
+
+/// Polls `host`'s status of its connection to `peer` until `done` holds (how long that took)
+/// or `limit` passes (the connection's fast-path state last seen).
+async fn wait_conn(
+    o: &Overlay,
+    host: &str,
+    peer: &str,
+    limit: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> Result<Duration, serde_json::Value> {
     let start = Instant::now();
     let mut last = serde_json::Value::Null;
     while start.elapsed() < limit {
         if let Some(c) = conn_status(o, host, peer).await {
-            if c["datapath"] == datapath {
+            if done(&c) {
                 return Ok(start.elapsed());
             }
             last = c["path"].clone();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Err(format!(
-        "{host} -> {peer} not on {datapath} after {limit:?}; last seen: {last}"
-    ))
+    Err(last)
 }
 
 /// Bytes a device in `node_name`'s namespace received and sent (`/proc/net/dev` read from a

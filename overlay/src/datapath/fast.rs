@@ -20,7 +20,7 @@
 //!   entries point at sleeve's TAP and sleeve floods to it. [`plan`] computes the requests
 //!   from what is installed and what should be, so a change is always the difference.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering::Relaxed};
@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::kernel::{FastKernel, Tier};
+use super::pace::{Pace, Pacer};
 use super::select::{Arrivals, Path, Reason, Selector, Timing, View};
 use super::sleeve::Sleeve;
 use super::sock::{set_int_opt, wait_readable};
@@ -138,6 +139,11 @@ pub struct PathStatus {
     pub since_s: u64,
     /// Why.
     pub reason: String,
+    /// How often heartbeats go: `brisk`, or `idle` once both sides saw the connection healthy
+    /// and without frames for an idle interval.
+    pub pace: Pace,
+    /// The interval of that pace, milliseconds.
+    pub heartbeat_interval_ms: u64,
     /// Round trip of a heartbeat to the peer and its report back, microseconds (measured
     /// when the peer reports, i.e. when what arrives changes).
     pub heartbeat_rtt_us: Option<u64>,
@@ -163,6 +169,8 @@ struct FastPeer {
     selector: Selector,
     /// What arrives of the peer's heartbeats, and what was reported to it.
     arrivals: Arrivals,
+    /// How often heartbeats go, as both sides' busy flags make it.
+    pacer: Pacer,
     macs: BTreeSet<[u8; 6]>,
     installed: Installed,
     rtt: Option<Duration>,
@@ -433,6 +441,7 @@ impl FastPath {
                 odp: spec.odp,
                 selector,
                 arrivals: Arrivals::default(),
+                pacer: Pacer::new(s.timing),
                 macs,
                 installed,
                 rtt: None,
@@ -491,6 +500,9 @@ impl FastPath {
                 return;
             };
             p.reports_received += 1;
+            let old = p.pacer.window();
+            p.pacer.on_peer(report.busy);
+            repaced(p, now, old);
             if report.timestamp_ns != 0 {
                 let sent = self.inner.base + Duration::from_nanos(report.timestamp_ns);
                 p.rtt = Some(now.saturating_duration_since(sent));
@@ -510,10 +522,11 @@ impl FastPath {
     }
 
     /// Whether the connection to `name` is on the fast path and the peer's heartbeats arrived
-    /// within `within`: both routers are alive and see each other, so the control connection
-    /// needs no keepalives of its own.
+    /// within `within` (or the longer window of an idle pace): both routers are alive and see
+    /// each other, so the control connection needs no keepalives of its own.
     pub fn alive(&self, name: &str, within: Duration) -> bool {
         self.lock().get(name).is_some_and(|p| {
+            let within = within.max(p.pacer.window());
             p.selector.path() == Path::Fast && p.last_heard.is_some_and(|t| t.elapsed() < within)
         })
     }
@@ -529,6 +542,8 @@ impl FastPath {
             },
             since_s: p.selector.since().elapsed().as_secs(),
             reason: p.selector.reason().to_string(),
+            pace: p.pacer.pace(),
+            heartbeat_interval_ms: p.pacer.interval().as_millis() as u64,
             heartbeat_rtt_us: p.rtt.map(|d| d.as_micros() as u64),
             heartbeats_sent: p.sent,
             heartbeats_received: p.received,
@@ -664,9 +679,24 @@ async fn heartbeat_loop(inner: Arc<Inner>) {
     let mut buf = vec![0u8; vxwire::HEADER_LEN + ETH + heartbeat::HEADER_LEN];
     let mut full_buf = vec![0u8; vxwire::HEADER_LEN + ETH + heartbeat::HEADER_LEN + 65_536];
     let mut round = 0u64;
+    // When the kernel last carried frames over each connection, read each round while a
+    // connection is settled (only those can slow down).
+    let mut last_used: HashMap<IpAddr, Instant> = HashMap::new();
     while !inner.stop.load(Relaxed) {
         tick.tick().await;
         round += 1;
+        let any_settled = {
+            let peers = inner.peers.lock().unwrap_or_else(|e| e.into_inner());
+            peers.values().any(|p| p.selector.settled_since().is_some())
+        };
+        if any_settled {
+            if let Some(used) = match &inner.device {
+                Some(k) => k.last_used().await,
+                None => None,
+            } {
+                last_used = used;
+            }
+        }
         let now = Instant::now();
         let ts = now.saturating_duration_since(inner.base).as_nanos() as u64;
         // The round's two heartbeats are the same bytes for every peer but the VNI: built
@@ -681,7 +711,20 @@ async fn heartbeat_loop(inner: Arc<Inner>) {
                 if p.selector.is_unavailable() {
                     continue;
                 }
-                if let Some(sock) = &inner.sock {
+                // This side's busy flag: told to the peer when it changes.
+                let old = p.pacer.window();
+                let used = last_used.get(&p.ip).copied();
+                if p.pacer
+                    .update(now, p.selector.settled_since(), used)
+                    .is_some()
+                {
+                    let v = p.arrivals.last_report(now, old);
+                    send_report(&inner, p, v, 0);
+                }
+                repaced(p, now, old);
+                if !p.pacer.due(now) {
+                    // Not this round; what arrives is still looked at below.
+                } else if let Some(sock) = &inner.sock {
                     let to = SocketAddr::new(p.ip, s.port);
                     // The small heartbeat only explains a failure (small ones cross, full
                     // ones do not: the path MTU): not sent while full ones are reported arriving.
@@ -703,7 +746,7 @@ async fn heartbeat_loop(inner: Arc<Inner>) {
                     p.sent += 1;
                 }
                 // The peer's heartbeats stopped arriving (or only small ones do): tell it.
-                if let Some(v) = p.arrivals.report_due(now, s.timing.fallback_after) {
+                if let Some(v) = p.arrivals.report_due(now, p.pacer.window()) {
                     send_report(&inner, p, v, 0);
                 }
                 if let Some(c) = p.selector.evaluate(now) {
@@ -729,6 +772,18 @@ async fn heartbeat_loop(inner: Arc<Inner>) {
     }
 }
 
+/// The pace of `p` may have changed (its window was `old`): the selector and the arrivals
+/// count the peer's heartbeats for the new window; a shorter one starts from `now`.
+fn repaced(p: &mut FastPeer, now: Instant, old: Duration) {
+    let new = p.pacer.window();
+    if new != old {
+        p.selector.set_window(now, new);
+        if new < old {
+            p.arrivals.quickened(now, old);
+        }
+    }
+}
+
 /// Hands the report `v` for peer `p` to the router (`timestamp_ns`: the heartbeat that made
 /// it, echoed for the peer's round trip; 0 for none).
 fn send_report(inner: &Inner, p: &mut FastPeer, v: View, timestamp_ns: u64) {
@@ -739,16 +794,17 @@ fn send_report(inner: &Inner, p: &mut FastPeer, v: View, timestamp_ns: u64) {
             small: v.small,
             full: v.full,
             timestamp_ns,
+            busy: p.pacer.busy(),
         },
     });
 }
 
-/// Reads heartbeats as they come. After each batch it pauses a little (a tenth of the
+/// Reads heartbeats as they come. After each batch it pauses a little (a quarter of the
 /// heartbeat interval) so that the heartbeats of many peers are read in one wake-up, not one
-/// each: what they decide is measured in whole intervals.
+/// each: what they decide is measured in whole intervals (three of them before a fallback).
 fn receive_loop(inner: &Inner, fd: &OwnedFd) {
     let mut buf = vec![0u8; 65_536];
-    let pause = inner.settings.timing.interval / 10;
+    let pause = inner.settings.timing.interval / 4;
     while !inner.stop.load(Relaxed) {
         // 500 ms, so a stop is noticed.
         if !wait_readable(fd.as_raw_fd(), 500) {
@@ -789,10 +845,7 @@ fn receive_one(inner: &Inner, fd: &OwnedFd, buf: &mut [u8]) -> bool {
         }
         p.arrivals.on_heartbeat(now, full, hb.timestamp_ns);
         // Heartbeats (or full-size ones) arrive again: tell the peer at once.
-        if let Some(v) = p
-            .arrivals
-            .report_due(now, inner.settings.timing.fallback_after)
-        {
+        if let Some(v) = p.arrivals.report_due(now, p.pacer.window()) {
             send_report(inner, p, v, hb.timestamp_ns);
         }
     }

@@ -5,7 +5,9 @@
 //! sentence for status ("openvswitch module missing: using kernel vxlan"). Per connection,
 //! heartbeats then decide between that tier and sleeve ([`super::select`]).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -146,6 +148,32 @@ impl FastKernel {
             FastKernel::Odp(d) => {
                 d.remove_remote(mac, ip);
                 Ok(())
+            }
+        }
+    }
+
+    /// When the kernel last carried frames over each peer's connection, where it says
+    /// (`None`: it could not be asked). The vxlan tier reads its FDB's "used" stamps (frames
+    /// sent, floods included); the Open vSwitch tier counts a peer with flows, toward or from
+    /// it, as used now (its flows go after `--flow-idle-ms` unused), and floods as uses of
+    /// every fast peer.
+    pub async fn last_used(&self) -> Option<HashMap<IpAddr, Instant>> {
+        match self {
+            FastKernel::Vxlan(d) => match d.last_used().await {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::debug!("cannot list the vxlan device's FDB: {e}");
+                    None
+                }
+            },
+            FastKernel::Odp(d) => {
+                let now = Instant::now();
+                Some(
+                    d.peer_use()
+                        .into_iter()
+                        .map(|(ip, ago)| (ip, now.checked_sub(ago).unwrap_or(now)))
+                        .collect(),
+                )
             }
         }
     }

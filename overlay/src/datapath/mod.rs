@@ -10,13 +10,15 @@
 //!
 //!   Both reach the bridge through [`steer`]'s static entries.
 //! - [`select`]: the pure per-connection choice between fast path and sleeve, driven by
-//!   heartbeats.
+//!   heartbeats; [`pace`]: how often they go (briskly, or slowly on a connection both sides
+//!   saw idle).
 //! - [`tiers`]: what the router drives: sleeve and the fast path together, per connection.
 
 pub mod fast;
 pub mod kernel;
 pub mod ovs_dev;
 pub mod ovs_flows;
+pub mod pace;
 pub mod select;
 pub mod sleeve;
 mod sock;

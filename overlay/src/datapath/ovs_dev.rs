@@ -90,6 +90,8 @@ struct State {
     flows: HashMap<FlowId, (Vec<KeyAttr>, u64)>,
     /// Bumped by every flush: a flow decided before a flush is not kept after it.
     generation: u64,
+    /// When a frame was last flooded to the fast peers (floods never become flows).
+    last_flood: Option<Instant>,
 }
 
 struct Inner {
@@ -288,6 +290,7 @@ impl OvsDevice {
                 },
                 flows: HashMap::new(),
                 generation: 0,
+                last_flood: None,
             }),
             counters: Counters {
                 upcalls: AtomicU64::new(0),
@@ -384,6 +387,27 @@ impl OvsDevice {
             }
         }
         self.flush();
+    }
+
+    /// How long ago frames crossed each peer's connection: now for a peer with flows toward
+    /// or from it (flows go once unused for the idle time), else the last flood to the fast
+    /// peers (a conversation over a broken path may never get past its ARP broadcast).
+    pub fn peer_use(&self) -> HashMap<IpAddr, Duration> {
+        let st = self.state();
+        let mut used = HashMap::new();
+        if let Some(t) = st.last_flood {
+            for (ip, p) in &st.tables.peers {
+                if p.fast {
+                    used.insert(IpAddr::V4(*ip), t.elapsed());
+                }
+            }
+        }
+        for id in st.flows.keys() {
+            if let Some(ip) = ovs_flows::peer_of_flow(&st.tables, id) {
+                used.insert(IpAddr::V4(ip), Duration::ZERO);
+            }
+        }
+        used
     }
 
     /// Removes every flow but the heartbeat flow.
@@ -552,6 +576,11 @@ fn handle_miss(inner: &Inner, miss: &crate::odp::flow::PacketMessage) {
     }
     let Some((key, mask)) = flow else {
         c.group.fetch_add(1, Relaxed);
+        inner
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_flood = Some(Instant::now());
         return;
     };
     let Some(id) = ovs_flows::flow_id(&key) else {

@@ -219,6 +219,16 @@ pub fn flow_id(key: &[KeyAttr]) -> Option<FlowId> {
     Some((key.in_port()?, src, dst, tunnel))
 }
 
+/// The peer a flow carries frames from (ingress: its tunnel's sender) or to (egress: where
+/// its destination MAC lives).
+pub fn peer_of_flow(t: &Tables, id: &FlowId) -> Option<Ipv4Addr> {
+    let (_, _, dst, tunnel) = id;
+    match tunnel {
+        Some((_, sender)) => Some(*sender),
+        None => t.announced.get(dst).or_else(|| t.learned.get(dst)).copied(),
+    }
+}
+
 /// Whether a flow (by its key) is the heartbeat flow, which stays for the datapath's life.
 pub fn is_heartbeat_flow(key: &[KeyAttr]) -> bool {
     key.contains(&KeyAttr::EtherType(HEARTBEAT_ETHERTYPE))
@@ -531,5 +541,17 @@ mod tests {
         let (hk, _) = heartbeat_flow(VXLAN);
         assert!(is_heartbeat_flow(&hk));
         assert!(!is_heartbeat_flow(&key));
+    }
+
+    #[rstest]
+    #[case::egress_to_an_announced_mac(from_bridge(ON_H2), Some(H2))]
+    #[case::egress_to_an_unknown_mac(from_bridge(UNKNOWN), None)]
+    #[case::ingress_from_its_sender(from_tunnel(H3, 0x301, ON_H3, LOCAL), Some(H3))]
+    fn a_flow_belongs_to_the_peer_it_carries_frames_to_or_from(
+        #[case] key: Vec<KeyAttr>,
+        #[case] peer: Option<Ipv4Addr>,
+    ) {
+        let id = flow_id(&key).unwrap_or_else(|| panic!("no flow id for {key:?}"));
+        assert_eq!(peer_of_flow(&tables(), &id), peer);
     }
 }

@@ -94,16 +94,25 @@ pub struct Timing {
     pub fallback_after: Duration,
     /// A connection that fell back returns once healthy without a break for this long.
     pub recover_after: Duration,
+    /// Time between two heartbeats on a connection both sides saw idle and healthy
+    /// ([`super::pace`]); no longer than `interval`: no pacing.
+    pub idle_interval: Duration,
+    /// A connection turns idle once healthy on the fast path, and without frames, for this
+    /// long ([`super::pace`]).
+    pub idle_after: Duration,
 }
 
 impl Default for Timing {
     /// 0.5 s heartbeats, fallback after 1.5 s (three rounds lost), return after 5 s of health:
     /// a block is noticed within 2 s and a repair within 6 s, below the documented 3 s and 15 s.
+    /// Idle connections (healthy and without frames for 2 s): a heartbeat every 5 s.
     fn default() -> Self {
         Timing {
             interval: Duration::from_millis(500),
             fallback_after: Duration::from_millis(1500),
             recover_after: Duration::from_secs(5),
+            idle_interval: Duration::from_secs(5),
+            idle_after: Duration::from_secs(2),
         }
     }
 }
@@ -168,6 +177,29 @@ impl Arrivals {
         Some(v)
     }
 
+    /// The pace quickened: the window shrinks from `old` to a brisk one. Heartbeats current
+    /// under `old` count from `now`, so the peer has a whole new window to send its first
+    /// brisk one (a round trip away) before it is missed.
+    pub fn quickened(&mut self, now: Instant, old: Duration) {
+        for t in [&mut self.last_any, &mut self.last_full] {
+            if t.is_some_and(|t| now.saturating_duration_since(t) <= old) {
+                *t = Some(now);
+            }
+        }
+    }
+
+    /// What was last reported, or what arrives now when nothing was.
+    pub fn last_report(&mut self, now: Instant, window: Duration) -> View {
+        *self.reported.get_or_insert_with(|| {
+            let fresh =
+                |t: Option<Instant>| t.is_some_and(|t| now.saturating_duration_since(t) <= window);
+            View {
+                small: fresh(self.last_any),
+                full: fresh(self.last_full),
+            }
+        })
+    }
+
     /// The timestamp of the newest heartbeat (echoed in reports, for the sender's round trip).
     pub fn newest_timestamp_ns(&self) -> u64 {
         self.newest_timestamp_ns
@@ -188,6 +220,8 @@ pub struct Selector {
     /// The peer's latest report of what arrives of our heartbeats, and when it came.
     outbound: Option<(View, Instant)>,
     last_inbound: Option<Instant>,
+    /// How long the peer's heartbeat counts ([`super::pace::Pacer::window`]).
+    window: Duration,
     healthy_since: Option<Instant>,
     ever_fast: bool,
 }
@@ -205,6 +239,7 @@ impl Selector {
             started: now,
             outbound: None,
             last_inbound: None,
+            window: timing.fallback_after,
             healthy_since: None,
             ever_fast: false,
         }
@@ -254,8 +289,23 @@ impl Selector {
         self.last_inbound = Some(now);
     }
 
+    /// The pace changed: the peer's heartbeats count for `window` from now on. When it
+    /// shrinks, a heartbeat current under the old window counts from `now` (see
+    /// [`Arrivals::quickened`]).
+    pub fn set_window(&mut self, now: Instant, window: Duration) {
+        if window < self.window && self.fresh(self.last_inbound, now) {
+            self.last_inbound = Some(now);
+        }
+        self.window = window;
+    }
+
+    /// The datapath is the fast path, healthy: since when (`None` when not).
+    pub fn settled_since(&self) -> Option<Instant> {
+        (self.path == Path::Fast && self.reason == Reason::Healthy).then_some(self.since)
+    }
+
     fn fresh(&self, t: Option<Instant>, now: Instant) -> bool {
-        t.is_some_and(|t| now.saturating_duration_since(t) <= self.timing.fallback_after)
+        t.is_some_and(|t| now.saturating_duration_since(t) <= self.window)
     }
 
     /// Why the fast path is unhealthy at `now`, or `None` when it is healthy.
@@ -266,7 +316,9 @@ impl Selector {
         let silent_for =
             |t: Option<Instant>| now.saturating_duration_since(t.unwrap_or(self.started));
         match self.outbound {
-            None if self.fresh(Some(self.started), now) => return Some(Reason::Starting),
+            None if now.saturating_duration_since(self.started) <= self.timing.fallback_after => {
+                return Some(Reason::Starting)
+            }
             None => return Some(Reason::Unanswered(silent_for(None))),
             Some((v, _)) if v.full => {}
             Some((v, _)) if v.small => {
@@ -275,14 +327,12 @@ impl Selector {
                 })
             }
             // The peer noticed after a fallback interval of silence.
-            Some((_, at)) => {
-                return Some(Reason::Unanswered(
-                    silent_for(Some(at)) + self.timing.fallback_after,
-                ))
-            }
+            Some((_, at)) => return Some(Reason::Unanswered(silent_for(Some(at)) + self.window)),
         }
         if !self.fresh(self.last_inbound, now) {
-            if self.last_inbound.is_none() && self.fresh(Some(self.started), now) {
+            if self.last_inbound.is_none()
+                && now.saturating_duration_since(self.started) <= self.timing.fallback_after
+            {
                 return Some(Reason::Starting);
             }
             return Some(Reason::InboundSilent(silent_for(self.last_inbound)));

@@ -8,12 +8,17 @@
 //! small ones arrive", "nothing arrives". The report also echoes the timestamp of the
 //! heartbeat that made it, so the sender learns a round trip.
 //!
+//! The busy flag paces the connection's heartbeats ([`crate::datapath::pace`]): set while the
+//! reporting side wants them brisk (its kernel carried frames over the connection lately, or
+//! the connection is new or unsettled). A report is also sent when only that flag changes.
+//!
 //! ```text
 //!  0        1          4                         12
 //! +--------+----------+-------------------------+
 //! | flags  | reserved | echoed timestamp ns u64 |
 //! +--------+----------+-------------------------+
-//! flags: bit 0 small heartbeats arrive, bit 1 full-size heartbeats arrive; others zero
+//! flags: bit 0 small heartbeats arrive, bit 1 full-size heartbeats arrive, bit 2 busy;
+//!        others zero
 //! ```
 
 use super::{need, Result, WireError};
@@ -28,6 +33,7 @@ pub const LEN: usize = field::TIMESTAMP.end;
 
 const SMALL: u8 = 1;
 const FULL: u8 = 2;
+const BUSY: u8 = 4;
 
 /// A read/write view of a report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,19 +74,23 @@ pub struct Repr {
     pub full: bool,
     /// Timestamp of the newest heartbeat seen, as its sender wrote it (0: none).
     pub timestamp_ns: u64,
+    /// The reporting side wants brisk heartbeats on this connection (both sides then send
+    /// them briskly); clear: it saw the connection idle and healthy.
+    pub busy: bool,
 }
 
 impl Repr {
     /// Reads a checked report; unknown flag bits are refused.
     pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>) -> Result<Self> {
         let f = p.flags();
-        if f & !(SMALL | FULL) != 0 {
+        if f & !(SMALL | FULL | BUSY) != 0 {
             return Err(WireError::Malformed("unknown fast-path report flags"));
         }
         Ok(Repr {
             small: f & SMALL != 0,
             full: f & FULL != 0,
             timestamp_ns: p.timestamp_ns(),
+            busy: f & BUSY != 0,
         })
     }
     /// Bytes [`Repr::emit`] writes.
@@ -92,7 +102,9 @@ impl Repr {
         let b = p.buffer.as_mut();
         need(LEN, b.len())?;
         b[..LEN].fill(0);
-        b[field::FLAGS] = (u8::from(self.small) * SMALL) | (u8::from(self.full) * FULL);
+        b[field::FLAGS] = (u8::from(self.small) * SMALL)
+            | (u8::from(self.full) * FULL)
+            | (u8::from(self.busy) * BUSY);
         b[field::TIMESTAMP].copy_from_slice(&self.timestamp_ns.to_be_bytes());
         Ok(())
     }
@@ -108,17 +120,18 @@ mod tests {
             small: true,
             full: false,
             timestamp_ns: 0x0102_0304_0506_0708,
+            busy: true,
         };
         let mut b = vec![0u8; r.buffer_len()];
         assert!(r.emit(&mut Packet::new_unchecked(&mut b[..])).is_ok());
-        assert_eq!(b, [1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(b, [5, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
         let p = Packet::new_checked(&b[..]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(Repr::parse(&p), Ok(r));
         assert_eq!(
             Packet::new_checked(&b[..11]).err(),
             Some(WireError::Truncated)
         );
-        b[0] = 4;
+        b[0] = 8;
         let p = Packet::new_checked(&b[..]).unwrap_or_else(|e| panic!("{e}"));
         assert!(Repr::parse(&p).is_err());
     }
