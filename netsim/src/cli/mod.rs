@@ -401,7 +401,7 @@ enum Command {
         /// growth exponent (a Markdown table).
         #[arg(long)]
         overlay: bool,
-        /// With --overlay: seconds of idle CPU sampling after convergence.
+        /// With --overlay: seconds of idle CPU sampling after convergence (twice: right after, then settled).
         #[arg(long, default_value_t = 10, value_name = "SECS")]
         idle_secs: u64,
         /// With --overlay: how long the routers may take to converge, in seconds.
