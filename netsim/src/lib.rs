@@ -28,6 +28,7 @@ pub mod measure;
 pub mod model;
 pub mod overlay_run;
 pub mod scenario;
+pub mod suite;
 pub mod testing;
 pub mod tools;
 pub mod uml;

@@ -508,3 +508,53 @@ fn capture_writes_a_pcap_tshark_reads_and_prints_one_line_per_frame() {
         text(&read.stderr)
     );
 }
+
+#[test]
+fn bench_suite_and_compare_speak_in_exit_codes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A bad suite: exit 2, the file, line and column, and the fix.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[suite]\nname = \"x\"\n[[profile]]\nname = \"p\"\nlink = \"azure-zz\"\n",
+    )
+    .expect("write");
+    let out = netsim(&["bench", "--suite", bad.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("bad.toml:5:8: error: no link profile \"azure-zz\""),
+        "{err}"
+    );
+    assert!(err.contains("help: use one of: azure-a0"), "{err}");
+    // The default suite plans without running anything.
+    let out = netsim(&["bench", "--suite", "suites/default.toml", "--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("1 server, 1/2/4/8 clients"));
+    // compare: 0 when nothing got worse, 1 when something did, 2 for a file that is not a run.
+    let run = |samples: &str| {
+        format!(
+            r#"{{"suite":"x","file":"x.toml","started_unix":0,"wall_s":1.0,"duration_s":1.0,"repeats":3,
+            "machine":{{"cpu":"c","cpus":2,"memory_gib":1.0,"kernel":"k","shaping":""}},"profiles":[],
+            "rows":[{{"profile":"veth","mtu":1500,"datapath":"fast","test":"tcp_bw","higher_is_better":true,
+            "figures":{{"samples":[{samples}]}},"carried_by":"vxlan","unavailable":null}}],"matrices":[]}}"#
+        )
+    };
+    let (old, new, same) = (
+        dir.path().join("old.json"),
+        dir.path().join("new.json"),
+        dir.path().join("same.json"),
+    );
+    std::fs::write(&old, run("100e6, 101e6, 99e6")).expect("write");
+    std::fs::write(&same, run("100.5e6, 99e6, 101e6")).expect("write");
+    std::fs::write(&new, run("70e6, 71e6, 69e6")).expect("write");
+    let path = |p: &Path| p.to_str().expect("utf-8").to_string();
+    let out = netsim(&["bench", "compare", &path(&old), &path(&same)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let out = netsim(&["bench", "compare", &path(&old), &path(&new)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("veth / 1500 / fast / tcp_bw: 100 -> 70.0 MB/s (-30.0 %"));
+    let out = netsim(&["bench", "compare", &path(&old), &path(&bad)]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("is not the results.json"));
+}

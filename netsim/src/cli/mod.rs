@@ -3,6 +3,7 @@
 
 mod errors;
 mod output;
+mod suite_cmd;
 mod test_cmd;
 
 use std::ffi::OsString;
@@ -385,8 +386,25 @@ enum Command {
         json: bool,
     },
     /// Measure bring-up and teardown speed of generated star and line topologies; with
-    /// --overlay, how a full mesh of overlay routers converges, idles and stops as it grows.
+    /// --overlay, how a full mesh of overlay routers converges, idles and stops as it grows;
+    /// with --suite FILE, a benchmark suite (datapaths against native per link profile, as
+    /// tables, JSON and plots; docs/bench-suite.md); `bench compare OLD NEW` compares two
+    /// suite runs.
     Bench {
+        #[command(subcommand)]
+        action: Option<BenchAction>,
+        /// Run the benchmark suite in FILE (see docs/bench-suite.md).
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["overlay", "shape"])]
+        suite: Option<PathBuf>,
+        /// With --suite: write results.json, results.md and the plots (SVG, PNG) into DIR.
+        #[arg(long, value_name = "DIR", requires = "suite")]
+        out: Option<PathBuf>,
+        /// With --suite: write a results page (machine, targets, tables, plots) to FILE.
+        #[arg(long, value_name = "FILE", requires = "suite")]
+        page: Option<PathBuf>,
+        /// With --suite: print the labs and cases the suite runs, and the time it will take.
+        #[arg(long, requires = "suite")]
+        dry_run: bool,
         /// Shapes to measure.
         #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BenchShape::Star, BenchShape::Line])]
         shape: Vec<BenchShape>,
@@ -407,6 +425,25 @@ enum Command {
         /// With --overlay: how long the routers may take to converge, in seconds.
         #[arg(long, default_value_t = 600, value_name = "SECS")]
         overlay_timeout: u64,
+    },
+}
+
+/// `netsim bench` verbs.
+#[derive(Debug, Subcommand)]
+enum BenchAction {
+    /// Compare two suite runs (`results.json` of `bench --suite --out`): cases that got worse
+    /// beyond the noise of their repeats; exit code 1 when any did, 2 when a file is unreadable.
+    Compare {
+        /// The earlier run's results.json.
+        old: PathBuf,
+        /// The later run's results.json.
+        new: PathBuf,
+        /// The smallest change in percent that counts, even when the repeats spread less.
+        #[arg(long, default_value_t = 5.0, value_name = "PERCENT")]
+        min_change: f64,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -904,6 +941,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 opts,
             })
         }
+        Command::Bench {
+            action:
+                Some(BenchAction::Compare {
+                    old,
+                    new,
+                    min_change,
+                    json,
+                }),
+            ..
+        } => suite_cmd::run_compare(&old, &new, min_change, json),
+        Command::Bench {
+            suite: Some(file),
+            out,
+            page,
+            dry_run,
+            json,
+            ..
+        } => suite_cmd::run_suite(suite_cmd::SuiteArgs {
+            file,
+            out,
+            page,
+            json,
+            dry_run,
+            overlay_timeout: None,
+        }),
         Command::Bench {
             overlay: true,
             hosts,

@@ -61,7 +61,7 @@ pub fn json_schema() -> serde_json::Value {
 
 /// TOML has no null (an absent key is how a file says "not set"), so `Option` fields are
 /// plain types in the schema rather than "T or null".
-fn drop_null(v: &mut serde_json::Value) {
+pub(crate) fn drop_null(v: &mut serde_json::Value) {
     use serde_json::Value;
     match v {
         Value::Object(map) => {

@@ -1,0 +1,386 @@
+//! What a suite run measured: one row per (profile, MTU, datapath, test) with every repeat's
+//! figure, one per (matrix, datapath, clients). Serialized as the run's JSON; the tables, the
+//! plots and `netsim bench compare` all read this.
+
+use serde::{Deserialize, Serialize};
+
+use super::spec::Datapath;
+
+/// The machine a run was taken on.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Machine {
+    /// CPU model, from /proc/cpuinfo.
+    pub cpu: String,
+    /// Online CPUs.
+    pub cpus: usize,
+    /// Memory, GiB.
+    pub memory_gib: f64,
+    /// Kernel release.
+    pub kernel: String,
+    /// The shaping backend the labs used (netem, or netsim's emulated one).
+    pub shaping: String,
+}
+
+/// Figures of one case over its repeats, and their summary.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Figures {
+    /// One figure per repeat: bytes per second for bandwidth tests, microseconds one way for
+    /// latency tests.
+    pub samples: Vec<f64>,
+}
+
+impl Figures {
+    /// The median of the samples (`None` when there are none).
+    pub fn median(&self) -> Option<f64> {
+        let mut s: Vec<f64> = self
+            .samples
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .collect();
+        if s.is_empty() {
+            return None;
+        }
+        s.sort_by(f64::total_cmp);
+        let mid = s.len() / 2;
+        Some(if s.len() % 2 == 1 {
+            s[mid]
+        } else {
+            (s[mid - 1] + s[mid]) / 2.0
+        })
+    }
+
+    /// The smallest and largest sample.
+    pub fn range(&self) -> Option<(f64, f64)> {
+        let finite = self.samples.iter().copied().filter(|v| v.is_finite());
+        let min = finite.clone().reduce(f64::min)?;
+        let max = finite.reduce(f64::max)?;
+        Some((min, max))
+    }
+
+    /// The spread of the samples relative to their median: (max - min) / median; the noise
+    /// a comparison must see beyond.
+    pub fn relative_spread(&self) -> Option<f64> {
+        let m = self.median()?;
+        let (lo, hi) = self.range()?;
+        (m > 0.0).then(|| (hi - lo) / m)
+    }
+}
+
+/// One row of the main table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    /// Profile name.
+    pub profile: String,
+    /// Link MTU.
+    pub mtu: u32,
+    /// Datapath asked for.
+    pub datapath: Datapath,
+    /// Test label (`tcp_bw`, `tcp_bw x4`, `tcp_lat`, ...).
+    pub test: String,
+    /// Whether a larger figure is better.
+    pub higher_is_better: bool,
+    /// The figures.
+    pub figures: Figures,
+    /// What actually carried the traffic, as the router reports it (`vxlan`, `odp`,
+    /// `sleeve`), for overlay datapaths.
+    pub carried_by: Option<String>,
+    /// Why there are no figures: the datapath is not available here, or the run failed.
+    pub unavailable: Option<String>,
+}
+
+/// One run of a client matrix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatrixRow {
+    /// Profile of the server's link.
+    pub profile: String,
+    /// Link MTU.
+    pub mtu: u32,
+    /// Datapath.
+    pub datapath: Datapath,
+    /// Number of clients.
+    pub clients: usize,
+    /// Aggregate throughput at the server, bytes per second, per repeat.
+    pub aggregate: Figures,
+    /// Mean throughput per client, bytes per second, per repeat.
+    pub per_client: Figures,
+    /// Why there are no figures.
+    pub unavailable: Option<String>,
+}
+
+/// A whole run.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct SuiteResults {
+    /// The suite's name.
+    pub suite: String,
+    /// The suite file, as given.
+    pub file: String,
+    /// When the run started, seconds since the Unix epoch.
+    pub started_unix: u64,
+    /// How long the whole run took, seconds.
+    pub wall_s: f64,
+    /// Seconds each run lasted.
+    pub duration_s: f64,
+    /// Repeats per case.
+    pub repeats: u32,
+    /// The machine.
+    pub machine: Machine,
+    /// Profiles as measured (name, description, source).
+    pub profiles: Vec<ProfileInfo>,
+    /// The main table.
+    pub rows: Vec<Row>,
+    /// Client matrices.
+    pub matrices: Vec<MatrixRow>,
+}
+
+/// A profile as the report describes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileInfo {
+    /// Name.
+    pub name: String,
+    /// Rate and delay as text.
+    pub shape: String,
+    /// Where its figures come from.
+    pub source: Option<String>,
+    /// The named link profile it is, if any (how published figures are found).
+    pub link: Option<String>,
+    /// Rate limit, bits per second (`None`: unshaped).
+    pub rate_bps: Option<u64>,
+    /// One-way delay added, nanoseconds.
+    pub delay_ns: Option<u64>,
+}
+
+impl SuiteResults {
+    /// The native row with the same profile, MTU and test as `row`.
+    pub fn native_of(&self, row: &Row) -> Option<&Row> {
+        self.rows.iter().find(|r| {
+            r.datapath == Datapath::Native
+                && r.profile == row.profile
+                && r.mtu == row.mtu
+                && r.test == row.test
+        })
+    }
+
+    /// The row of `datapath` with the same profile, MTU and test as `row`.
+    pub fn sibling(&self, row: &Row, datapath: Datapath) -> Option<&Row> {
+        self.rows.iter().find(|r| {
+            r.datapath == datapath
+                && r.profile == row.profile
+                && r.mtu == row.mtu
+                && r.test == row.test
+        })
+    }
+
+    /// `row`'s median as a share of `base`'s: for bandwidth, row / base; for latency,
+    /// base / row (so 1.0 is "as good as" and smaller is worse either way).
+    pub fn share(row: &Row, base: &Row) -> Option<f64> {
+        let (a, b) = (row.figures.median()?, base.figures.median()?);
+        if a <= 0.0 || b <= 0.0 {
+            return None;
+        }
+        Some(if row.higher_is_better { a / b } else { b / a })
+    }
+}
+
+/// A small run for the tests of the report, page and plots: an unshaped link at 1500 and
+/// 9000, the Azure A2 link, four datapaths and odp unavailable, a matrix.
+#[cfg(test)]
+pub(crate) fn sample() -> SuiteResults {
+    let mut rows = Vec::new();
+    let mut push = |profile: &str, mtu: u32, dp: Datapath, test: &str, s: [f64; 3]| {
+        rows.push(Row {
+            profile: profile.into(),
+            mtu,
+            datapath: dp,
+            test: test.into(),
+            higher_is_better: test.starts_with("tcp_bw"),
+            figures: Figures {
+                samples: s.to_vec(),
+            },
+            carried_by: match dp {
+                Datapath::Fast => Some("vxlan".into()),
+                d if d.is_overlay() => Some("sleeve".into()),
+                _ => None,
+            },
+            unavailable: None,
+        });
+    };
+    for (mtu, k) in [(1500, 1.0), (9000, 2.0)] {
+        push(
+            "veth",
+            mtu,
+            Datapath::Native,
+            "tcp_bw",
+            [4.4e9 * k, 4.2e9 * k, 4.5e9 * k],
+        );
+        push(
+            "veth",
+            mtu,
+            Datapath::Vxlan,
+            "tcp_bw",
+            [3.8e9 * k, 3.7e9 * k, 3.9e9 * k],
+        );
+        push(
+            "veth",
+            mtu,
+            Datapath::Fast,
+            "tcp_bw",
+            [3.7e9 * k, 3.6e9 * k, 3.8e9 * k],
+        );
+        push(
+            "veth",
+            mtu,
+            Datapath::Sleeve,
+            "tcp_bw",
+            [6.5e8 * k, 6.3e8 * k, 6.7e8 * k],
+        );
+        push("veth", mtu, Datapath::Native, "tcp_lat", [3.3, 3.2, 3.5]);
+        push("veth", mtu, Datapath::Fast, "tcp_lat", [3.9, 3.8, 4.1]);
+        push("veth", mtu, Datapath::Sleeve, "tcp_lat", [40.0, 39.0, 41.0]);
+    }
+    push(
+        "azure-a2",
+        1500,
+        Datapath::Native,
+        "tcp_bw",
+        [23.9e6, 23.8e6, 24.0e6],
+    );
+    push(
+        "azure-a2",
+        1500,
+        Datapath::Vxlan,
+        "tcp_bw",
+        [23.1e6, 23.0e6, 23.2e6],
+    );
+    push(
+        "azure-a2",
+        1500,
+        Datapath::Fast,
+        "tcp_bw",
+        [23.1e6, 23.0e6, 23.2e6],
+    );
+    push(
+        "azure-a2",
+        1500,
+        Datapath::Sleeve,
+        "tcp_bw",
+        [23.8e6, 23.7e6, 23.9e6],
+    );
+    push(
+        "azure-a2",
+        1500,
+        Datapath::Native,
+        "tcp_lat",
+        [494.0, 490.0, 497.0],
+    );
+    push(
+        "azure-a2",
+        1500,
+        Datapath::Fast,
+        "tcp_lat",
+        [524.0, 516.0, 533.0],
+    );
+    push(
+        "azure-a2",
+        1500,
+        Datapath::Sleeve,
+        "tcp_lat",
+        [559.0, 558.0, 560.0],
+    );
+    rows.push(Row {
+        profile: "veth".into(),
+        mtu: 1500,
+        datapath: Datapath::Odp,
+        test: "tcp_bw".into(),
+        higher_is_better: true,
+        figures: Figures::default(),
+        carried_by: None,
+        unavailable: Some("not available here: the routers offer vxlan, sleeve".into()),
+    });
+    let mut matrices = Vec::new();
+    for dp in [Datapath::Native, Datapath::Sleeve] {
+        for n in [1usize, 2, 4] {
+            let agg = if dp == Datapath::Native { 117e6 } else { 110e6 };
+            matrices.push(MatrixRow {
+                profile: "1gbit".into(),
+                mtu: 1500,
+                datapath: dp,
+                clients: n,
+                aggregate: Figures {
+                    samples: vec![agg, agg * 0.98, agg * 1.01],
+                },
+                per_client: Figures {
+                    samples: vec![agg / n as f64, agg * 0.98 / n as f64, agg * 1.01 / n as f64],
+                },
+                unavailable: None,
+            });
+        }
+    }
+    let profile =
+        |name: &str, link: Option<&str>, rate: Option<u64>, delay: Option<u64>, shape: &str| {
+            ProfileInfo {
+                name: name.into(),
+                shape: shape.into(),
+                source: link.map(|l| format!("{l} source")),
+                link: link.map(Into::into),
+                rate_bps: rate,
+                delay_ns: delay,
+            }
+        };
+    SuiteResults {
+        suite: "sample".into(),
+        file: "suites/sample.toml".into(),
+        started_unix: 0,
+        wall_s: 300.0,
+        duration_s: 1.0,
+        repeats: 3,
+        machine: Machine {
+            cpu: "Test CPU".into(),
+            cpus: 2,
+            memory_gib: 24.0,
+            kernel: "6.0.0".into(),
+            shaping: "emulated".into(),
+        },
+        profiles: vec![
+            profile("veth", None, None, None, "unshaped"),
+            profile("1gbit", None, Some(1_000_000_000), None, "1gbit"),
+            profile(
+                "azure-a2",
+                Some("azure-a2"),
+                Some(198_400_000),
+                Some(426_000),
+                "198.4mbit, 426us one way",
+            ),
+        ],
+        rows,
+        matrices,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case(&[], None)]
+    #[case(&[3.0], Some(3.0))]
+    #[case(&[5.0, 1.0, 3.0], Some(3.0))]
+    #[case(&[4.0, 1.0, 3.0, 2.0], Some(2.5))]
+    #[case(&[f64::NAN, 2.0], Some(2.0))]
+    fn median_of_samples(#[case] samples: &[f64], #[case] want: Option<f64>) {
+        let f = Figures {
+            samples: samples.to_vec(),
+        };
+        assert_eq!(f.median(), want);
+    }
+
+    #[test]
+    fn spread_is_relative_to_the_median() {
+        let f = Figures {
+            samples: vec![90.0, 100.0, 110.0],
+        };
+        assert_eq!(f.range(), Some((90.0, 110.0)));
+        assert_eq!(f.relative_spread(), Some(0.2));
+    }
+}

@@ -1,0 +1,547 @@
+//! Running a suite: for each lab of [`super::cases::expand`], bring it up, set up each
+//! datapath in turn (nothing for native; a hand-made kernel vxlan pair; the overlay routers
+//! with the datapath's settings), measure, take the datapath down, and take the lab down.
+//!
+//! A datapath that cannot be set up (no openvswitch here, a router that does not start) is a
+//! row that says why, and the run goes on; only a lab that cannot come up ends the run.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::cases::{self, LabCase, Work, RAW_VXLAN_NET, RAW_VXLAN_PORT, RAW_VXLAN_VNI};
+use super::results::{Figures, Machine, MatrixRow, ProfileInfo, Row, SuiteResults};
+use super::spec::{Datapath, Suite, TestSpec};
+use crate::lab::{Lab, LabError, NodeHandle, UpOptions};
+use crate::measure::icmp::{self, PingOptions};
+use crate::measure::matrix::{self, MatrixServer};
+use crate::measure::pair;
+use crate::measure::perf::{PerfOptions, Test};
+use crate::model;
+use crate::overlay_run::{Overlay, OverlayOptions};
+
+/// The password the encrypted sleeve runs with (the lab is private to the run).
+const BENCH_PASSWORD: &str = "netsim-bench-suite";
+
+/// How long an overlay datapath may take to settle on its tier after the routers connect.
+const SETTLE: Duration = Duration::from_secs(6);
+
+/// Hears how a run advances.
+pub trait Progress: Sync {
+    /// A case starts: `runs` measurement runs follow.
+    fn begin(&self, case: &str, runs: usize);
+    /// One measurement run finished.
+    fn step(&self);
+    /// The case is done; `summary` is its figure.
+    fn end(&self, summary: &str);
+    /// Set-up news and problems.
+    fn note(&self, line: &str);
+    /// `runs` measurement runs will not happen (their datapath is not available).
+    fn skip(&self, runs: usize);
+}
+
+/// Settings of a run that are not part of the suite.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The router binary (default: found as `netsim run` finds it).
+    pub overlay_binary: Option<PathBuf>,
+    /// How long the routers may take to connect.
+    pub start_timeout: Option<Duration>,
+}
+
+/// Runs `suite` (read from `file`).
+pub async fn run(
+    suite: &Suite,
+    file: &Path,
+    opts: &RunOptions,
+    progress: &dyn Progress,
+) -> Result<SuiteResults, LabError> {
+    let started = Instant::now();
+    let labs = cases::expand(suite);
+    let mut results = SuiteResults {
+        suite: suite.name.clone(),
+        file: file.display().to_string(),
+        started_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        duration_s: suite.duration.as_secs_f64(),
+        repeats: suite.repeats,
+        machine: machine(),
+        profiles: suite
+            .profiles
+            .iter()
+            .map(|p| ProfileInfo {
+                name: p.name.clone(),
+                shape: p.describe(),
+                source: p.source.clone(),
+                link: p.link.clone(),
+                rate_bps: p.rate_bps,
+                delay_ns: p.delay_ns,
+            })
+            .collect(),
+        ..SuiteResults::default()
+    };
+    for case in &labs {
+        let plan = model::parse(&case.topology(), Path::new("<bench suite>"))
+            .and_then(|t| model::plan(&t))
+            .map_err(|d| LabError::Task {
+                lab: case.name.clone(),
+                what: d.to_string(),
+            })?;
+        progress.note(&format!(
+            "lab {}: {} ({}), MTU {}",
+            case.name,
+            case.profile.name,
+            case.profile.describe(),
+            case.mtu
+        ));
+        let lab = Lab::up(plan, UpOptions::default()).await?;
+        if let Some(b) = lab.shaping_backend() {
+            results.machine.shaping = format!("{b:?}").to_lowercase();
+        }
+        for &dp in &case.datapaths {
+            measure_datapath(&lab, case, dp, suite, opts, progress, &mut results).await;
+        }
+        lab.down().await?;
+    }
+    results.wall_s = started.elapsed().as_secs_f64();
+    Ok(results)
+}
+
+/// Where a datapath's traffic goes: the server's node and address, and the client nodes.
+struct Ends {
+    server: NodeHandle,
+    addr: Ipv4Addr,
+    clients: Vec<NodeHandle>,
+}
+
+/// What has to be taken down after a datapath.
+enum Active {
+    Nothing,
+    Vxlan(Vec<NodeHandle>),
+    Routers(Box<Overlay>),
+}
+
+async fn measure_datapath(
+    lab: &Lab,
+    case: &LabCase,
+    dp: Datapath,
+    suite: &Suite,
+    opts: &RunOptions,
+    progress: &dyn Progress,
+    results: &mut SuiteResults,
+) {
+    let set_up = setup(lab, case, dp, opts).await;
+    let (ends, active, carried_by, why) = match set_up {
+        Ok((ends, active, carried)) => (Some(ends), active, carried, None),
+        Err((active, why)) => (None, active, None, Some(why)),
+    };
+    if let Some(why) = &why {
+        progress.note(&format!("{} on {}: {why}", dp, case.name));
+    }
+    let popts = |test: Test, duration: Option<Duration>| PerfOptions {
+        duration: duration.unwrap_or(suite.duration),
+        io_timeout: Duration::from_secs(5),
+        ..PerfOptions::for_test(test)
+    };
+    match &case.work {
+        Work::Tests(tests) => {
+            for t in tests {
+                let label = format!(
+                    "{} / {} / {} / {}",
+                    case.profile.name,
+                    case.mtu,
+                    dp,
+                    t.label()
+                );
+                let mut row = Row {
+                    profile: case.profile.name.clone(),
+                    mtu: case.mtu,
+                    datapath: dp,
+                    test: t.label(),
+                    higher_is_better: t.higher_is_better(),
+                    figures: Figures::default(),
+                    carried_by: carried_by.clone(),
+                    unavailable: why.clone(),
+                };
+                if let Some(ends) = &ends {
+                    progress.begin(&label, suite.repeats as usize);
+                    let mut last_err = None;
+                    for _ in 0..suite.repeats {
+                        match one(ends, t, popts(t.test, t.duration)).await {
+                            Ok(v) => row.figures.samples.push(v),
+                            Err(e) => last_err = Some(e),
+                        }
+                        progress.step();
+                    }
+                    if row.figures.samples.is_empty() {
+                        row.unavailable = last_err.or(Some("no figures".into()));
+                    } else if let Some(e) = last_err {
+                        progress.note(&format!("{label}: a repeat failed: {e}"));
+                    }
+                    progress.end(&summary(&label, &row.figures, t.higher_is_better()));
+                } else {
+                    progress.skip(suite.repeats as usize);
+                }
+                results.rows.push(row);
+            }
+        }
+        Work::Clients(counts) => {
+            for &n in counts {
+                let label = format!(
+                    "{} / {} / {} / 1 server, {n} clients",
+                    case.profile.name, case.mtu, dp
+                );
+                let mut row = MatrixRow {
+                    profile: case.profile.name.clone(),
+                    mtu: case.mtu,
+                    datapath: dp,
+                    clients: n,
+                    aggregate: Figures::default(),
+                    per_client: Figures::default(),
+                    unavailable: why.clone(),
+                };
+                if let Some(ends) = &ends {
+                    progress.begin(&label, suite.repeats as usize);
+                    let server = MatrixServer {
+                        node: ends.server.clone(),
+                        addr: ends.addr,
+                    };
+                    let clients = &ends.clients[..n.min(ends.clients.len())];
+                    let mut last_err = None;
+                    for _ in 0..suite.repeats {
+                        let (servers, cl) = matrix::one_server(server.clone(), clients);
+                        match matrix::run(&servers, &cl, popts(Test::TcpBw, None)).await {
+                            Ok(m) => {
+                                row.aggregate.samples.push(m.aggregate_bytes_per_sec);
+                                row.per_client.samples.push(m.per_client_mean());
+                            }
+                            Err(e) => last_err = Some(e.to_string()),
+                        }
+                        progress.step();
+                    }
+                    if row.aggregate.samples.is_empty() {
+                        row.unavailable = last_err.or(Some("no figures".into()));
+                    }
+                    progress.end(&summary(&label, &row.per_client, true));
+                } else {
+                    progress.skip(suite.repeats as usize);
+                }
+                results.matrices.push(row);
+            }
+        }
+    }
+    teardown(active).await;
+}
+
+fn summary(label: &str, f: &Figures, bandwidth: bool) -> String {
+    let unit = if bandwidth { "MB/s" } else { "us" };
+    match (f.median(), f.range()) {
+        (Some(m), Some((lo, hi))) => format!(
+            "{label}: {} {unit} ({}-{})",
+            super::report::figure(m, bandwidth),
+            super::report::figure(lo, bandwidth),
+            super::report::figure(hi, bandwidth)
+        ),
+        _ => format!("{label}: no figures"),
+    }
+}
+
+/// One measurement: bytes per second or microseconds.
+async fn one(ends: &Ends, t: &TestSpec, opts: PerfOptions) -> Result<f64, String> {
+    let client = ends.clients.first().ok_or("no client")?;
+    if t.test == Test::TcpBw {
+        let (servers, clients) = matrix::streams_per_client(
+            MatrixServer {
+                node: ends.server.clone(),
+                addr: ends.addr,
+            },
+            std::slice::from_ref(client),
+            t.streams,
+        );
+        let m = matrix::run(&servers, &clients, opts)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(p) = m.clients.iter().find_map(|c| c.partial.clone()) {
+            return Err(format!("a stream ended early: {p}"));
+        }
+        return Ok(m.aggregate_bytes_per_sec);
+    }
+    let (r, _) = pair::run(&ends.server, ends.addr, client, t.test, opts)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(p) = r.partial {
+        return Err(format!("the run ended early: {p}"));
+    }
+    r.latency_us
+        .or(r.bytes_per_sec)
+        .ok_or_else(|| "the run gave no figure".to_string())
+}
+
+type SetUp = Result<(Ends, Active, Option<String>), (Active, String)>;
+
+async fn setup(lab: &Lab, case: &LabCase, dp: Datapath, opts: &RunOptions) -> SetUp {
+    let node = |name: &str| {
+        lab.node(name)
+            .ok_or_else(|| (Active::Nothing, format!("lab has no node {name}")))
+    };
+    let hosts: Vec<String> = (0..=case.clients).map(|i| format!("h{i}")).collect();
+    let (ends, active, carried) = match dp {
+        Datapath::Native => {
+            let addr = lab
+                .address_of("h0")
+                .await
+                .map_err(|e| (Active::Nothing, e.to_string()))?;
+            let mut clients = Vec::new();
+            for h in &hosts[1..] {
+                clients.push(node(h)?);
+            }
+            (
+                Ends {
+                    server: node("h0")?,
+                    addr,
+                    clients,
+                },
+                Active::Nothing,
+                None,
+            )
+        }
+        Datapath::Vxlan => {
+            let mut nodes = Vec::new();
+            let mut underlay = Vec::new();
+            for h in &hosts {
+                nodes.push(node(h)?);
+                underlay.push(
+                    lab.address_of(h)
+                        .await
+                        .map_err(|e| (Active::Nothing, e.to_string()))?,
+                );
+            }
+            let made = raw_vxlan(&nodes, &underlay, case.mtu);
+            let active = Active::Vxlan(nodes.clone());
+            if let Err(e) = made {
+                return Err((active, e));
+            }
+            (
+                Ends {
+                    server: nodes[0].clone(),
+                    addr: raw_vxlan_addr(0),
+                    clients: nodes[1..].to_vec(),
+                },
+                active,
+                None,
+            )
+        }
+        _ => {
+            let mut o = OverlayOptions {
+                binary: opts.overlay_binary.clone(),
+                start_timeout: opts.start_timeout,
+                password: Some(None),
+                ..OverlayOptions::default()
+            };
+            match dp {
+                Datapath::Odp => o.router_args = vec!["--fast-path".into(), "odp".into()],
+                Datapath::Sleeve => o.router_args = vec!["--fast-path".into(), "off".into()],
+                Datapath::SleeveEncrypted => {
+                    o.router_args = vec!["--fast-path".into(), "off".into()];
+                    o.password = Some(Some(BENCH_PASSWORD.into()));
+                }
+                _ => {}
+            }
+            let overlay = Overlay::start(lab, &o)
+                .await
+                .map_err(|e| (Active::Nothing, format!("the overlay did not start: {e}")))?;
+            let overlay = Box::new(overlay);
+            let carried = match settle(&overlay, dp).await {
+                Ok(c) => c,
+                Err(why) => return Err((Active::Routers(overlay), why)),
+            };
+            let Some(addr) = overlay.address_of("c0") else {
+                return Err((Active::Routers(overlay), "c0 has no overlay address".into()));
+            };
+            let mut clients = Vec::new();
+            for i in 1..=case.clients {
+                match lab.node(&format!("c{i}")) {
+                    Some(n) => clients.push(n),
+                    None => return Err((Active::Routers(overlay), format!("no node c{i}"))),
+                }
+            }
+            let server = match lab.node("c0") {
+                Some(n) => n,
+                None => return Err((Active::Routers(overlay), "no node c0".into())),
+            };
+            (
+                Ends {
+                    server,
+                    addr,
+                    clients,
+                },
+                Active::Routers(overlay),
+                Some(carried),
+            )
+        }
+    };
+    // The first packets resolve neighbours (and, on the overlay, may still find the fast
+    // path warming up): let a few pings go before anything is timed.
+    for c in &ends.clients {
+        let opts = PingOptions {
+            count: 3,
+            timeout: Duration::from_millis(500),
+            ..PingOptions::default()
+        };
+        let dst = ends.addr;
+        let answered = c
+            .run(move || async move { icmp::ping(dst, &opts) })
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .is_some_and(|r| r.received > 0);
+        if !answered {
+            return Err((
+                active,
+                format!("{} does not reach {} over {dp}", c.name(), ends.addr),
+            ));
+        }
+    }
+    Ok((ends, active, carried))
+}
+
+/// Waits until the connection h1 -> h0 is on the tier `dp` asks for; returns the tier it is
+/// on. `odp` where the routers offer no such tier is an error that says so.
+async fn settle(overlay: &Overlay, dp: Datapath) -> Result<String, String> {
+    let deadline = Instant::now() + SETTLE;
+    if dp == Datapath::Odp {
+        let st = overlay.status("h0").await.map_err(|e| e.to_string())?;
+        let offered = crate::verify::offered_datapaths(&st);
+        if !offered.iter().any(|d| d == "odp") {
+            return Err(format!(
+                "not available here: the routers offer {} (the Open vSwitch datapath needs the \
+                 openvswitch kernel module; the kernel lane has it)",
+                offered.join(", ")
+            ));
+        }
+    }
+    let want_fast = matches!(dp, Datapath::Fast | Datapath::Odp);
+    let mut last = String::from("no connection to h0");
+    loop {
+        if let Ok(st) = overlay.status("h1").await {
+            let conn = st["router"]["connections"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["peer"] == "h0"));
+            if let Some(on) = conn.and_then(|c| c["datapath"].as_str()) {
+                last = on.to_string();
+                let fast = on != "sleeve";
+                if fast == want_fast && (dp != Datapath::Odp || on == "odp") {
+                    return Ok(last);
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            // Measure what there is; the report says what carried it.
+            return Ok(last);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn raw_vxlan_addr(i: usize) -> Ipv4Addr {
+    let [a, b, c] = RAW_VXLAN_NET;
+    Ipv4Addr::new(a, b, c, (i + 1) as u8)
+}
+
+/// A kernel vxlan device `vxb` on every host, flooding to every other host, addressed from
+/// [`RAW_VXLAN_NET`]. Made with iproute2: this is the baseline a user would build by hand.
+fn raw_vxlan(nodes: &[NodeHandle], underlay: &[Ipv4Addr], mtu: u32) -> Result<(), String> {
+    for (i, n) in nodes.iter().enumerate() {
+        let (id, port, inner) = (
+            RAW_VXLAN_VNI.to_string(),
+            RAW_VXLAN_PORT.to_string(),
+            (mtu - cases::VXLAN_OVERHEAD).to_string(),
+        );
+        let local = underlay[i].to_string();
+        let addr = format!("{}/24", raw_vxlan_addr(i));
+        let mut steps: Vec<Vec<&str>> = vec![
+            vec![
+                "ip", "link", "add", "vxb", "mtu", &inner, "type", "vxlan", "id", &id, "local",
+                &local, "dstport", &port,
+            ],
+            vec!["ip", "addr", "add", &addr, "dev", "vxb"],
+        ];
+        let peers: Vec<String> = underlay
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, a)| a.to_string())
+            .collect();
+        for p in &peers {
+            steps.push(vec![
+                "bridge",
+                "fdb",
+                "append",
+                "00:00:00:00:00:00",
+                "dev",
+                "vxb",
+                "dst",
+                p,
+            ]);
+        }
+        steps.push(vec!["ip", "link", "set", "vxb", "up"]);
+        for argv in steps {
+            let out = n
+                .command(argv[0])
+                .args(&argv[1..])
+                .output()
+                .map_err(|e| format!("{} on {}: {e}", argv.join(" "), n.name()))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "{} on {}: {}",
+                    argv.join(" "),
+                    n.name(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn teardown(active: Active) {
+    match active {
+        Active::Nothing => {}
+        Active::Vxlan(nodes) => {
+            for n in nodes {
+                // Gone with the namespace anyway; removed now so the overlay can bind its
+                // own vxlan port.
+                let _ = n.command("ip").args(["link", "del", "vxb"]).output();
+            }
+        }
+        Active::Routers(o) => o.stop(),
+    }
+}
+
+/// This machine, for the report.
+pub fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory_gib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    let kernel = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Machine {
+        cpu,
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        memory_gib,
+        kernel,
+        shaping: String::new(),
+    }
+}
