@@ -118,7 +118,8 @@ pub fn streams_per_client(
     (vec![server], clients)
 }
 
-/// Runs a matrix of TCP bulk streams for `opts.duration`.
+/// Runs a matrix of TCP bulk streams for `opts.duration`; with `opts.cpus`, every server's
+/// streams on the server CPU and every client's on the client CPU.
 pub async fn run(
     servers: &[MatrixServer],
     clients: &[MatrixClient],
@@ -147,7 +148,15 @@ pub async fn run(
         let (tx, rx) = tokio::sync::oneshot::channel();
         let streams = *streams;
         let addr = SocketAddrV4::new(server.addr, 0);
+        let pin = opts.cpus.map(|c| c.server);
         server_runs.push(server.node.run(move || async move {
+            // The sink threads inherit this thread's CPU affinity.
+            if let Some(cpu) = pin {
+                if let Err(e) = perf::pin_current_thread(cpu) {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            }
             let listener = match TcpListener::bind(addr) {
                 Ok(l) => l,
                 Err(e) => {
@@ -187,8 +196,15 @@ pub async fn run(
         let runs = clients.iter().map(|c| {
             let addr = addrs[c.server];
             let streams = c.streams.max(1);
-            c.node
-                .run(move || async move { client_streams(addr, streams, opts) })
+            c.node.run(move || async move {
+                // The stream threads inherit this thread's CPU affinity.
+                if let Some(cpu) = opts.cpus.map(|c| c.client) {
+                    if let Err(e) = perf::pin_current_thread(cpu) {
+                        return (0.0, Some(format!("cannot pin to CPU {cpu}: {e}")));
+                    }
+                }
+                client_streams(addr, streams, opts)
+            })
         });
         let outcomes = join_all(runs).await;
         let mut figures = Vec::new();

@@ -131,8 +131,10 @@ fn meaning(r: &SuiteResults) -> String {
             "- **Fast path on an unshaped link ({p}).** Weave's fast datapath kept 91 % of the \
              host's throughput at MTU 8950 and 26 % at 1410 on a 10 Gbit/s EC2 link. Ours keeps \
              {} at 9000 and {} at 1500; raw kernel vxlan, the most a vxlan fast path can keep, \
-             {} and {}. An unshaped veth is CPU-bound: every figure is what two cores can \
-             push, and encapsulation costs per packet, so small MTUs cost most.",
+             {} and {}. An unshaped veth is CPU-bound: every figure is what one CPU can push \
+             (both halves are pinned to it), and encapsulation costs per packet. The fast \
+             path's frames also cross a container's veth and the overlay bridge, which raw \
+             vxlan between the hosts does not: that hop is the gap between the two.",
             pct(at(9000)),
             pct(at(1500)),
             pct(vx(9000)),

@@ -61,12 +61,16 @@ fn groups(r: &SuiteResults) -> Vec<(String, u32)> {
 /// The whole report.
 pub fn markdown(r: &SuiteResults) -> String {
     let mut out = String::new();
+    let pinned = match r.pin_cpu {
+        Some(cpu) => format!("both halves of each run on CPU {cpu}"),
+        None => "halves placed by the scheduler".into(),
+    };
     let _ = writeln!(
         out,
-        "Suite `{}`: {} repeats of {} s per case; figures are medians with the range of the \
-         repeats in brackets; bandwidth in MB/s (10^6 bytes/s), latency one way in \
-         microseconds (qperf's `tcp_lat`: half the round trip). \"vs native\" is the share of \
-         native's median (for latency: native / datapath, so below 100 % is slower).\n",
+        "Suite `{}`: {} repeats of {} s per case ({pinned}); figures are medians with the \
+         range of the repeats in brackets; bandwidth in MB/s (10^6 bytes/s), latency one way \
+         in microseconds (qperf's `tcp_lat`: half the round trip). \"vs native\" is the share \
+         of native's median (for latency: native / datapath, so below 100 % is slower).\n",
         r.suite, r.repeats, r.duration_s
     );
     let mut notes: Vec<String> = Vec::new();

@@ -123,6 +123,9 @@ pub struct SuiteResults {
     pub duration_s: f64,
     /// Repeats per case.
     pub repeats: u32,
+    /// The CPU both halves of every run were pinned to (`None`: not pinned).
+    #[serde(default)]
+    pub pin_cpu: Option<usize>,
     /// The machine.
     pub machine: Machine,
     /// Profiles as measured (name, description, source).
@@ -334,6 +337,7 @@ pub(crate) fn sample() -> SuiteResults {
         wall_s: 300.0,
         duration_s: 1.0,
         repeats: 3,
+        pin_cpu: Some(0),
         machine: Machine {
             cpu: "Test CPU".into(),
             cpus: 2,

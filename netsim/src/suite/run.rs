@@ -16,7 +16,7 @@ use crate::lab::{Lab, LabError, NodeHandle, UpOptions};
 use crate::measure::icmp::{self, PingOptions};
 use crate::measure::matrix::{self, MatrixServer};
 use crate::measure::pair;
-use crate::measure::perf::{PerfOptions, Test};
+use crate::measure::perf::{CpuPin, PerfOptions, Test};
 use crate::model;
 use crate::overlay_run::{Overlay, OverlayOptions};
 
@@ -66,6 +66,7 @@ pub async fn run(
             .map_or(0, |d| d.as_secs()),
         duration_s: suite.duration.as_secs_f64(),
         repeats: suite.repeats,
+        pin_cpu: suite.pin_cpu,
         machine: machine(),
         profiles: suite
             .profiles
@@ -141,6 +142,10 @@ async fn measure_datapath(
     }
     let popts = |test: Test, duration: Option<Duration>| PerfOptions {
         duration: duration.unwrap_or(suite.duration),
+        cpus: suite.pin_cpu.map(|cpu| CpuPin {
+            client: cpu,
+            server: cpu,
+        }),
         io_timeout: Duration::from_secs(5),
         ..PerfOptions::for_test(test)
     };

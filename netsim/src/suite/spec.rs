@@ -199,6 +199,8 @@ pub struct Suite {
     pub datapaths: Vec<Datapath>,
     /// The tests every (profile, MTU, datapath) runs.
     pub tests: Vec<TestSpec>,
+    /// The CPU both halves of every run are pinned to (`None`: the scheduler places them).
+    pub pin_cpu: Option<usize>,
     /// The link profiles.
     pub profiles: Vec<Profile>,
     /// Client matrices.
@@ -245,6 +247,12 @@ pub struct SuiteSection {
     /// Datapaths: native, vxlan, fast, odp, sleeve, sleeve-encrypted (default: all but odp).
     #[schemars(with = "Option<Vec<Datapath>>")]
     pub datapaths: Option<Spanned<Vec<Spanned<String>>>>,
+    /// The CPU both halves (client and server) of every run are pinned to, numbered from 0
+    /// (default 0); "none" leaves placement to the scheduler. On an unshaped link every figure
+    /// is CPU-bound, and where the scheduler puts the two halves changes it by up to a factor
+    /// of two from one run to the next; on one CPU the runs agree far better.
+    #[schemars(with = "Option<String>")]
+    pub pin: Option<Spanned<toml::Value>>,
 }
 
 /// `[[profile]]`.
@@ -360,6 +368,21 @@ pub fn parse(src: &str, file: &Path) -> Result<Suite, Diagnostics> {
             .filter(|d| *d != Datapath::Odp)
             .collect(),
         Some(list) => check_datapaths(&mut r, list),
+    };
+    let pin_cpu = match &raw.suite.pin {
+        None => Some(0),
+        Some(v) => match v.get_ref() {
+            toml::Value::String(s) if s == "none" => None,
+            toml::Value::Integer(n) if (0..1024).contains(n) => Some(*n as usize),
+            _ => {
+                r.error(
+                    v.span(),
+                    "pin is a CPU number or \"none\"",
+                    "write pin = 0 (both halves on CPU 0) or pin = \"none\"",
+                );
+                None
+            }
+        },
     };
     let mut tests = Vec::new();
     for t in &raw.test {
@@ -543,6 +566,7 @@ pub fn parse(src: &str, file: &Path) -> Result<Suite, Diagnostics> {
         repeats,
         datapaths,
         tests,
+        pin_cpu,
         profiles,
         matrices,
     })
