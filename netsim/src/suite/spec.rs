@@ -676,25 +676,36 @@ mod tests {
     }
 
     #[rstest]
-    #[case::no_profile("")]
-    #[case::unknown_link("[[profile]]\nname = \"x\"\nlink = \"azure-zz\"\n")]
-    #[case::link_and_rate("[[profile]]\nname = \"x\"\nlink = \"azure-a2\"\nrate = \"1gbit\"\n")]
-    #[case::bad_rate("[[profile]]\nname = \"x\"\nrate = \"fast\"\n")]
-    #[case::bad_mtu("[[profile]]\nname = \"x\"\nmtus = [100]\n")]
-    #[case::unknown_suite_key("[[profile]]\nname = \"x\"\n[suite.x]\n")]
+    #[case::no_profile("no_profile", "")]
+    #[case::unknown_link("unknown_link", "[[profile]]\nname = \"x\"\nlink = \"azure-zz\"\n")]
+    #[case::link_and_rate(
+        "link_and_rate",
+        "[[profile]]\nname = \"x\"\nlink = \"azure-a2\"\nrate = \"1gbit\"\n"
+    )]
+    #[case::bad_rate("bad_rate", "[[profile]]\nname = \"x\"\nrate = \"fast\"\n")]
+    #[case::bad_mtu("bad_mtu", "[[profile]]\nname = \"x\"\nmtus = [100]\n")]
+    #[case::unknown_suite_key("unknown_suite_key", "[[profile]]\nname = \"x\"\n[suite.x]\n")]
     #[case::streams_on_latency(
+        "streams_on_latency",
         "[[profile]]\nname = \"x\"\n[[test]]\nkind = \"tcp_lat\"\nstreams = 2\n"
     )]
-    #[case::unknown_test("[[profile]]\nname = \"x\"\n[[test]]\nkind = \"tcp_bandwidth\"\n")]
+    #[case::unknown_test(
+        "unknown_test",
+        "[[profile]]\nname = \"x\"\n[[test]]\nkind = \"tcp_bandwidth\"\n"
+    )]
     #[case::matrix_of_no_profile(
+        "matrix_of_no_profile",
         "[[profile]]\nname = \"x\"\n[[matrix]]\nprofile = \"y\"\nclients = [1, 40]\n"
     )]
-    #[case::unknown_key("[[profile]]\nname = \"x\"\nspeed = \"1gbit\"\n")]
+    #[case::unknown_key("unknown_key", "[[profile]]\nname = \"x\"\nspeed = \"1gbit\"\n")]
     #[case::short_duration(
+        "short_duration",
         "[[profile]]\nname = \"x\"\n[[test]]\nkind = \"tcp_lat\"\nduration = \"1ms\"\n"
     )]
-    fn bad_files_say_where_and_how_to_fix(#[case] body: &str) {
-        insta::assert_snapshot!(errors(body));
+    fn bad_files_say_where_and_how_to_fix(#[case] name: &str, #[case] body: &str) {
+        // Named per case: rstest runs the cases in parallel, so insta's counter would not
+        // give each the same snapshot from one run to the next.
+        insta::assert_snapshot!(format!("bad_file_{name}"), errors(body));
     }
 
     #[test]
