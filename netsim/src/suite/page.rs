@@ -48,7 +48,7 @@ pub fn render(r: &SuiteResults, plots: &[String], command: &str) -> String {
             out,
             "| {} | {} | {} |",
             p.name,
-            p.shape,
+            p.describe(),
             p.source.as_deref().unwrap_or("")
         );
     }

@@ -233,13 +233,9 @@ pub fn share_of_native(
     mtu: u32,
     datapath: Datapath,
 ) -> Option<f64> {
-    let row = r.rows.iter().find(|x| {
-        x.profile == profile
-            && x.mtu == mtu
-            && x.datapath == datapath
-            && x.test == "tcp_bw"
-            && x.unavailable.is_none()
-    })?;
+    let row = r
+        .row(profile, mtu, datapath, "tcp_bw")
+        .filter(|x| x.unavailable.is_none())?;
     SuiteResults::share(row, r.native_of(row)?)
 }
 
@@ -296,19 +292,14 @@ pub struct Target {
 /// and the overlay against Weave's published shares on every cloud profile.
 pub fn targets(r: &SuiteResults) -> Vec<Target> {
     let mut out = Vec::new();
-    let unshaped: Vec<&super::results::ProfileInfo> = r
+    let unshaped: Vec<&super::spec::Profile> = r
         .profiles
         .iter()
         .filter(|p| p.rate_bps.is_none() && p.delay_ns.is_none())
         .collect();
     for p in &unshaped {
         for (_, mtu) in groups(r).into_iter().filter(|(n, _)| *n == p.name) {
-            let fast = r.rows.iter().find(|x| {
-                x.profile == p.name
-                    && x.mtu == mtu
-                    && x.datapath == Datapath::Fast
-                    && x.test == "tcp_bw"
-            });
+            let fast = r.row(&p.name, mtu, Datapath::Fast, "tcp_bw");
             let vx = fast.and_then(|f| r.sibling(f, Datapath::Vxlan));
             let share = match (fast, vx) {
                 (Some(f), Some(v)) => SuiteResults::share(f, v),
@@ -338,12 +329,7 @@ pub fn targets(r: &SuiteResults) -> Vec<Target> {
         .filter(|p| p.rate_bps == Some(1_000_000_000))
     {
         for (_, mtu) in groups(r).into_iter().filter(|(n, _)| *n == p.name) {
-            let sleeve = r.rows.iter().find(|x| {
-                x.profile == p.name
-                    && x.mtu == mtu
-                    && x.datapath == Datapath::Sleeve
-                    && x.test == "tcp_bw"
-            });
+            let sleeve = r.row(&p.name, mtu, Datapath::Sleeve, "tcp_bw");
             let rate = sleeve
                 .and_then(|s| s.figures.median())
                 .map(|m| m * 8.0 / 1e9);

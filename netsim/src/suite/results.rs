@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::spec::Datapath;
+use super::spec::{Datapath, Profile};
 
 /// The machine a run was taken on.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -128,50 +128,30 @@ pub struct SuiteResults {
     pub pin_cpu: Option<usize>,
     /// The machine.
     pub machine: Machine,
-    /// Profiles as measured (name, description, source).
-    pub profiles: Vec<ProfileInfo>,
+    /// The profiles measured.
+    pub profiles: Vec<Profile>,
     /// The main table.
     pub rows: Vec<Row>,
     /// Client matrices.
     pub matrices: Vec<MatrixRow>,
 }
 
-/// A profile as the report describes it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ProfileInfo {
-    /// Name.
-    pub name: String,
-    /// Rate and delay as text.
-    pub shape: String,
-    /// Where its figures come from.
-    pub source: Option<String>,
-    /// The named link profile it is, if any (how published figures are found).
-    pub link: Option<String>,
-    /// Rate limit, bits per second (`None`: unshaped).
-    pub rate_bps: Option<u64>,
-    /// One-way delay added, nanoseconds.
-    pub delay_ns: Option<u64>,
-}
-
 impl SuiteResults {
-    /// The native row with the same profile, MTU and test as `row`.
-    pub fn native_of(&self, row: &Row) -> Option<&Row> {
+    /// The row of `datapath` and `test` on `profile` at `mtu`.
+    pub fn row(&self, profile: &str, mtu: u32, datapath: Datapath, test: &str) -> Option<&Row> {
         self.rows.iter().find(|r| {
-            r.datapath == Datapath::Native
-                && r.profile == row.profile
-                && r.mtu == row.mtu
-                && r.test == row.test
+            r.datapath == datapath && r.profile == profile && r.mtu == mtu && r.test == test
         })
     }
 
     /// The row of `datapath` with the same profile, MTU and test as `row`.
     pub fn sibling(&self, row: &Row, datapath: Datapath) -> Option<&Row> {
-        self.rows.iter().find(|r| {
-            r.datapath == datapath
-                && r.profile == row.profile
-                && r.mtu == row.mtu
-                && r.test == row.test
-        })
+        self.row(&row.profile, row.mtu, datapath, &row.test)
+    }
+
+    /// The native row with the same profile, MTU and test as `row`.
+    pub fn native_of(&self, row: &Row) -> Option<&Row> {
+        self.sibling(row, Datapath::Native)
     }
 
     /// `row`'s median as a share of `base`'s: for bandwidth, row / base; for latency,
@@ -319,17 +299,14 @@ pub(crate) fn sample() -> SuiteResults {
             });
         }
     }
-    let profile =
-        |name: &str, link: Option<&str>, rate: Option<u64>, delay: Option<u64>, shape: &str| {
-            ProfileInfo {
-                name: name.into(),
-                shape: shape.into(),
-                source: link.map(|l| format!("{l} source")),
-                link: link.map(Into::into),
-                rate_bps: rate,
-                delay_ns: delay,
-            }
-        };
+    let profile = |name: &str, link: Option<&str>, rate: Option<u64>, delay: Option<u64>| Profile {
+        name: name.into(),
+        rate_bps: rate,
+        delay_ns: delay,
+        mtus: vec![1500],
+        source: link.map(|l| format!("{l} source")),
+        link: link.map(Into::into),
+    };
     SuiteResults {
         suite: "sample".into(),
         file: "suites/sample.toml".into(),
@@ -346,14 +323,13 @@ pub(crate) fn sample() -> SuiteResults {
             shaping: "emulated".into(),
         },
         profiles: vec![
-            profile("veth", None, None, None, "unshaped"),
-            profile("1gbit", None, Some(1_000_000_000), None, "1gbit"),
+            profile("veth", None, None, None),
+            profile("1gbit", None, Some(1_000_000_000), None),
             profile(
                 "azure-a2",
                 Some("azure-a2"),
                 Some(198_400_000),
                 Some(426_000),
-                "198.4mbit, 426us one way",
             ),
         ],
         rows,

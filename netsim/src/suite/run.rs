@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::cases::{self, LabCase, Work, RAW_VXLAN_NET, RAW_VXLAN_PORT, RAW_VXLAN_VNI};
-use super::results::{Figures, Machine, MatrixRow, ProfileInfo, Row, SuiteResults};
+use super::results::{Figures, Machine, MatrixRow, Row, SuiteResults};
 use super::spec::{Datapath, Suite, TestSpec};
 use crate::lab::{Lab, LabError, NodeHandle, UpOptions};
 use crate::measure::icmp::{self, PingOptions};
@@ -68,18 +68,7 @@ pub async fn run(
         repeats: suite.repeats,
         pin_cpu: suite.pin_cpu,
         machine: machine(),
-        profiles: suite
-            .profiles
-            .iter()
-            .map(|p| ProfileInfo {
-                name: p.name.clone(),
-                shape: p.describe(),
-                source: p.source.clone(),
-                link: p.link.clone(),
-                rate_bps: p.rate_bps,
-                delay_ns: p.delay_ns,
-            })
-            .collect(),
+        profiles: suite.profiles.clone(),
         ..SuiteResults::default()
     };
     for case in &labs {
@@ -430,9 +419,7 @@ async fn settle(overlay: &Overlay, dp: Datapath) -> Result<String, String> {
     let mut last = String::from("no connection to h0");
     loop {
         if let Ok(st) = overlay.status("h1").await {
-            let conn = st["router"]["connections"]
-                .as_array()
-                .and_then(|cs| cs.iter().find(|c| c["peer"] == "h0"));
+            let conn = crate::verify::connection(&st, "h0");
             if let Some(on) = conn.and_then(|c| c["datapath"].as_str()) {
                 last = on.to_string();
                 let fast = on != "sleeve";
@@ -539,14 +526,11 @@ pub fn machine() -> Machine {
         .find_map(|l| l.strip_prefix("MemTotal:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
-    let kernel = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
     Machine {
         cpu,
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         memory_gib,
-        kernel,
+        kernel: crate::caps::probe().kernel.clone(),
         shaping: String::new(),
     }
 }

@@ -147,6 +147,7 @@ pub struct Profile {
     /// One-way delay in nanoseconds (`None`: none added).
     pub delay_ns: Option<u64>,
     /// The MTUs measured on this profile.
+    #[serde(default)]
     pub mtus: Vec<u32>,
     /// Where the figures come from (for named profiles).
     pub source: Option<String>,

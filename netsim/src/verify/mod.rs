@@ -444,6 +444,13 @@ async fn path_mtu(
     check.verdict(bound.holds(found.mtu) && seen_above == above, seen)
 }
 
+/// The connection to `peer` in a router's status (`router.connections[]`), if it has one.
+pub fn connection<'a>(status: &'a serde_json::Value, peer: &str) -> Option<&'a serde_json::Value> {
+    status["router"]["connections"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["peer"] == peer))
+}
+
 /// The datapaths a router offers, from its status: a `datapaths` list when it gives one, else
 /// sleeve and, when it reports a fast path, vxlan (the only kernel tier it has today).
 pub fn offered_datapaths(status: &serde_json::Value) -> Vec<String> {
@@ -501,10 +508,7 @@ async fn datapath(
     let mut last = format!("no connection to {peer}");
     loop {
         if let Ok(status) = overlay.status(host).await {
-            let conn = status["router"]["connections"]
-                .as_array()
-                .and_then(|cs| cs.iter().find(|c| c["peer"] == peer));
-            if let Some(c) = conn {
+            if let Some(c) = connection(&status, peer) {
                 let on = c["datapath"].as_str().unwrap_or("");
                 let why = c["path"]["reason"].as_str().unwrap_or("");
                 let reason_ok = reason.is_none_or(|r| why.contains(r));

@@ -36,9 +36,7 @@ pub(super) async fn refused(
     loop {
         if let Ok(status) = overlay.status(host).await {
             let r = &status["router"];
-            let connected = r["connections"]
-                .as_array()
-                .is_some_and(|cs| cs.iter().any(|c| c["peer"] == peer));
+            let connected = super::connection(&status, peer).is_some();
             let refusals = r["refused"].as_u64().unwrap_or(0);
             let why = r["last_refusal"].as_str().unwrap_or("");
             if connected {
