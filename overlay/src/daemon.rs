@@ -273,7 +273,7 @@ impl Daemon {
         let r = router.clone();
         tokio::spawn(async move {
             while let Some(r2) = fast_rx.recv().await {
-                r.send_fast_report(r2.uid, &r2.report);
+                r.send_fast_report(r2.uid, r2.connection, &r2.report);
             }
         });
         router

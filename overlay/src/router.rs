@@ -644,14 +644,24 @@ impl Router {
         }
     }
 
-    /// Tells the router with uid `uid`, over its connection, what arrives of its fast-path
-    /// heartbeats.
-    pub fn send_fast_report(&self, uid: u64, report: &crate::wire::fast_report::Repr) {
+    /// Tells the router with uid `uid`, over connection `connection`, what arrives of its
+    /// fast-path heartbeats; nothing when that connection has been replaced meanwhile (the
+    /// report is about the old one's heartbeats).
+    pub fn send_fast_report(
+        &self,
+        uid: u64,
+        connection: u64,
+        report: &crate::wire::fast_report::Repr,
+    ) {
         let f = emitted_frame(MessageType::FastPathReport, report.buffer_len(), |b| {
             report.emit(&mut crate::wire::fast_report::Packet::new_unchecked(b))
         });
         let st = self.st();
-        if let Some(c) = st.conns.values().find(|c| c.uid == uid) {
+        if let Some(c) = st
+            .conns
+            .values()
+            .find(|c| c.uid == uid && c.id == connection)
+        {
             if !f.is_empty() {
                 let _ = c.tx.send(f);
             }
@@ -2005,5 +2015,55 @@ mod tests {
         ];
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
         insta::assert_snapshot!(text.join("\n"));
+    }
+
+    /// A fast-path report goes over the connection it is about, and is dropped once that
+    /// connection was replaced: it speaks of the old connection's heartbeats (a stale "only
+    /// small ones arrive" pushed the new connection to sleeve while a mesh came up).
+    #[test]
+    fn fast_reports_of_a_replaced_connection_are_dropped() {
+        let r = Router::new(
+            Settings {
+                name: "h1".into(),
+                password: None,
+                port: 6783,
+                fast_path: true,
+                odp: false,
+            },
+            &[H2],
+            0x11,
+        );
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        r.st().conns.insert(
+            "h2".into(),
+            Conn {
+                id: 2,
+                ip: H2,
+                role: Role::Responder,
+                initiator: "h2".into(),
+                uid: 0x22,
+                short_id: 0x22,
+                encrypted: false,
+                since: Instant::now(),
+                tx,
+                needs_table: false,
+            },
+        );
+        let report = crate::wire::fast_report::Repr {
+            small: true,
+            full: false,
+            timestamp_ns: 7,
+            busy: true,
+        };
+        r.send_fast_report(0x22, 1, &report);
+        assert!(
+            rx.try_recv().is_err(),
+            "a report about connection 1 went over 2"
+        );
+        r.send_fast_report(0x22, 2, &report);
+        let frame = rx
+            .try_recv()
+            .expect("the report about connection 2 is sent");
+        assert!(!frame.is_empty());
     }
 }

@@ -89,6 +89,10 @@ pub struct ScaleRow {
     pub private_mib_max: f64,
     /// Mean threads per router.
     pub threads_mean: f64,
+    /// Times a connection fell back from the fast path to sleeve, all routers together, from
+    /// start to the end of the idle windows (each side of a connection counts its own; the
+    /// mesh's links are healthy, so every one is a false alarm).
+    pub fallbacks: u64,
 }
 
 /// A whole run: the rows and the fitted growth exponent.
@@ -191,6 +195,12 @@ async fn measure(
     let (settled_cpu_percent, _) = cpu_over(&pids, opts.idle_window).await;
     let mems: Vec<Memory> = pids.iter().filter_map(|&p| memory(p)).collect();
     let count = mems.len().max(1) as f64;
+    let mut fallbacks = 0;
+    for host in overlay.router_pids().keys() {
+        if let Ok(status) = overlay.status(host).await {
+            fallbacks += fallbacks_in(&status);
+        }
+    }
     let row = ScaleRow {
         hosts: n,
         lab_up_s: 0.0,
@@ -205,8 +215,21 @@ async fn measure(
         private_mib_mean: mems.iter().map(|m| m.private_mib).sum::<f64>() / count,
         private_mib_max: mems.iter().map(|m| m.private_mib).fold(0.0, f64::max),
         threads_mean: mems.iter().map(|m| m.threads).sum::<f64>() / count,
+        fallbacks,
     };
     Ok((row, overlay))
+}
+
+/// Fallbacks from the fast path to sleeve counted on a router's connections (its status).
+pub fn fallbacks_in(status: &serde_json::Value) -> u64 {
+    status["router"]["connections"]
+        .as_array()
+        .map_or(0, |conns| {
+            conns
+                .iter()
+                .filter_map(|c| c["path"]["fallbacks"].as_u64())
+                .sum()
+        })
 }
 
 /// CPU of the processes `pids` together over `window` from now, in percent of one core, and
@@ -338,13 +361,13 @@ pub async fn run(
 pub fn render(report: &ScaleReport) -> String {
     let mut out = String::from(
         "Overlay scale: N hosts on one switch, one container each, a router per host in a full mesh.\n\n\
-         | hosts | lab up | routers ready | all connected, attached | first reaches last | teardown | idle CPU, all routers | settled, the next window | private memory per router (mean / max) | resident, shared included | threads per router |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         | hosts | lab up | routers ready | all connected, attached | first reaches last | teardown | idle CPU, all routers | settled, the next window | private memory per router (mean / max) | resident, shared included | threads per router | fell back to sleeve |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in &report.rows {
         let _ = writeln!(
             out,
-            "| {} | {:.2} s | {:.2} s | {:.2} s | {:.2} s | {:.2} s | {:.1} % of a core over {:.0} s | {:.1} % | {:.1} / {:.1} MiB | {:.1} MiB | {:.1} |",
+            "| {} | {:.2} s | {:.2} s | {:.2} s | {:.2} s | {:.2} s | {:.1} % of a core over {:.0} s | {:.1} % | {:.1} / {:.1} MiB | {:.1} MiB | {:.1} | {} |",
             r.hosts,
             r.lab_up_s,
             r.ready_s,
@@ -357,7 +380,8 @@ pub fn render(report: &ScaleReport) -> String {
             r.private_mib_mean,
             r.private_mib_max,
             r.rss_mib_mean,
-            r.threads_mean
+            r.threads_mean,
+            r.fallbacks
         );
     }
     out.push('\n');
@@ -412,6 +436,14 @@ pub fn targets(report: &ScaleReport) -> Vec<String> {
             r.private_mib_mean,
             r.private_mib_max,
             r.rss_mib_mean
+        ));
+    }
+    if let Some(r) = report.rows.iter().max_by_key(|r| r.hosts) {
+        lines.push(format!(
+            "no healthy connection of the {} pushed to sleeve while the mesh came up and idled: {} ({} fallbacks)",
+            r.hosts,
+            verdict(r.fallbacks == 0),
+            r.fallbacks
         ));
     }
     if let Some(k) = report.converge_exponent {
@@ -487,7 +519,8 @@ mod tests {
             rss_mib_mean: rss + 8.0,
             private_mib_mean: rss,
             private_mib_max: rss + 1.0,
-            threads_mean: 7.0,
+            threads_mean: 6.0,
+            fallbacks: if hosts < 100 { 0 } else { 3 },
         };
         let rows = vec![row(10, 0.5, 1.0, 10.0), row(100, 12.0, 25.0, 18.0)];
         let points: Vec<(f64, f64)> = rows

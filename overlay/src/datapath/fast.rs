@@ -31,7 +31,7 @@ use serde::Serialize;
 
 use super::kernel::{FastKernel, Tier};
 use super::pace::{Pace, Pacer};
-use super::select::{Arrivals, Path, Reason, Selector, Timing, View};
+use super::select::{Arrivals, Change, Path, Reason, Selector, Timing, View};
 use super::sleeve::Sleeve;
 use super::sock::{set_int_opt, wait_readable};
 use super::vxlan_dev::FLOOD;
@@ -49,6 +49,11 @@ const ETH: usize = 14;
 pub struct FastReport {
     /// The peer's uid (its heartbeats carry it as their connection id).
     pub uid: u64,
+    /// The router's id of the control connection the report is about: a report still queued
+    /// when that connection is replaced speaks of heartbeats of the old one and is dropped
+    /// (it reached the new connection's fresh selector and, saying "only small ones arrive",
+    /// pushed it to sleeve).
+    pub connection: u64,
     /// The report.
     pub report: fast_report::Repr,
 }
@@ -151,6 +156,9 @@ pub struct PathStatus {
     pub heartbeats_sent: u64,
     /// See `heartbeats_sent`.
     pub heartbeats_received: u64,
+    /// Heartbeats the kernel refused to send here (a full socket buffer; EMSGSIZE when the
+    /// local path MTU is smaller than the overlay's).
+    pub heartbeats_unsent: u64,
     /// Reports received from the peer (what arrives of our heartbeats), and sent to it: one
     /// per change, not per heartbeat.
     pub reports_received: u64,
@@ -158,11 +166,15 @@ pub struct PathStatus {
     pub reports_sent: u64,
     /// MACs the peer announced.
     pub peer_macs: usize,
+    /// Times the connection fell back from the fast path to sleeve since it came up.
+    pub fallbacks: u64,
 }
 
 struct FastPeer {
     ip: IpAddr,
     uid: u64,
+    /// The control connection this state belongs to (the router's id for it).
+    connection: u64,
     short_id: u16,
     /// The peer runs the Open vSwitch tier (it reads pair VNIs).
     odp: bool,
@@ -175,11 +187,35 @@ struct FastPeer {
     installed: Installed,
     rtt: Option<Duration>,
     sent: u64,
+    /// Heartbeats the kernel refused to send (a full buffer, or EMSGSIZE).
+    unsent: u64,
     received: u64,
     /// When the last heartbeat from the peer arrived.
     last_heard: Option<Instant>,
     reports_received: u64,
     reports_sent: u64,
+    /// Times the connection fell back from the fast path to sleeve.
+    fallbacks: u64,
+}
+
+impl FastPeer {
+    /// Looks at the selector at `now`; a change of datapath is logged and counted and
+    /// returned (the caller brings the kernel's tables in line).
+    fn evaluate(&mut self, now: Instant, tier: Tier) -> Option<Change> {
+        let c = self.selector.evaluate(now)?;
+        match c.to {
+            Path::Fast => tracing::info!("connection to {}: fast path ({})", self.ip, tier.name()),
+            Path::Sleeve => {
+                self.fallbacks += 1;
+                tracing::warn!(
+                    "connection to {}: falling back to sleeve: {}",
+                    self.ip,
+                    c.reason
+                );
+            }
+        }
+        Some(c)
+    }
 }
 
 /// Fast-path settings.
@@ -203,6 +239,9 @@ struct Inner {
     me: AtomicU16,
     unavailable: Option<String>,
     sock: Option<UdpSocket>,
+    /// The packet socket heartbeats arrive on. Read by the receiving thread as they come and
+    /// by each heartbeat round before it judges arrivals (see [`heartbeat_loop`]).
+    receiver: Option<OwnedFd>,
     sleeve: Arc<Sleeve>,
     peers: Mutex<BTreeMap<String, FastPeer>>,
     /// Where reports to peers go (the router sends them over the control connections).
@@ -237,6 +276,13 @@ fn open_heartbeat_socket() -> std::io::Result<UdpSocket> {
         libc::IP_MTU_DISCOVER,
         libc::IP_PMTUDISC_PROBE,
     )?;
+    // A round sends to every peer at once, and a sent heartbeat holds its buffer until the
+    // kernel has carried it through the peer's side (veth and vxlan queue it on the way): the
+    // default buffer took a few dozen full-size heartbeats, so the rest of a round was refused
+    // (EAGAIN), full-size ones first, and peers read it as a path MTU too small.
+    if set_int_opt(&sock, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SOCKET_BUFFER).is_err() {
+        let _ = set_int_opt(&sock, libc::SOL_SOCKET, libc::SO_SNDBUF, SOCKET_BUFFER);
+    }
     sock.set_nonblocking(true)?;
     Ok(sock)
 }
@@ -274,8 +320,21 @@ fn open_receiver(index: u32) -> std::io::Result<OwnedFd> {
     if rc < 0 {
         return Err(std::io::Error::last_os_error());
     }
+    // Room for every peer's heartbeats while this thread waits for a CPU: on a loaded host
+    // (a hundred routers coming up on two cores) the default buffer filled, and the kernel
+    // dropped the full-size heartbeats first (they are the large ones), so peers read "small
+    // ones cross, full ones do not" and fell back with a path MTU that was fine. Forced past
+    // rmem_max (we run as root); the plain option, capped by rmem_max, where that is refused.
+    if set_int_opt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, SOCKET_BUFFER).is_err() {
+        let _ = set_int_opt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, SOCKET_BUFFER);
+    }
     Ok(fd)
 }
+
+/// Send and receive buffers of the heartbeat sockets: a hundred peers' brisk heartbeats (two
+/// a round, a jumbo frame each) over the 1.5 s a fallback waits. Memory is taken only while
+/// frames wait.
+const SOCKET_BUFFER: i32 = 8 << 20;
 
 /// A locally administered unicast MAC for this router's heartbeats.
 fn local_mac(uid: u64) -> [u8; 6] {
@@ -324,6 +383,7 @@ impl FastPath {
             me: AtomicU16::new(settings.short_id),
             unavailable,
             sock,
+            receiver,
             sleeve,
             peers: Mutex::new(BTreeMap::new()),
             reports,
@@ -331,18 +391,24 @@ impl FastPath {
             stop: AtomicBool::new(false),
             apply: tokio::sync::Mutex::new(()),
         });
-        if let Some(fd) = receiver {
+        if inner.receiver.is_some() {
             let i = inner.clone();
             let spawned = std::thread::Builder::new()
                 .name("vxlan-heartbeats".into())
-                .spawn(move || receive_loop(&i, &fd));
+                .spawn(move || receive_loop(&i));
             if let Err(e) = spawned {
                 tracing::warn!("cannot start the heartbeat receiver: {e}");
             }
         }
         if inner.device.is_some() {
             let i = inner.clone();
-            tokio::spawn(async move { heartbeat_loop(i).await });
+            let main = tokio::runtime::Handle::try_current().ok();
+            let spawned = std::thread::Builder::new()
+                .name("vxlan-heartbeat-tx".into())
+                .spawn(move || send_heartbeats(i, main));
+            if let Err(e) = spawned {
+                tracing::warn!("cannot start the heartbeat sender: {e}");
+            }
         }
         FastPath { inner }
     }
@@ -437,6 +503,7 @@ impl FastPath {
             FastPeer {
                 ip: spec.ip,
                 uid: spec.uid,
+                connection: spec.connection_id,
                 short_id: spec.short_id,
                 odp: spec.odp,
                 selector,
@@ -446,10 +513,12 @@ impl FastPath {
                 installed,
                 rtt: None,
                 sent: 0,
+                unsent: 0,
                 received: 0,
                 last_heard: None,
                 reports_received: 0,
                 reports_sent: 0,
+                fallbacks: 0,
             },
         );
         drop(peers);
@@ -514,7 +583,7 @@ impl FastPath {
                     full: report.full,
                 },
             );
-            p.selector.evaluate(now).is_some()
+            p.evaluate(now, self.tier()).is_some()
         };
         if changed {
             self.reconcile_soon();
@@ -547,8 +616,10 @@ impl FastPath {
             heartbeat_rtt_us: p.rtt.map(|d| d.as_micros() as u64),
             heartbeats_sent: p.sent,
             heartbeats_received: p.received,
+            heartbeats_unsent: p.unsent,
             reports_received: p.reports_received,
             reports_sent: p.reports_sent,
+            fallbacks: p.fallbacks,
             peer_macs: p.macs.len(),
         })
     }
@@ -670,7 +741,28 @@ fn build_heartbeat(
     Some(len)
 }
 
-async fn heartbeat_loop(inner: Arc<Inner>) {
+/// Runs [`heartbeat_loop`] on a thread of its own, with a runtime of its own for its
+/// netlink reads. Heartbeats are what the peers judge this router's fast path by: sent from
+/// the control plane's runtime, they waited behind its work (a hundred handshakes, gossip and
+/// IPAM merges while a mesh comes up), and peers saw a healthy path go silent for 1.5 s and
+/// fell back to sleeve (weave #3037: links pushed to sleeve by control-plane load). A thread
+/// that sleeps between rounds is also what the kernel's scheduler wakes promptly. The kernel's
+/// tables still follow on the router's runtime (`main`).
+fn send_heartbeats(inner: Arc<Inner>, main: Option<tokio::runtime::Handle>) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::warn!("cannot start the heartbeat sender's runtime: {e}");
+            return;
+        }
+    };
+    rt.block_on(heartbeat_loop(inner, main));
+}
+
+async fn heartbeat_loop(inner: Arc<Inner>, main: Option<tokio::runtime::Handle>) {
     let s = inner.settings;
     let mut tick = tokio::time::interval(s.timing.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -697,6 +789,13 @@ async fn heartbeat_loop(inner: Arc<Inner>) {
                 last_used = used;
             }
         }
+        // What has arrived is read before it is judged: on a loaded host the receiving thread
+        // may not have run since the peers' last heartbeats came in, and a heartbeat waiting
+        // in the socket is not a heartbeat lost (a mesh coming up on two cores otherwise
+        // pushed hundreds of healthy connections to sleeve at once).
+        if let Some(fd) = &inner.receiver {
+            while receive_one(&inner, fd, &mut full_buf) {}
+        }
         let now = Instant::now();
         let ts = now.saturating_duration_since(inner.base).as_nanos() as u64;
         // The round's two heartbeats are the same bytes for every peer but the VNI: built
@@ -704,6 +803,7 @@ async fn heartbeat_loop(inner: Arc<Inner>) {
         let small = build_heartbeat(&mut buf, s.uid, round, ts, 0).unwrap_or(0);
         let full = build_heartbeat(&mut full_buf, s.uid, round, ts, full_padding).unwrap_or(0);
         let me = inner.me.load(Relaxed);
+        let tier = inner.device.as_ref().map_or(Tier::Sleeve, FastKernel::tier);
         let mut changed = false;
         {
             let mut peers = inner.peers.lock().unwrap_or_else(|e| e.into_inner());
@@ -737,10 +837,12 @@ async fn heartbeat_loop(inner: Arc<Inner>) {
                             }
                         }
                     }
-                    for packet in [&buf[..small], &full_buf[..full]] {
-                        // A send refused locally (e.g. EMSGSIZE) is a heartbeat lost.
-                        if !packet.is_empty() {
-                            let _ = sock.send_to(packet, to);
+                    // The full-size one first: a peer that read the small one first reported
+                    // "only small ones arrive" for the moment until the other came.
+                    for packet in [&full_buf[..full], &buf[..small]] {
+                        // A send refused locally (EMSGSIZE, a full buffer) is a heartbeat lost.
+                        if !packet.is_empty() && sock.send_to(packet, to).is_err() {
+                            p.unsent += 1;
                         }
                     }
                     p.sent += 1;
@@ -749,25 +851,20 @@ async fn heartbeat_loop(inner: Arc<Inner>) {
                 if let Some(v) = p.arrivals.report_due(now, p.pacer.window()) {
                     send_report(&inner, p, v, 0);
                 }
-                if let Some(c) = p.selector.evaluate(now) {
+                if p.evaluate(now, tier).is_some() {
                     changed = true;
-                    match c.to {
-                        Path::Fast => tracing::info!(
-                            "connection to {}: fast path ({})",
-                            p.ip,
-                            inner.device.as_ref().map_or("none", |k| k.tier().name())
-                        ),
-                        Path::Sleeve => tracing::warn!(
-                            "connection to {}: falling back to sleeve: {}",
-                            p.ip,
-                            c.reason
-                        ),
-                    }
                 }
             }
         }
+        // The kernel's tables follow in a task of their own: a round that waited for them
+        // (many netlink requests while a mesh comes up) would hold back the next heartbeats.
         if changed {
-            reconcile(&inner).await;
+            let i = inner.clone();
+            let work = async move { reconcile(&i).await };
+            match &main {
+                Some(rt) => drop(rt.spawn(work)),
+                None => spawn_quiet(work),
+            }
         }
     }
 }
@@ -790,6 +887,7 @@ fn send_report(inner: &Inner, p: &mut FastPeer, v: View, timestamp_ns: u64) {
     p.reports_sent += 1;
     let _ = inner.reports.send(FastReport {
         uid: p.uid,
+        connection: p.connection,
         report: fast_report::Repr {
             small: v.small,
             full: v.full,
@@ -802,7 +900,8 @@ fn send_report(inner: &Inner, p: &mut FastPeer, v: View, timestamp_ns: u64) {
 /// Reads heartbeats as they come. After each batch it pauses a little (a quarter of the
 /// heartbeat interval) so that the heartbeats of many peers are read in one wake-up, not one
 /// each: what they decide is measured in whole intervals (three of them before a fallback).
-fn receive_loop(inner: &Inner, fd: &OwnedFd) {
+fn receive_loop(inner: &Inner) {
+    let Some(fd) = &inner.receiver else { return };
     let mut buf = vec![0u8; 65_536];
     let pause = inner.settings.timing.interval / 4;
     while !inner.stop.load(Relaxed) {

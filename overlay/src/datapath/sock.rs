@@ -1,12 +1,11 @@
 //! Small socket helpers the datapaths' blocking threads share (no crate offers these three
 //! without pulling in an event loop the threads do not want).
 
-use std::net::UdpSocket;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 /// Sets an integer socket option.
 pub(super) fn set_int_opt(
-    sock: &UdpSocket,
+    sock: &impl AsRawFd,
     level: i32,
     name: i32,
     value: i32,
