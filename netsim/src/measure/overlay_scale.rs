@@ -195,12 +195,12 @@ async fn measure(
     let (settled_cpu_percent, _) = cpu_over(&pids, opts.idle_window).await;
     let mems: Vec<Memory> = pids.iter().filter_map(|&p| memory(p)).collect();
     let count = mems.len().max(1) as f64;
-    let mut fallbacks = 0;
-    for host in overlay.router_pids().keys() {
-        if let Ok(status) = overlay.status(host).await {
-            fallbacks += fallbacks_in(&status);
-        }
-    }
+    let fallbacks = crate::overlay_run::router_statuses(lab.id())
+        .await
+        .values()
+        .filter_map(|s| s.as_ref().ok())
+        .map(fallbacks_in)
+        .sum();
     let row = ScaleRow {
         hosts: n,
         lab_up_s: 0.0,

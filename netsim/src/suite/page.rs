@@ -158,7 +158,7 @@ fn meaning(r: &SuiteResults) -> String {
         .filter_map(|p| {
             Some((
                 p.name.as_str(),
-                p.rate_bps.filter(|&b| b >= 10_000_000_000)?,
+                p.rate_bps.filter(|&b| b >= super::report::FAST_LINK_BPS)?,
             ))
         })
         .collect();

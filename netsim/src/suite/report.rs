@@ -288,7 +288,7 @@ pub struct Target {
 }
 
 /// The slowest shaped link the fast path's targets are judged on (10 Gbit/s).
-const FAST_LINK_BPS: u64 = 10_000_000_000;
+pub(crate) const FAST_LINK_BPS: u64 = 10_000_000_000;
 
 /// The project's targets for the default suite (issue 15), checked against a run: the fast
 /// path against raw vxlan and native on the unshaped link and on links of 10 Gbit/s or more,

@@ -33,7 +33,7 @@ use super::kernel::{FastKernel, Tier};
 use super::pace::{Pace, Pacer};
 use super::select::{Arrivals, Change, Path, Reason, Selector, Timing, View};
 use super::sleeve::Sleeve;
-use super::sock::{set_int_opt, wait_readable};
+use super::sock::{raise_receive_buffer, raise_send_buffer, set_int_opt, wait_readable};
 use super::vxlan_dev::FLOOD;
 use super::PeerSpec;
 use crate::wire::{ethernet, fast_report, heartbeat, vxlan as vxwire};
@@ -280,9 +280,7 @@ fn open_heartbeat_socket() -> std::io::Result<UdpSocket> {
     // kernel has carried it through the peer's side (veth and vxlan queue it on the way): the
     // default buffer took a few dozen full-size heartbeats, so the rest of a round was refused
     // (EAGAIN), full-size ones first, and peers read it as a path MTU too small.
-    if set_int_opt(&sock, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SOCKET_BUFFER).is_err() {
-        let _ = set_int_opt(&sock, libc::SOL_SOCKET, libc::SO_SNDBUF, SOCKET_BUFFER);
-    }
+    raise_send_buffer(&sock, SOCKET_BUFFER);
     sock.set_nonblocking(true)?;
     Ok(sock)
 }
@@ -323,11 +321,8 @@ fn open_receiver(index: u32) -> std::io::Result<OwnedFd> {
     // Room for every peer's heartbeats while this thread waits for a CPU: on a loaded host
     // (a hundred routers coming up on two cores) the default buffer filled, and the kernel
     // dropped the full-size heartbeats first (they are the large ones), so peers read "small
-    // ones cross, full ones do not" and fell back with a path MTU that was fine. Forced past
-    // rmem_max (we run as root); the plain option, capped by rmem_max, where that is refused.
-    if set_int_opt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, SOCKET_BUFFER).is_err() {
-        let _ = set_int_opt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, SOCKET_BUFFER);
-    }
+    // ones cross, full ones do not" and fell back with a path MTU that was fine.
+    raise_receive_buffer(&fd, SOCKET_BUFFER);
     Ok(fd)
 }
 

@@ -20,7 +20,9 @@ use nix::sys::socket::{self as nsock, ControlMessage, ControlMessageOwned, MsgFl
 
 use crate::crypto::sleeve::{Opener, Sealer};
 use crate::crypto::CryptoError;
-use crate::datapath::sock::{set_int_opt, set_nonblocking, wait_readable};
+use crate::datapath::sock::{
+    raise_receive_buffer, raise_send_buffer, set_int_opt, set_nonblocking, wait_readable,
+};
 use crate::datapath::{Datapath, DatapathStats, PeerSpec, PeerStats};
 use crate::reassembly::{Reassembler, Refusal};
 use crate::wire::fragment;
@@ -226,12 +228,8 @@ impl Sleeve {
             libc::IP_PMTUDISC_DONT,
         )?;
         // Room for dozens of 60 kB bursts; the FORCE variants pass net.core.*mem_max (root).
-        if set_int_opt(&sock, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 4 << 20).is_err() {
-            let _ = set_int_opt(&sock, libc::SOL_SOCKET, libc::SO_RCVBUF, 4 << 20);
-        }
-        if set_int_opt(&sock, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 4 << 20).is_err() {
-            let _ = set_int_opt(&sock, libc::SOL_SOCKET, libc::SO_SNDBUF, 4 << 20);
-        }
+        raise_receive_buffer(&sock, 4 << 20);
+        raise_send_buffer(&sock, 4 << 20);
         // Pieces of a split burst that arrive as one GSO packet are read in one go (kernels
         // without UDP GRO hand them over one by one, which works too).
         let _ = set_int_opt(&sock, libc::SOL_UDP, libc::UDP_GRO, 1);

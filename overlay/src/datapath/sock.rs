@@ -1,7 +1,22 @@
-//! Small socket helpers the datapaths' blocking threads share (no crate offers these three
+//! Small socket helpers the datapaths' blocking threads share (no crate offers these
 //! without pulling in an event loop the threads do not want).
 
 use std::os::fd::{AsRawFd, OwnedFd};
+
+/// Raises a socket's receive buffer to `bytes`: forced past `rmem_max` (the router runs as
+/// root), else the plain option, which the kernel caps at `rmem_max`.
+pub(super) fn raise_receive_buffer(sock: &impl AsRawFd, bytes: i32) {
+    if set_int_opt(sock, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, bytes).is_err() {
+        let _ = set_int_opt(sock, libc::SOL_SOCKET, libc::SO_RCVBUF, bytes);
+    }
+}
+
+/// Raises a socket's send buffer to `bytes`, as [`raise_receive_buffer`] does.
+pub(super) fn raise_send_buffer(sock: &impl AsRawFd, bytes: i32) {
+    if set_int_opt(sock, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, bytes).is_err() {
+        let _ = set_int_opt(sock, libc::SOL_SOCKET, libc::SO_SNDBUF, bytes);
+    }
+}
 
 /// Sets an integer socket option.
 pub(super) fn set_int_opt(
