@@ -2,7 +2,8 @@
 //! its tables, plots and a comparison of the run with itself.
 //!
 //! What it proves: every datapath is measured (or, for the Open vSwitch datapath on a kernel
-//! without openvswitch, is a row that says why); the overlay's default datapath is carried by
+//! without openvswitch, is a row that says why), native, the raw vxlans and the fast path
+//! round by round beside each other; the overlay's default datapath is carried by
 //! a kernel tier; a cloud profile with delay (the emulated backend's delay line on this host,
 //! netem in the kernel lane) carries kernel vxlan at the link's rate (it once crossed at a few
 //! KB/s: the delay line dropped tunnelled GSO frames).
@@ -22,7 +23,7 @@ const SUITE: &str = r#"
 name = "ci"
 duration = "500ms"
 repeats = 2
-datapaths = ["native", "vxlan", "fast", "odp", "sleeve", "sleeve-encrypted"]
+datapaths = ["native", "vxlan", "vxlan-bridge", "fast", "odp", "sleeve", "sleeve-encrypted"]
 
 [[profile]]
 name = "veth"
@@ -71,8 +72,8 @@ async fn a_suite_measures_every_datapath_and_reads_against_native() {
     println!("{}", report::markdown(&results));
 
     let has_ovs = netsim::caps::probe().has(Feature::Openvswitch);
-    // 2 profiles x 6 datapaths x 2 tests.
-    assert_eq!(results.rows.len(), 24);
+    // 2 profiles x 7 datapaths x 2 tests.
+    assert_eq!(results.rows.len(), 28);
     for row in &results.rows {
         if row.datapath == Datapath::Odp && !has_ovs {
             let why = row.unavailable.as_deref().unwrap_or("");
@@ -81,6 +82,8 @@ async fn a_suite_measures_every_datapath_and_reads_against_native() {
         }
         assert!(row.unavailable.is_none(), "{row:?}");
         assert_eq!(row.figures.samples.len(), 2, "{row:?}");
+        // Native, both raw vxlans and the fast path were measured round by round.
+        assert_eq!(row.rounds, row.datapath.shares_rounds(), "{row:?}");
         assert!(row.figures.samples.iter().all(|&v| v > 0.0), "{row:?}");
         if row.datapath == Datapath::Fast {
             let want = if has_ovs { "odp" } else { "vxlan" };
@@ -89,7 +92,12 @@ async fn a_suite_measures_every_datapath_and_reads_against_native() {
     }
     // On the rate-limited link every datapath fills most of the link: the link is the
     // bottleneck, not the encapsulation (vxlan adds 50 bytes to each 1500).
-    for dp in [Datapath::Vxlan, Datapath::Fast, Datapath::Sleeve] {
+    for dp in [
+        Datapath::Vxlan,
+        Datapath::VxlanBridge,
+        Datapath::Fast,
+        Datapath::Sleeve,
+    ] {
         let share = report::share_of_native(&results, "azure-a2", 1500, dp).expect("share");
         assert!(share > 0.8, "{dp} keeps {share:.2} of native on azure-a2");
     }

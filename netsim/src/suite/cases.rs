@@ -7,11 +7,17 @@ use std::time::Duration;
 
 use super::spec::{Datapath, Matrix, Profile, Suite, TestSpec};
 
-/// Where the raw vxlan datapath's devices take their addresses: outside the overlay routers'
-/// allocations in practice (they hand out from the bottom of 198.19.0.0/16), and never in
-/// use at the same time as the overlay (the runner removes the devices before it starts the
-/// routers).
+/// Where the raw vxlan datapath's devices take their addresses: inside the overlay range, but
+/// on the hosts, where the routers put no address (they address the `c` containers alone).
 pub const RAW_VXLAN_NET: [u8; 3] = [198, 19, 255];
+/// Where the `vxlan-bridge` datapath's containers (`v0`, `v1`, ...) take their addresses:
+/// namespaces of their own, which the routers never address.
+pub const VXLAN_BRIDGE_NET: [u8; 3] = [198, 19, 254];
+/// The `vxlan-bridge` devices' VNI and UDP port: flannel's defaults (VNI 1, the kernel's
+/// historical vxlan port), so both raw vxlans can be up at once.
+pub const VXLAN_BRIDGE_VNI: u32 = 1;
+/// See [`VXLAN_BRIDGE_VNI`].
+pub const VXLAN_BRIDGE_PORT: u16 = 8472;
 /// The raw vxlan devices' VNI and UDP port (the IANA vxlan port; the overlay uses its own).
 pub const RAW_VXLAN_VNI: u32 = 4242;
 /// See [`RAW_VXLAN_VNI`].
@@ -91,15 +97,27 @@ impl LabCase {
     }
 
     /// The lab's topology: a switch, the server h0 on a link shaped by the profile, clients
-    /// h1..hN unshaped, one container per host, and an overlay section (the routers only
-    /// start for overlay datapaths).
+    /// h1..hN unshaped, one container per host (`c0`, `c1`, ...: the overlay's), a second one
+    /// (`v0`, `v1`, ...) when the `vxlan-bridge` datapath is measured, and an overlay section
+    /// (the routers only start for overlay datapaths).
     pub fn topology(&self) -> String {
+        let containers = |i: usize| {
+            if self.datapaths.contains(&Datapath::VxlanBridge) {
+                format!("[\"c{i}\", \"v{i}\"]")
+            } else {
+                format!("[\"c{i}\"]")
+            }
+        };
         let mtu = self.mtu;
         let mut t = format!(
             "[lab]\nname = \"{}\"\n\n[[switch]]\nname = \"sw1\"\nsubnet = \"198.18.0.0/24\"\nmtu = {mtu}\n\n",
             self.name
         );
-        t.push_str("[[host]]\nname = \"h0\"\ncontainers = [\"c0\"]\n\n");
+        let _ = write!(
+            t,
+            "[[host]]\nname = \"h0\"\ncontainers = {}\n\n",
+            containers(0)
+        );
         let _ = write!(t, "[[link]]\nendpoints = [\"h0\", \"sw1\"]\nmtu = {mtu}\n");
         let mut shape = Vec::new();
         if let Some(r) = self.profile.rate_bps {
@@ -115,7 +133,8 @@ impl LabCase {
         for i in 1..=self.clients {
             let _ = writeln!(
                 t,
-                "[[host]]\nname = \"h{i}\"\nswitches = [\"sw1\"]\ncontainers = [\"c{i}\"]\n"
+                "[[host]]\nname = \"h{i}\"\nswitches = [\"sw1\"]\ncontainers = {}\n",
+                containers(i)
             );
         }
         t.push_str("[overlay]\nrange = \"198.19.0.0/16\"\nmtu = \"auto\"\n");

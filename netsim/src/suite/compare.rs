@@ -205,6 +205,7 @@ mod tests {
                 },
                 carried_by: None,
                 unavailable: None,
+                rounds: false,
             }],
             ..SuiteResults::default()
         }

@@ -164,6 +164,7 @@ fn colour(d: Datapath) -> RGBColor {
     match d {
         Datapath::Native => RGBColor(120, 120, 120),
         Datapath::Vxlan => RGBColor(31, 119, 180),
+        Datapath::VxlanBridge => RGBColor(148, 103, 189),
         Datapath::Fast => RGBColor(44, 160, 44),
         Datapath::Odp => RGBColor(23, 190, 207),
         Datapath::Sleeve => RGBColor(255, 127, 14),
@@ -538,6 +539,7 @@ mod tests {
             },
             carried_by: None,
             unavailable: samples.is_empty().then(|| "not available here".into()),
+            rounds: false,
         }
     }
 

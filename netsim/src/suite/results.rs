@@ -87,6 +87,11 @@ pub struct Row {
     pub carried_by: Option<String>,
     /// Why there are no figures: the datapath is not available here, or the run failed.
     pub unavailable: Option<String>,
+    /// Sample `i` was measured in round `i`, beside the other rows of this profile, MTU and
+    /// test that say so (one figure each per round, in an order that turns): shares between
+    /// such rows are medians of per-round ratios.
+    #[serde(default)]
+    pub rounds: bool,
 }
 
 /// One run of a client matrix.
@@ -154,14 +159,23 @@ impl SuiteResults {
         self.sibling(row, Datapath::Native)
     }
 
-    /// `row`'s median as a share of `base`'s: for bandwidth, row / base; for latency,
-    /// base / row (so 1.0 is "as good as" and smaller is worse either way).
+    /// `row` as a share of `base`: for bandwidth, row / base; for latency, base / row (so 1.0
+    /// is "as good as" and smaller is worse either way). Rows measured in the same rounds
+    /// ([`Row::rounds`]) give the median of their per-round ratios, which the machine's drift
+    /// from one minute to the next does not move; others the ratio of their medians.
     pub fn share(row: &Row, base: &Row) -> Option<f64> {
-        let (a, b) = (row.figures.median()?, base.figures.median()?);
-        if a <= 0.0 || b <= 0.0 {
-            return None;
+        let ratio = |a: f64, b: f64| {
+            (a > 0.0 && b > 0.0).then(|| if row.higher_is_better { a / b } else { b / a })
+        };
+        let (x, y) = (&row.figures.samples, &base.figures.samples);
+        if row.rounds && base.rounds && x.len() == y.len() && !x.is_empty() {
+            let per_round: Option<Vec<f64>> = x.iter().zip(y).map(|(&a, &b)| ratio(a, b)).collect();
+            return Figures {
+                samples: per_round?,
+            }
+            .median();
         }
-        Some(if row.higher_is_better { a / b } else { b / a })
+        ratio(row.figures.median()?, base.figures.median()?)
     }
 }
 
@@ -186,6 +200,8 @@ pub(crate) fn sample() -> SuiteResults {
                 _ => None,
             },
             unavailable: None,
+            // The unshaped link's rows were measured round by round, as a run does.
+            rounds: profile == "veth" && dp.shares_rounds(),
         });
     };
     for (mtu, k) in [(1500, 1.0), (9000, 2.0)] {
@@ -202,6 +218,13 @@ pub(crate) fn sample() -> SuiteResults {
             Datapath::Vxlan,
             "tcp_bw",
             [3.8e9 * k, 3.7e9 * k, 3.9e9 * k],
+        );
+        push(
+            "veth",
+            mtu,
+            Datapath::VxlanBridge,
+            "tcp_bw",
+            [3.6e9 * k, 3.5e9 * k, 3.6e9 * k],
         );
         push(
             "veth",
@@ -279,6 +302,7 @@ pub(crate) fn sample() -> SuiteResults {
         figures: Figures::default(),
         carried_by: None,
         unavailable: Some("not available here: the routers offer vxlan, sleeve".into()),
+        rounds: false,
     });
     let mut matrices = Vec::new();
     for dp in [Datapath::Native, Datapath::Sleeve] {
@@ -362,5 +386,40 @@ mod tests {
         };
         assert_eq!(f.range(), Some((90.0, 110.0)));
         assert_eq!(f.relative_spread(), Some(0.2));
+    }
+
+    fn bw(samples: &[f64], rounds: bool) -> Row {
+        Row {
+            profile: "veth".into(),
+            mtu: 1500,
+            datapath: Datapath::Fast,
+            test: "tcp_bw".into(),
+            higher_is_better: true,
+            figures: Figures {
+                samples: samples.to_vec(),
+            },
+            carried_by: None,
+            unavailable: None,
+            rounds,
+        }
+    }
+
+    /// A machine that slows down between rounds moves both rows of a round alike: paired
+    /// rows compare round by round; rows not measured in the same rounds (or with a round
+    /// missing) compare their medians.
+    #[rstest]
+    #[case::paired(true, true, &[100.0, 50.0, 20.0], Some(0.5))]
+    #[case::one_not_paired(true, false, &[100.0, 50.0, 20.0], Some(0.3))]
+    #[case::round_missing(true, true, &[100.0, 50.0], Some(0.2))]
+    fn shares_pair_rounds_when_both_rows_do(
+        #[case] row_rounds: bool,
+        #[case] base_rounds: bool,
+        #[case] base: &[f64],
+        #[case] want: Option<f64>,
+    ) {
+        let row = bw(&[50.0, 15.0, 10.0], row_rounds);
+        let base = bw(base, base_rounds);
+        let got = SuiteResults::share(&row, &base).map(|s| (s * 100.0).round() / 100.0);
+        assert_eq!(got, want);
     }
 }

@@ -9,7 +9,10 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::cases::{self, LabCase, Work, RAW_VXLAN_NET, RAW_VXLAN_PORT, RAW_VXLAN_VNI};
+use super::cases::{
+    self, LabCase, Work, RAW_VXLAN_NET, RAW_VXLAN_PORT, RAW_VXLAN_VNI, VXLAN_BRIDGE_NET,
+    VXLAN_BRIDGE_PORT, VXLAN_BRIDGE_VNI,
+};
 use super::results::{Figures, Machine, MatrixRow, Row, SuiteResults};
 use super::spec::{Datapath, Suite, TestSpec};
 use crate::lab::{Lab, LabError, NodeHandle, UpOptions};
@@ -89,8 +92,29 @@ pub async fn run(
         if let Some(b) = lab.shaping_backend() {
             results.machine.shaping = format!("{b:?}").to_lowercase();
         }
-        for &dp in &case.datapaths {
-            measure_datapath(&lab, case, dp, suite, opts, progress, &mut results).await;
+        let ctx = Ctx {
+            lab: &lab,
+            case,
+            suite,
+            opts,
+            progress,
+        };
+        let mut apart = case.datapaths.clone();
+        if let Work::Tests(tests) = &case.work {
+            // Native, the raw vxlans and the overlay's fast path are up together and measured
+            // round by round, so their ratios come from the same minutes of a shared machine.
+            let together: Vec<Datapath> = apart
+                .iter()
+                .copied()
+                .filter(|d| d.shares_rounds())
+                .collect();
+            if together.len() > 1 {
+                apart.retain(|d| !d.shares_rounds());
+                measure_together(&ctx, tests, &together, &mut results).await;
+            }
+        }
+        for &dp in &apart {
+            measure_datapath(&ctx, dp, &mut results).await;
         }
         lab.down().await?;
     }
@@ -109,60 +133,175 @@ struct Ends {
 enum Active {
     Nothing,
     Vxlan(Vec<NodeHandle>),
+    /// The hosts the `vxlan-bridge` devices are on.
+    VxlanBridge(Vec<NodeHandle>),
     Routers(Box<Overlay>),
 }
 
-async fn measure_datapath(
-    lab: &Lab,
-    case: &LabCase,
+/// What every measurement of one lab needs.
+struct Ctx<'a> {
+    lab: &'a Lab,
+    case: &'a LabCase,
+    suite: &'a Suite,
+    opts: &'a RunOptions,
+    progress: &'a dyn Progress,
+}
+
+impl Ctx<'_> {
+    /// Sets `dp` up: where its traffic goes and what carried it, or why it could not be.
+    async fn set_up(&self, dp: Datapath) -> Arm {
+        match setup(self.lab, self.case, dp, self.opts).await {
+            Ok((ends, active, carried)) => Arm {
+                dp,
+                ends: Some(ends),
+                active,
+                carried_by: carried,
+                why: None,
+            },
+            Err((active, why)) => {
+                self.progress
+                    .note(&format!("{} on {}: {why}", dp, self.case.name));
+                Arm {
+                    dp,
+                    ends: None,
+                    active,
+                    carried_by: None,
+                    why: Some(why),
+                }
+            }
+        }
+    }
+
+    /// The options of one run of `test` lasting `duration` (default: the suite's).
+    fn perf(&self, test: Test, duration: Option<Duration>) -> PerfOptions {
+        PerfOptions {
+            duration: duration.unwrap_or(self.suite.duration),
+            cpus: self.suite.pin_cpu.map(|cpu| CpuPin {
+                client: cpu,
+                server: cpu,
+            }),
+            io_timeout: Duration::from_secs(5),
+            ..PerfOptions::for_test(test)
+        }
+    }
+
+    /// An empty row of test `t` on `arm`'s datapath.
+    fn row(&self, arm: &Arm, t: &TestSpec) -> Row {
+        Row {
+            profile: self.case.profile.name.clone(),
+            mtu: self.case.mtu,
+            datapath: arm.dp,
+            test: t.label(),
+            higher_is_better: t.higher_is_better(),
+            figures: Figures::default(),
+            carried_by: arm.carried_by.clone(),
+            unavailable: arm.why.clone(),
+            rounds: false,
+        }
+    }
+
+    fn label(&self, what: &str, test: &str) -> String {
+        format!(
+            "{} / {} / {what} / {test}",
+            self.case.profile.name, self.case.mtu
+        )
+    }
+}
+
+/// A datapath set up for measuring (or not: `why`).
+struct Arm {
     dp: Datapath,
-    suite: &Suite,
-    opts: &RunOptions,
-    progress: &dyn Progress,
+    ends: Option<Ends>,
+    active: Active,
+    carried_by: Option<String>,
+    why: Option<String>,
+}
+
+/// Measures `dps` (all up at once) round by round: in round `r` each datapath runs once, the
+/// order turned by `r`, so slow drift in the machine's load falls on all of them alike and
+/// sample `r` of one row pairs with sample `r` of another ([`Row::rounds`]).
+async fn measure_together(
+    ctx: &Ctx<'_>,
+    tests: &[TestSpec],
+    dps: &[Datapath],
     results: &mut SuiteResults,
 ) {
-    let set_up = setup(lab, case, dp, opts).await;
-    let (ends, active, carried_by, why) = match set_up {
-        Ok((ends, active, carried)) => (Some(ends), active, carried, None),
-        Err((active, why)) => (None, active, None, Some(why)),
-    };
-    if let Some(why) = &why {
-        progress.note(&format!("{} on {}: {why}", dp, case.name));
+    let mut arms = Vec::new();
+    for &dp in dps {
+        arms.push(ctx.set_up(dp).await);
     }
-    let popts = |test: Test, duration: Option<Duration>| PerfOptions {
-        duration: duration.unwrap_or(suite.duration),
-        cpus: suite.pin_cpu.map(|cpu| CpuPin {
-            client: cpu,
-            server: cpu,
-        }),
-        io_timeout: Duration::from_secs(5),
-        ..PerfOptions::for_test(test)
-    };
+    let live: Vec<usize> = (0..arms.len())
+        .filter(|&i| arms[i].ends.is_some())
+        .collect();
+    let names: Vec<&str> = live.iter().map(|&i| arms[i].dp.name()).collect();
+    let repeats = ctx.suite.repeats as usize;
+    for t in tests {
+        let mut rows: Vec<Row> = arms.iter().map(|a| ctx.row(a, t)).collect();
+        let mut failed: Vec<Option<String>> = vec![None; arms.len()];
+        if !live.is_empty() {
+            ctx.progress.begin(
+                &ctx.label(&names.join(", "), &t.label()),
+                repeats * live.len(),
+            );
+        }
+        for round in 0..repeats {
+            for k in 0..live.len() {
+                let i = live[(k + round) % live.len()];
+                let Some(ends) = &arms[i].ends else { continue };
+                match one(ends, t, ctx.perf(t.test, t.duration)).await {
+                    Ok(v) => rows[i].figures.samples.push(v),
+                    Err(e) => failed[i] = Some(e),
+                }
+                ctx.progress.step();
+            }
+        }
+        let mut summaries = Vec::new();
+        for &i in &live {
+            let row = &mut rows[i];
+            let label = ctx.label(arms[i].dp.name(), &t.label());
+            if row.figures.samples.is_empty() {
+                row.unavailable = failed[i].take().or(Some("no figures".into()));
+            } else if let Some(e) = &failed[i] {
+                ctx.progress.note(&format!("{label}: a repeat failed: {e}"));
+            }
+            // Paired only when every round gave a figure.
+            row.rounds = row.figures.samples.len() == repeats;
+            summaries.push(summary(
+                arms[i].dp.name(),
+                &row.figures,
+                t.higher_is_better(),
+            ));
+        }
+        if !live.is_empty() {
+            ctx.progress.end(&format!(
+                "{}: {}",
+                ctx.label(&names.join(", "), &t.label()),
+                summaries.join("; ")
+            ));
+        }
+        for _ in live.len()..arms.len() {
+            ctx.progress.skip(repeats);
+        }
+        results.rows.extend(rows);
+    }
+    for a in arms {
+        teardown(a.active).await;
+    }
+}
+
+async fn measure_datapath(ctx: &Ctx<'_>, dp: Datapath, results: &mut SuiteResults) {
+    let arm = ctx.set_up(dp).await;
+    let (case, suite, progress) = (ctx.case, ctx.suite, ctx.progress);
     match &case.work {
         Work::Tests(tests) => {
             for t in tests {
-                let label = format!(
-                    "{} / {} / {} / {}",
-                    case.profile.name,
-                    case.mtu,
-                    dp,
-                    t.label()
-                );
-                let mut row = Row {
-                    profile: case.profile.name.clone(),
-                    mtu: case.mtu,
-                    datapath: dp,
-                    test: t.label(),
-                    higher_is_better: t.higher_is_better(),
-                    figures: Figures::default(),
-                    carried_by: carried_by.clone(),
-                    unavailable: why.clone(),
-                };
-                if let Some(ends) = &ends {
+                let label = ctx.label(dp.name(), &t.label());
+                let mut row = ctx.row(&arm, t);
+                if let Some(ends) = &arm.ends {
                     progress.begin(&label, suite.repeats as usize);
                     let mut last_err = None;
                     for _ in 0..suite.repeats {
-                        match one(ends, t, popts(t.test, t.duration)).await {
+                        match one(ends, t, ctx.perf(t.test, t.duration)).await {
                             Ok(v) => row.figures.samples.push(v),
                             Err(e) => last_err = Some(e),
                         }
@@ -182,10 +321,7 @@ async fn measure_datapath(
         }
         Work::Clients(counts) => {
             for &n in counts {
-                let label = format!(
-                    "{} / {} / {} / 1 server, {n} clients",
-                    case.profile.name, case.mtu, dp
-                );
+                let label = ctx.label(dp.name(), &format!("1 server, {n} clients"));
                 let mut row = MatrixRow {
                     profile: case.profile.name.clone(),
                     mtu: case.mtu,
@@ -193,9 +329,9 @@ async fn measure_datapath(
                     clients: n,
                     aggregate: Figures::default(),
                     per_client: Figures::default(),
-                    unavailable: why.clone(),
+                    unavailable: arm.why.clone(),
                 };
-                if let Some(ends) = &ends {
+                if let Some(ends) = &arm.ends {
                     progress.begin(&label, suite.repeats as usize);
                     let server = MatrixServer {
                         node: ends.server.clone(),
@@ -205,7 +341,7 @@ async fn measure_datapath(
                     let mut last_err = None;
                     for _ in 0..suite.repeats {
                         let (servers, cl) = matrix::one_server(server.clone(), clients);
-                        match matrix::run(&servers, &cl, popts(Test::TcpBw, None)).await {
+                        match matrix::run(&servers, &cl, ctx.perf(Test::TcpBw, None)).await {
                             Ok(m) => {
                                 row.aggregate.samples.push(m.aggregate_bytes_per_sec);
                                 row.per_client.samples.push(m.per_client_mean());
@@ -225,7 +361,7 @@ async fn measure_datapath(
             }
         }
     }
-    teardown(active).await;
+    teardown(arm.active).await;
 }
 
 fn summary(label: &str, f: &Figures, bandwidth: bool) -> String {
@@ -326,11 +462,41 @@ async fn setup(lab: &Lab, case: &LabCase, dp: Datapath, opts: &RunOptions) -> Se
                 None,
             )
         }
+        Datapath::VxlanBridge => {
+            let mut host_nodes = Vec::new();
+            let mut containers = Vec::new();
+            let mut underlay = Vec::new();
+            for (i, h) in hosts.iter().enumerate() {
+                host_nodes.push(node(h)?);
+                containers.push(node(&format!("v{i}"))?);
+                underlay.push(
+                    lab.address_of(h)
+                        .await
+                        .map_err(|e| (Active::Nothing, e.to_string()))?,
+                );
+            }
+            let made = vxlan_bridge(&host_nodes, &containers, &underlay, case.mtu);
+            let active = Active::VxlanBridge(host_nodes);
+            if let Err(e) = made {
+                return Err((active, e));
+            }
+            (
+                Ends {
+                    server: containers[0].clone(),
+                    addr: vxlan_bridge_addr(0),
+                    clients: containers[1..].to_vec(),
+                },
+                active,
+                None,
+            )
+        }
         _ => {
+            // Only the overlay's own containers (c0, c1, ...): v0, v1, ... are vxlan-bridge's.
             let mut o = OverlayOptions {
                 binary: opts.overlay_binary.clone(),
                 start_timeout: opts.start_timeout,
                 password: Some(None),
+                no_attach: true,
                 ..OverlayOptions::default()
             };
             match dp {
@@ -346,12 +512,23 @@ async fn setup(lab: &Lab, case: &LabCase, dp: Datapath, opts: &RunOptions) -> Se
                 .await
                 .map_err(|e| (Active::Nothing, format!("the overlay did not start: {e}")))?;
             let overlay = Box::new(overlay);
+            let mut addr = None;
+            for (i, h) in hosts.iter().enumerate() {
+                match overlay.attach(lab, h, &format!("c{i}")).await {
+                    Ok(a) if i == 0 => addr = Some(a),
+                    Ok(_) => {}
+                    Err(e) => {
+                        let why = format!("c{i} could not be attached: {e}");
+                        return Err((Active::Routers(overlay), why));
+                    }
+                }
+            }
+            let Some(addr) = addr else {
+                return Err((Active::Routers(overlay), "c0 has no overlay address".into()));
+            };
             let carried = match settle(&overlay, dp).await {
                 Ok(c) => c,
                 Err(why) => return Err((Active::Routers(overlay), why)),
-            };
-            let Some(addr) = overlay.address_of("c0") else {
-                return Err((Active::Routers(overlay), "c0 has no overlay address".into()));
             };
             let mut clients = Vec::new();
             for i in 1..=case.clients {
@@ -459,39 +636,107 @@ fn raw_vxlan(nodes: &[NodeHandle], underlay: &[Ipv4Addr], mtu: u32) -> Result<()
             ],
             vec!["ip", "addr", "add", &addr, "dev", "vxb"],
         ];
-        let peers: Vec<String> = underlay
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, a)| a.to_string())
-            .collect();
-        for p in &peers {
-            steps.push(vec![
-                "bridge",
-                "fdb",
-                "append",
-                "00:00:00:00:00:00",
-                "dev",
-                "vxb",
-                "dst",
-                p,
-            ]);
-        }
+        let peers = others(underlay, i);
+        steps.extend(flood(&peers, "vxb"));
         steps.push(vec!["ip", "link", "set", "vxb", "up"]);
-        for argv in steps {
-            let out = n
-                .command(argv[0])
-                .args(&argv[1..])
-                .output()
-                .map_err(|e| format!("{} on {}: {e}", argv.join(" "), n.name()))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "{} on {}: {}",
-                    argv.join(" "),
-                    n.name(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
-            }
+        run_steps(n, &steps)?;
+    }
+    Ok(())
+}
+
+/// Every underlay address but host `i`'s.
+fn others(underlay: &[Ipv4Addr], i: usize) -> Vec<String> {
+    underlay
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != i)
+        .map(|(_, a)| a.to_string())
+        .collect()
+}
+
+/// The commands that make vxlan device `dev` flood to each of `peers`.
+fn flood<'a>(peers: &'a [String], dev: &'a str) -> impl Iterator<Item = Vec<&'a str>> {
+    peers.iter().map(move |p| {
+        vec![
+            "bridge",
+            "fdb",
+            "append",
+            "00:00:00:00:00:00",
+            "dev",
+            dev,
+            "dst",
+            p,
+        ]
+    })
+}
+
+fn vxlan_bridge_addr(i: usize) -> Ipv4Addr {
+    let [a, b, c] = VXLAN_BRIDGE_NET;
+    Ipv4Addr::new(a, b, c, (i + 1) as u8)
+}
+
+/// A container vxlan by hand: on every host a plain bridge `vbr` with a kernel vxlan device
+/// `vbx` (flooding to every other host) and a veth `vbv` whose other end is the container
+/// `v{i}`'s `eth0`, addressed from [`VXLAN_BRIDGE_NET`]; the inner MTU on every device.
+fn vxlan_bridge(
+    hosts: &[NodeHandle],
+    containers: &[NodeHandle],
+    underlay: &[Ipv4Addr],
+    mtu: u32,
+) -> Result<(), String> {
+    let (id, port, inner) = (
+        VXLAN_BRIDGE_VNI.to_string(),
+        VXLAN_BRIDGE_PORT.to_string(),
+        (mtu - cases::VXLAN_OVERHEAD).to_string(),
+    );
+    for (i, (h, c)) in hosts.iter().zip(containers).enumerate() {
+        let local = underlay[i].to_string();
+        let cns = c.netns_name();
+        let mut steps: Vec<Vec<&str>> = vec![
+            vec!["ip", "link", "add", "vbr", "mtu", &inner, "type", "bridge"],
+            vec![
+                "ip", "link", "add", "vbx", "mtu", &inner, "type", "vxlan", "id", &id, "local",
+                &local, "dstport", &port,
+            ],
+            vec!["ip", "link", "set", "vbx", "master", "vbr", "up"],
+            vec![
+                "ip", "link", "add", "vbv", "mtu", &inner, "type", "veth", "peer", "name", "eth0",
+                "mtu", &inner, "netns", &cns,
+            ],
+            vec!["ip", "link", "set", "vbv", "master", "vbr", "up"],
+            vec!["ip", "link", "set", "vbr", "up"],
+        ];
+        let peers = others(underlay, i);
+        steps.extend(flood(&peers, "vbx"));
+        run_steps(h, &steps)?;
+        let addr = format!("{}/24", vxlan_bridge_addr(i));
+        run_steps(
+            c,
+            &[
+                vec!["ip", "addr", "add", &addr, "dev", "eth0"],
+                vec!["ip", "link", "set", "eth0", "up"],
+                vec!["ip", "link", "set", "lo", "up"],
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// Runs each command on `n`, stopping at the first that fails (with its error output).
+fn run_steps(n: &NodeHandle, steps: &[Vec<&str>]) -> Result<(), String> {
+    for argv in steps {
+        let out = n
+            .command(argv[0])
+            .args(&argv[1..])
+            .output()
+            .map_err(|e| format!("{} on {}: {e}", argv.join(" "), n.name()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{} on {}: {}",
+                argv.join(" "),
+                n.name(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
         }
     }
     Ok(())
@@ -502,9 +747,17 @@ async fn teardown(active: Active) {
         Active::Nothing => {}
         Active::Vxlan(nodes) => {
             for n in nodes {
-                // Gone with the namespace anyway; removed now so the overlay can bind its
-                // own vxlan port.
+                // Gone with the namespace anyway; removed now so the next datapath measured
+                // in this lab has the hosts to itself.
                 let _ = n.command("ip").args(["link", "del", "vxb"]).output();
+            }
+        }
+        Active::VxlanBridge(hosts) => {
+            for n in hosts {
+                // The veth takes the container's end with it.
+                for dev in ["vbv", "vbx", "vbr"] {
+                    let _ = n.command("ip").args(["link", "del", dev]).output();
+                }
             }
         }
         Active::Routers(o) => o.stop(),

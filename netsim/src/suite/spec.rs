@@ -46,9 +46,13 @@ use crate::model::shape;
 pub enum Datapath {
     /// Host to host over the underlay: the baseline every other datapath is compared to.
     Native,
-    /// A kernel vxlan device pair made by hand between the hosts, no overlay router: what the
-    /// fast path can at best reach.
+    /// A kernel vxlan device pair made by hand between the hosts, no overlay router and no
+    /// container: the kernel's encapsulation alone.
     Vxlan,
+    /// The same kernel vxlan carrying containers, wired by hand: a container on a veth and a
+    /// plain bridge per host, the vxlan device on the bridge. What a bridge-attached vxlan
+    /// fast path is built from, without the router.
+    VxlanBridge,
     /// The overlay with default settings, container to container (the Open vSwitch datapath
     /// where the kernel has it, else kernel vxlan).
     Fast,
@@ -63,9 +67,10 @@ pub enum Datapath {
 
 impl Datapath {
     /// Every datapath, in the order tables list them.
-    pub const ALL: [Datapath; 6] = [
+    pub const ALL: [Datapath; 7] = [
         Datapath::Native,
         Datapath::Vxlan,
+        Datapath::VxlanBridge,
         Datapath::Fast,
         Datapath::Odp,
         Datapath::Sleeve,
@@ -77,6 +82,7 @@ impl Datapath {
         match self {
             Datapath::Native => "native",
             Datapath::Vxlan => "vxlan",
+            Datapath::VxlanBridge => "vxlan-bridge",
             Datapath::Fast => "fast",
             Datapath::Odp => "odp",
             Datapath::Sleeve => "sleeve",
@@ -92,12 +98,23 @@ impl Datapath {
         )
     }
 
+    /// Whether a run can keep it up beside the others of this kind in one lab and measure
+    /// them round by round, in an order that turns (native, both raw vxlans and the overlay
+    /// with default settings); the rest restart the routers with settings of their own and
+    /// are measured one after another.
+    pub fn shares_rounds(self) -> bool {
+        matches!(
+            self,
+            Datapath::Native | Datapath::Vxlan | Datapath::VxlanBridge | Datapath::Fast
+        )
+    }
+
     /// Bytes of encapsulation each packet carries on this datapath (outer IPv4, UDP, and the
     /// vxlan or sleeve headers), so the inner MTU is the link's minus this.
     pub fn overhead(self) -> u32 {
         match self {
             Datapath::Native => 0,
-            Datapath::Vxlan => 50,
+            Datapath::Vxlan | Datapath::VxlanBridge => 50,
             // The router picks its own MTU ("auto"); this is only for the plan's text.
             _ => 0,
         }
@@ -245,7 +262,7 @@ pub struct SuiteSection {
     /// MTUs of profiles that name none (default [1500]).
     #[schemars(with = "Option<Vec<u32>>")]
     pub mtus: Option<Spanned<Vec<u32>>>,
-    /// Datapaths: native, vxlan, fast, odp, sleeve, sleeve-encrypted (default: all but odp).
+    /// Datapaths: native, vxlan, vxlan-bridge, fast, odp, sleeve, sleeve-encrypted (default: all but odp).
     #[schemars(with = "Option<Vec<Datapath>>")]
     pub datapaths: Option<Spanned<Vec<Spanned<String>>>>,
     /// The CPU both halves (client and server) of every run are pinned to, numbered from 0
