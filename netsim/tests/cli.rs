@@ -510,7 +510,7 @@ fn capture_writes_a_pcap_tshark_reads_and_prints_one_line_per_frame() {
 }
 
 #[test]
-fn bench_suite_and_compare_speak_in_exit_codes() {
+fn bench_suite_compare_and_render_speak_in_exit_codes() {
     let dir = tempfile::tempdir().expect("tempdir");
     // A bad suite: exit 2, the file, line and column, and the fix.
     let bad = dir.path().join("bad.toml");
@@ -555,6 +555,27 @@ fn bench_suite_and_compare_speak_in_exit_codes() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     assert!(text(&out.stdout).contains("veth / 1500 / fast / tcp_bw: 100 -> 70.0 MB/s (-30.0 %"));
     let out = netsim(&["bench", "compare", &path(&old), &path(&bad)]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("is not the results.json"));
+    // render: tables and page written again from a stored run (results written before rows
+    // knew `rounds`), the run itself untouched; 2 for a file that is not a run.
+    let stored = std::fs::read(&old).expect("read");
+    let page = dir.path().join("page.md");
+    let out = netsim(&["bench", "render", &path(&old), "--page", &path(&page)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let md = std::fs::read_to_string(dir.path().join("results.md")).expect("results.md");
+    assert!(md.contains("| veth | 1500 |"), "{md}");
+    let page = std::fs::read_to_string(&page).expect("page");
+    assert!(page.contains("## Targets"), "{page}");
+    assert!(
+        page.contains(&format!(
+            "netsim bench --suite x.toml --out {}",
+            path(dir.path())
+        )),
+        "{page}"
+    );
+    assert_eq!(std::fs::read(&old).expect("read"), stored);
+    let out = netsim(&["bench", "render", &path(&bad)]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("is not the results.json"));
 }

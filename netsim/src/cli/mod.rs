@@ -445,6 +445,20 @@ enum BenchAction {
         #[arg(long)]
         json: bool,
     },
+    /// Write a suite run's tables, plots and results page again from its `results.json`,
+    /// without measuring (after the report or the page changed): `netsim bench render
+    /// docs/bench-results/results.json --page docs/bench-results.md`. Exit code 2 when the
+    /// file is unreadable.
+    Render {
+        /// The run's results.json (of `bench --suite --out DIR`).
+        results: PathBuf,
+        /// Where results.md and the plots go (default: the directory of RESULTS).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Write the results page to FILE as well.
+        #[arg(long, value_name = "FILE")]
+        page: Option<PathBuf>,
+    },
 }
 
 /// Which kernel a verb runs under.
@@ -951,6 +965,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }),
             ..
         } => suite_cmd::run_compare(&old, &new, min_change, json),
+        Command::Bench {
+            action: Some(BenchAction::Render { results, out, page }),
+            ..
+        } => suite_cmd::run_render(&results, out, page),
         Command::Bench {
             suite: Some(file),
             out,

@@ -149,44 +149,8 @@ pub(super) fn run_suite(args: SuiteArgs) -> Result<ExitCode> {
         bail!("interrupted: the labs and routers of the case running were taken down");
     };
     let results = results.context("benchmark suite")?;
-    let mut plots = Vec::new();
-    if let Some(dir) = &out_dir {
-        let json_path = dir.join("results.json");
-        let text = serde_json::to_string_pretty(&results)? + "\n";
-        std::fs::write(&json_path, text)
-            .with_context(|| format!("cannot write {}", json_path.display()))?;
-        let md = dir.join("results.md");
-        std::fs::write(&md, report::markdown(&results))
-            .with_context(|| format!("cannot write {}", md.display()))?;
-        match plot::write_all(&results, dir) {
-            Ok(files) => plots = files,
-            Err(e) => eprintln!("bench --suite: no plots: {e}"),
-        }
-        eprintln!(
-            "bench --suite: wrote {} (JSON), {} (tables) and {} plot files in {}",
-            json_path.display(),
-            md.display(),
-            plots.len(),
-            dir.display()
-        );
-    }
-    if let Some(page_path) = &args.page {
-        let rel = relative_plots(page_path, &plots);
-        let command = format!(
-            "netsim bench --suite {} --out {} --page {}",
-            args.file.display(),
-            out_dir
-                .as_deref()
-                .map_or_else(|| "DIR".into(), |d| d.display().to_string()),
-            page_path.display()
-        );
-        std::fs::write(page_path, page::render(&results, &rel, &command))
-            .with_context(|| format!("cannot write {}", page_path.display()))?;
-        eprintln!(
-            "bench --suite: wrote the results page {}",
-            page_path.display()
-        );
-    }
+    let out = out_dir.as_deref().map(|d| (d, true));
+    write_outputs(&results, out, args.page.as_deref(), "bench --suite")?;
     if args.json {
         output::print_json(&results)?;
     } else {
@@ -197,6 +161,92 @@ pub(super) fn run_suite(args: SuiteArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `netsim bench render RESULTS [--out DIR] [--page FILE]`: the tables, plots and results page
+/// of a stored run, written again (after the report or the page changed) without measuring.
+pub(super) fn run_render(
+    results_path: &Path,
+    out: Option<PathBuf>,
+    page: Option<PathBuf>,
+) -> Result<ExitCode> {
+    let results = match read_results(results_path) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    // Next to the results by default; results.json itself is left as it is.
+    let dir = out.unwrap_or_else(|| {
+        results_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf()
+    });
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the output directory {}", dir.display()))?;
+    write_outputs(
+        &results,
+        Some((&dir, false)),
+        page.as_deref(),
+        "bench render",
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a run's files: into the directory of `out` results.json (when its flag says so: a
+/// re-render leaves the stored figures as they are), results.md and the plots; the results
+/// page to `page`. `who` prefixes the lines saying what was written.
+fn write_outputs(
+    results: &SuiteResults,
+    out: Option<(&Path, bool)>,
+    page: Option<&Path>,
+    who: &str,
+) -> Result<()> {
+    let mut plots = Vec::new();
+    let out_dir = out.map(|(d, _)| d);
+    if let Some((dir, write_json)) = out {
+        let json_path = dir.join("results.json");
+        if write_json {
+            let text = serde_json::to_string_pretty(results)? + "\n";
+            std::fs::write(&json_path, text)
+                .with_context(|| format!("cannot write {}", json_path.display()))?;
+        }
+        let md = dir.join("results.md");
+        std::fs::write(&md, report::markdown(results))
+            .with_context(|| format!("cannot write {}", md.display()))?;
+        match plot::write_all(results, dir) {
+            Ok(files) => plots = files,
+            Err(e) => eprintln!("{who}: no plots: {e}"),
+        }
+        let json = if write_json {
+            format!("{} (JSON), ", json_path.display())
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "{who}: wrote {json}{} (tables) and {} plot files in {}",
+            md.display(),
+            plots.len(),
+            dir.display()
+        );
+    }
+    if let Some(page_path) = page {
+        let rel = relative_plots(page_path, &plots);
+        // How to take the run again, whoever wrote the page.
+        let command = format!(
+            "netsim bench --suite {} --out {} --page {}",
+            results.file,
+            out_dir.map_or_else(|| "DIR".into(), |d| d.display().to_string()),
+            page_path.display()
+        );
+        std::fs::write(page_path, page::render(results, &rel, &command))
+            .with_context(|| format!("cannot write {}", page_path.display()))?;
+        eprintln!("{who}: wrote the results page {}", page_path.display());
+    }
+    Ok(())
 }
 
 /// The plot files as the page links them: relative to the page's directory when under it.

@@ -17,7 +17,9 @@ pub fn render(r: &SuiteResults, plots: &[String], command: &str) -> String {
         out,
         "# Benchmark results\n\n\
          Generated from one run of the `{}` suite on the machine below. To take it again \
-         (as root; about {:.0} minutes):\n\n```sh\n{command}\n```\n",
+         (as root; about {:.0} minutes):\n\n```sh\n{command}\n```\n\n\
+         `netsim bench render` writes the tables, plots and this page again from the run's \
+         `results.json`, without measuring (`--page` names the page).\n",
         r.suite,
         (r.wall_s / 60.0).ceil()
     );
