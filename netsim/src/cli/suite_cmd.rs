@@ -1,5 +1,5 @@
-//! `netsim bench --suite FILE` and `netsim bench compare OLD NEW`: a thin layer over
-//! [`crate::suite`] (progress bars, files, exit codes).
+//! `netsim bench --suite FILE`, `netsim bench compare OLD NEW` and `netsim bench render
+//! RESULTS`: a thin layer over [`crate::suite`] (progress bars, files, exit codes).
 
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
@@ -149,7 +149,7 @@ pub(super) fn run_suite(args: SuiteArgs) -> Result<ExitCode> {
         bail!("interrupted: the labs and routers of the case running were taken down");
     };
     let results = results.context("benchmark suite")?;
-    let out = out_dir.as_deref().map(|d| (d, true));
+    let out = out_dir.as_deref().map(|d| (d, Json::Write));
     write_outputs(&results, out, args.page.as_deref(), "bench --suite")?;
     if args.json {
         output::print_json(&results)?;
@@ -189,25 +189,36 @@ pub(super) fn run_render(
         .with_context(|| format!("cannot create the output directory {}", dir.display()))?;
     write_outputs(
         &results,
-        Some((&dir, false)),
+        Some((&dir, Json::Keep)),
         page.as_deref(),
         "bench render",
     )?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes a run's files: into the directory of `out` results.json (when its flag says so: a
-/// re-render leaves the stored figures as they are), results.md and the plots; the results
-/// page to `page`. `who` prefixes the lines saying what was written.
+/// Whether [`write_outputs`] writes results.json.
+#[derive(Clone, Copy, PartialEq)]
+enum Json {
+    /// A run's figures, new.
+    Write,
+    /// A re-render: the stored figures stay as they are (floats would not round-trip to the
+    /// byte).
+    Keep,
+}
+
+/// Writes a run's files: into the directory of `out` results.json (see [`Json`]), results.md
+/// and the plots; the results page to `page`. `who` prefixes the lines saying what was
+/// written.
 fn write_outputs(
     results: &SuiteResults,
-    out: Option<(&Path, bool)>,
+    out: Option<(&Path, Json)>,
     page: Option<&Path>,
     who: &str,
 ) -> Result<()> {
     let mut plots = Vec::new();
     let out_dir = out.map(|(d, _)| d);
-    if let Some((dir, write_json)) = out {
+    if let Some((dir, json)) = out {
+        let write_json = json == Json::Write;
         let json_path = dir.join("results.json");
         if write_json {
             let text = serde_json::to_string_pretty(results)? + "\n";
@@ -221,13 +232,13 @@ fn write_outputs(
             Ok(files) => plots = files,
             Err(e) => eprintln!("{who}: no plots: {e}"),
         }
-        let json = if write_json {
+        let json_note = if write_json {
             format!("{} (JSON), ", json_path.display())
         } else {
             String::new()
         };
         eprintln!(
-            "{who}: wrote {json}{} (tables) and {} plot files in {}",
+            "{who}: wrote {json_note}{} (tables) and {} plot files in {}",
             md.display(),
             plots.len(),
             dir.display()

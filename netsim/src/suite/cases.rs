@@ -182,9 +182,20 @@ pub fn render(suite: &Suite, labs: &[LabCase]) -> String {
                     .join("/")
             ),
         };
+        let rounds: Vec<&str> = l
+            .datapaths
+            .iter()
+            .filter(|d| d.shares_rounds())
+            .map(|d| d.name())
+            .collect();
+        let rounds = if matches!(l.work, Work::Tests(_)) && rounds.len() > 1 {
+            format!(" ({} round by round)", rounds.join(", "))
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "  {}: {} ({}), MTU {}, {} client host{}: {} on {}",
+            "  {}: {} ({}), MTU {}, {} client host{}: {} on {}{rounds}",
             l.name,
             l.profile.name,
             l.profile.describe(),

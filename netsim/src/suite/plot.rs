@@ -79,16 +79,12 @@ fn load_font() -> Result<(), PlotError> {
 pub fn write_all(results: &SuiteResults, dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
     let mb = |f: &Figures| spread(f, 1e-6);
     let share = |r: &Row| {
-        let base = results
-            .native_of(r)?
-            .figures
-            .median()
-            .filter(|m| *m > 0.0)?;
-        spread(&r.figures, 100.0 / base)
+        let (m, lo, hi) = SuiteResults::share_spread(r, results.native_of(r)?)?;
+        Some((m * 100.0, lo * 100.0, hi * 100.0))
     };
     let repeats = results.repeats;
     let share_title =
-        format!("tcp_bw: share of native (median, bars min-max over {repeats} repeats)");
+        format!("tcp_bw: share of native (median, bars min-max over {repeats} repeats or rounds)");
     let charts: Vec<Chart> = [
         bar_chart(
             results,
@@ -624,7 +620,7 @@ mod tests {
     }
 
     #[rstest]
-    #[case::share("bandwidth-share", "tcp_bw: share of native (median, bars min-max over 3 repeats)", &["native", "vxlan", "fast", "sleeve", "n/a", "azure-a2 / 1500", "veth / 9000"])]
+    #[case::share("bandwidth-share", "tcp_bw: share of native (median, bars min-max over 3 repeats or rounds)", &["native", "vxlan", "fast", "sleeve", "n/a", "azure-a2 / 1500", "veth / 9000"])]
     #[case::bandwidth("bandwidth", "tcp_bw: throughput, MB/s (log scale)", &["native", "vxlan", "fast", "sleeve", "n/a"])]
     #[case::latency("latency", "tcp_lat: one-way latency, us (median, min-max)", &["native", "vxlan", "fast", "sleeve"])]
     #[case::clients("clients", "one server, N clients: throughput per client, MB/s", &["native (azure-a2 / 1500)", "fast (azure-a2 / 1500)", "4"])]

@@ -70,11 +70,18 @@ pub fn markdown(r: &SuiteResults) -> String {
         "Suite `{}`: {} repeats of {} s per case ({pinned}); figures are medians with the \
          range of the repeats in brackets; bandwidth in MB/s (10^6 bytes/s), latency one way \
          in microseconds (qperf's `tcp_lat`: half the round trip). \"vs native\" is the share \
-         of native (for latency: native / datapath, so below 100 % is slower): native, the raw \
-         vxlans and the fast path run round by round, one run each per round in an order that \
-         turns, and their shares are medians of the per-round ratios; other datapaths' are \
-         ratios of medians.\n",
-        r.suite, r.repeats, r.duration_s
+         of native (for latency: native / datapath, so below 100 % is slower){rounds}.\n",
+        r.suite,
+        r.repeats,
+        r.duration_s,
+        rounds = if r.rows.iter().any(|x| x.rounds) {
+            ": where a share has a range in brackets, the datapath and native ran round by \
+             round (one run each per round, in an order that turns), and the share is the \
+             median of the per-round ratios, the range theirs; other shares are ratios of \
+             medians"
+        } else {
+            ""
+        }
     );
     let mut notes: Vec<String> = Vec::new();
     let mut tests: Vec<String> = Vec::new();
@@ -161,8 +168,17 @@ fn table(out: &mut String, r: &SuiteResults, test: &str, notes: &mut Vec<String>
             let _ = write!(line, " {text} |");
             if *d != Datapath::Native {
                 let share = row
-                    .and_then(|x| r.native_of(x).and_then(|n| SuiteResults::share(x, n)))
-                    .map(percent)
+                    .and_then(|x| r.native_of(x).map(|n| (x, n)))
+                    .and_then(|(x, n)| {
+                        let (m, lo, hi) = SuiteResults::share_spread(x, n)?;
+                        // Measured round by round: the per-round ratios' range, the noise
+                        // the median stands in.
+                        Some(if SuiteResults::paired(x, n) {
+                            format!("{} ({:.0}-{:.0})", percent(m), lo * 100.0, hi * 100.0)
+                        } else {
+                            percent(m)
+                        })
+                    })
                     .unwrap_or_default();
                 let _ = write!(line, " {share} |");
             }

@@ -161,21 +161,42 @@ impl SuiteResults {
 
     /// `row` as a share of `base`: for bandwidth, row / base; for latency, base / row (so 1.0
     /// is "as good as" and smaller is worse either way). Rows measured in the same rounds
-    /// ([`Row::rounds`]) give the median of their per-round ratios, which the machine's drift
-    /// from one minute to the next does not move; others the ratio of their medians.
+    /// ([`Row::rounds`]) give the median of their per-round ratios, which a minute when the
+    /// machine is slow for both does not move; others the ratio of their medians.
     pub fn share(row: &Row, base: &Row) -> Option<f64> {
+        Self::share_spread(row, base).map(|(m, _, _)| m)
+    }
+
+    /// [`Self::share`] with the smallest and largest ratio it comes from: of rows measured in
+    /// the same rounds, the per-round ratios; of others, each of `row`'s figures against
+    /// `base`'s median.
+    pub fn share_spread(row: &Row, base: &Row) -> Option<(f64, f64, f64)> {
         let ratio = |a: f64, b: f64| {
             (a > 0.0 && b > 0.0).then(|| if row.higher_is_better { a / b } else { b / a })
         };
         let (x, y) = (&row.figures.samples, &base.figures.samples);
-        if row.rounds && base.rounds && x.len() == y.len() && !x.is_empty() {
+        let ratios = if Self::paired(row, base) {
             let per_round: Option<Vec<f64>> = x.iter().zip(y).map(|(&a, &b)| ratio(a, b)).collect();
-            return Figures {
-                samples: per_round?,
-            }
-            .median();
-        }
-        ratio(row.figures.median()?, base.figures.median()?)
+            per_round?
+        } else {
+            let b = base.figures.median()?;
+            let each: Option<Vec<f64>> = x.iter().map(|&a| ratio(a, b)).collect();
+            each?
+        };
+        let f = Figures { samples: ratios };
+        let median = if Self::paired(row, base) {
+            f.median()?
+        } else {
+            ratio(row.figures.median()?, base.figures.median()?)?
+        };
+        let (lo, hi) = f.range()?;
+        Some((median, lo, hi))
+    }
+
+    /// Whether `row` and `base` were measured in the same rounds, one figure each per round.
+    pub fn paired(row: &Row, base: &Row) -> bool {
+        let (x, y) = (&row.figures.samples, &base.figures.samples);
+        row.rounds && base.rounds && x.len() == y.len() && !x.is_empty()
     }
 }
 
@@ -200,7 +221,8 @@ pub(crate) fn sample() -> SuiteResults {
                 _ => None,
             },
             unavailable: None,
-            // The unshaped link's rows were measured round by round, as a run does.
+            // The unshaped link's rows as a run measures them, round by round; the cloud
+            // profile's as an older run's results.json has them, without.
             rounds: profile == "veth" && dp.shares_rounds(),
         });
     };

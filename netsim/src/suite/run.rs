@@ -1,6 +1,9 @@
-//! Running a suite: for each lab of [`super::cases::expand`], bring it up, set up each
-//! datapath in turn (nothing for native; a hand-made kernel vxlan pair; the overlay routers
-//! with the datapath's settings), measure, take the datapath down, and take the lab down.
+//! Running a suite: for each lab of [`super::cases::expand`], bring it up, set up the
+//! datapaths (nothing for native; hand-made kernel vxlans; the overlay routers with the
+//! datapath's settings), measure, take them down, and take the lab down. In a profile's lab
+//! native, the raw vxlans and the fast path are up together and measured round by round
+//! ([`Datapath::shares_rounds`]); the others, and every datapath of a client matrix, one after
+//! another.
 //!
 //! A datapath that cannot be set up (no openvswitch here, a router that does not start) is a
 //! row that says why, and the run goes on; only a lab that cannot come up ends the run.
@@ -158,13 +161,22 @@ impl Ctx<'_> {
                 carried_by: carried,
                 why: None,
             },
-            Err((active, why)) => {
+            Err((mut active, mut why)) => {
+                // Down at once: nothing half made runs beside what is measured next; the
+                // routers' logs stay for a look.
+                if let Active::Routers(o) = &mut active {
+                    o.keep_logs();
+                    if let Some(dir) = o.log_path("h0").as_deref().and_then(Path::parent) {
+                        why = format!("{why} (the routers' logs are in {})", dir.display());
+                    }
+                }
+                teardown(active).await;
                 self.progress
                     .note(&format!("{} on {}: {why}", dp, self.case.name));
                 Arm {
                     dp,
                     ends: None,
-                    active,
+                    active: Active::Nothing,
                     carried_by: None,
                     why: Some(why),
                 }
@@ -245,8 +257,7 @@ async fn measure_together(
             );
         }
         for round in 0..repeats {
-            for k in 0..live.len() {
-                let i = live[(k + round) % live.len()];
+            for i in round_order(&live, round) {
                 let Some(ends) = &arms[i].ends else { continue };
                 match one(ends, t, ctx.perf(t.test, t.duration)).await {
                     Ok(v) => rows[i].figures.samples.push(v),
@@ -287,6 +298,13 @@ async fn measure_together(
     for a in arms {
         teardown(a.active).await;
     }
+}
+
+/// The order of round `round` over `live`: turned by one place each round, so each datapath
+/// runs first (and last) as often as the others.
+fn round_order(live: &[usize], round: usize) -> impl Iterator<Item = usize> + '_ {
+    let n = live.len();
+    (0..n).map(move |k| live[(k + round) % n])
 }
 
 async fn measure_datapath(ctx: &Ctx<'_>, dp: Datapath, results: &mut SuiteResults) {
@@ -512,20 +530,18 @@ async fn setup(lab: &Lab, case: &LabCase, dp: Datapath, opts: &RunOptions) -> Se
                 .await
                 .map_err(|e| (Active::Nothing, format!("the overlay did not start: {e}")))?;
             let overlay = Box::new(overlay);
-            let mut addr = None;
+            let mut addrs = Vec::new();
             for (i, h) in hosts.iter().enumerate() {
                 match overlay.attach(lab, h, &format!("c{i}")).await {
-                    Ok(a) if i == 0 => addr = Some(a),
-                    Ok(_) => {}
+                    Ok(a) => addrs.push(a),
                     Err(e) => {
                         let why = format!("c{i} could not be attached: {e}");
                         return Err((Active::Routers(overlay), why));
                     }
                 }
             }
-            let Some(addr) = addr else {
-                return Err((Active::Routers(overlay), "c0 has no overlay address".into()));
-            };
+            // hosts[0] is h0: c0, the server.
+            let addr = addrs[0];
             let carried = match settle(&overlay, dp).await {
                 Ok(c) => c,
                 Err(why) => return Err((Active::Routers(overlay), why)),
@@ -675,8 +691,8 @@ fn vxlan_bridge_addr(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(a, b, c, (i + 1) as u8)
 }
 
-/// A container vxlan by hand: on every host a plain bridge `vbr` with a kernel vxlan device
-/// `vbx` (flooding to every other host) and a veth `vbv` whose other end is the container
+/// A container vxlan by hand: on every host a plain bridge `vbbr` with a kernel vxlan device
+/// `vbvx` (flooding to every other host) and a veth `vbveth` whose other end is the container
 /// `v{i}`'s `eth0`, addressed from [`VXLAN_BRIDGE_NET`]; the inner MTU on every device.
 fn vxlan_bridge(
     hosts: &[NodeHandle],
@@ -693,21 +709,21 @@ fn vxlan_bridge(
         let local = underlay[i].to_string();
         let cns = c.netns_name();
         let mut steps: Vec<Vec<&str>> = vec![
-            vec!["ip", "link", "add", "vbr", "mtu", &inner, "type", "bridge"],
+            vec!["ip", "link", "add", "vbbr", "mtu", &inner, "type", "bridge"],
             vec![
-                "ip", "link", "add", "vbx", "mtu", &inner, "type", "vxlan", "id", &id, "local",
+                "ip", "link", "add", "vbvx", "mtu", &inner, "type", "vxlan", "id", &id, "local",
                 &local, "dstport", &port,
             ],
-            vec!["ip", "link", "set", "vbx", "master", "vbr", "up"],
+            vec!["ip", "link", "set", "vbvx", "master", "vbbr", "up"],
             vec![
-                "ip", "link", "add", "vbv", "mtu", &inner, "type", "veth", "peer", "name", "eth0",
-                "mtu", &inner, "netns", &cns,
+                "ip", "link", "add", "vbveth", "mtu", &inner, "type", "veth", "peer", "name",
+                "eth0", "mtu", &inner, "netns", &cns,
             ],
-            vec!["ip", "link", "set", "vbv", "master", "vbr", "up"],
-            vec!["ip", "link", "set", "vbr", "up"],
+            vec!["ip", "link", "set", "vbveth", "master", "vbbr", "up"],
+            vec!["ip", "link", "set", "vbbr", "up"],
         ];
         let peers = others(underlay, i);
-        steps.extend(flood(&peers, "vbx"));
+        steps.extend(flood(&peers, "vbvx"));
         run_steps(h, &steps)?;
         let addr = format!("{}/24", vxlan_bridge_addr(i));
         run_steps(
@@ -755,7 +771,7 @@ async fn teardown(active: Active) {
         Active::VxlanBridge(hosts) => {
             for n in hosts {
                 // The veth takes the container's end with it.
-                for dev in ["vbv", "vbx", "vbr"] {
+                for dev in ["vbveth", "vbvx", "vbbr"] {
                     let _ = n.command("ip").args(["link", "del", dev]).output();
                 }
             }
@@ -785,5 +801,22 @@ pub fn machine() -> Machine {
         memory_gib,
         kernel: crate::caps::probe().kernel.clone(),
         shaping: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each datapath runs once a round, and first in as many rounds as the others.
+    #[test]
+    fn rounds_turn_the_order() {
+        let live = [0, 2, 3];
+        let rounds: Vec<Vec<usize>> = (0..4).map(|r| round_order(&live, r).collect()).collect();
+        assert_eq!(
+            rounds,
+            [vec![0, 2, 3], vec![2, 3, 0], vec![3, 0, 2], vec![0, 2, 3]]
+        );
+        assert_eq!(round_order(&[], 1).count(), 0);
     }
 }
