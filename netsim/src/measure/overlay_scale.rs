@@ -277,6 +277,84 @@ async fn reach(
     }
 }
 
+/// A new network namespace made within this, or within [`QUICK_FACTOR`] times the quickest
+/// probe (a slow kernel such as the User-Mode-Linux guest's is never under 50 ms), means the
+/// kernel is not busy tearing down old ones.
+const QUICK_NETNS: Duration = Duration::from_millis(50);
+/// See [`QUICK_NETNS`].
+const QUICK_FACTOR: u32 = 4;
+/// Quick probes in a row that count as settled, [`PROBE_GAP`] apart.
+const QUICK_PROBES: usize = 5;
+/// Between two probes.
+const PROBE_GAP: Duration = Duration::from_millis(300);
+/// How long [`settle`] waits at most.
+const SETTLE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Waits until the kernel has finished tearing down earlier labs, for at most
+/// [`SETTLE_LIMIT`]. It frees a lab's namespaces in the background after `down` returns, a
+/// second or more after 100 hosts, and meanwhile making a namespace waits for it: a 10-host
+/// lab came up in 1.4 s instead of 0.1 and converged slower. The signal is that wait itself:
+/// [`QUICK_PROBES`] throwaway namespaces in a row each made quickly ([`QUICK_NETNS`]; the
+/// teardown starts a moment after `down`, so one quick probe is not enough). Says how long it
+/// waited when it did, or that it gave up.
+async fn settle(say: &dyn Fn(&str)) {
+    let started = Instant::now();
+    let mut probes: Vec<Duration> = Vec::new();
+    while started.elapsed() < SETTLE_LIMIT {
+        let Some(took) = tokio::task::spawn_blocking(netns_probe)
+            .await
+            .ok()
+            .flatten()
+        else {
+            return; // cannot probe (not root?): nothing to wait for that we could see
+        };
+        probes.push(took);
+        if settled(&probes) {
+            let slowest = probes.iter().max().copied().unwrap_or_default();
+            if slowest >= QUICK_NETNS {
+                say(&format!(
+                    "waited {:.1} s for the kernel to finish tearing down the last lab (a new \
+                     namespace took up to {:.2} s meanwhile)",
+                    started.elapsed().as_secs_f64(),
+                    slowest.as_secs_f64()
+                ));
+            }
+            return;
+        }
+        tokio::time::sleep(PROBE_GAP).await;
+    }
+    say(&format!(
+        "the kernel still makes namespaces slowly after {} s: measuring anyway",
+        SETTLE_LIMIT.as_secs()
+    ));
+}
+
+/// Whether the last [`QUICK_PROBES`] of `probes` (namespace creation times, in order) were all
+/// quick: within [`QUICK_NETNS`] or [`QUICK_FACTOR`] times the quickest of all.
+fn settled(probes: &[Duration]) -> bool {
+    let Some(quickest) = probes.iter().min() else {
+        return false;
+    };
+    let limit = QUICK_NETNS.max(quickest.saturating_mul(QUICK_FACTOR));
+    probes.len() >= QUICK_PROBES
+        && probes[probes.len() - QUICK_PROBES..]
+            .iter()
+            .all(|&p| p < limit)
+}
+
+/// How long the kernel takes to make a network namespace: made by a thread of its own, which
+/// exits with it (so no other thread ever runs in it, and it is freed at once).
+fn netns_probe() -> Option<Duration> {
+    std::thread::spawn(|| {
+        let t = Instant::now();
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
+        Some(t.elapsed())
+    })
+    .join()
+    .ok()
+    .flatten()
+}
+
 /// User plus system CPU time of `pids` together, in clock ticks.
 fn cpu_ticks(pids: &[u32]) -> u64 {
     pids.iter().filter_map(|&p| process::cpu_ticks(p)).sum()
@@ -345,6 +423,7 @@ pub async fn run(
 ) -> Result<ScaleReport, OverlayError> {
     let mut rows = Vec::new();
     for &n in hosts {
+        settle(say).await;
         rows.push(run_one(n, opts, say).await?);
     }
     let points: Vec<(f64, f64)> = rows
@@ -502,6 +581,19 @@ mod tests {
             threads: 7.0,
         };
         assert_eq!(status_memory(status), Some(m));
+    }
+
+    /// Five quick namespaces in a row, quick against 50 ms or four times the quickest seen.
+    #[rstest::rstest]
+    #[case::idle(&[3, 3, 4, 3, 3], true)]
+    #[case::too_few(&[3, 3, 3, 3], false)]
+    #[case::teardown_behind(&[13, 1606, 3, 3, 3, 3], false)]
+    #[case::teardown_done(&[13, 1606, 3, 3, 3, 3, 4], true)]
+    #[case::slow_kernel(&[120, 110, 130, 115, 125], true)]
+    #[case::contended_throughout(&[1600, 1500, 1600, 1400, 1500, 3], false)]
+    fn settled_after_quick_probes(#[case] ms: &[u64], #[case] want: bool) {
+        let probes: Vec<Duration> = ms.iter().map(|&m| Duration::from_millis(m)).collect();
+        assert_eq!(settled(&probes), want);
     }
 
     #[test]
